@@ -1,0 +1,63 @@
+"""pclandscape: train predictive coding networks and study their energy landscape.
+
+The public API (see DESIGN.md; names marked *contract* there are stable)::
+
+    import pclandscape as pcl
+    net = pcl.MLP(key, widths=[784, 300, 10], activation="tanh", init_std=0.07)
+    eq = pcl.infer(net, x, y, solver=pcl.Euler(dt=0.1, steps=50))
+    net, history = pcl.train(net, (x, y), rule="pc", steps=1000)
+"""
+
+from . import theory
+from ._version import __version__
+from .errors import DivergenceError, NotAtEquilibriumError
+from .inference import (
+    AbstractSolver,
+    Equilibrium,
+    Euler,
+    ExactLinear,
+    Heun,
+    activity_grad,
+    default_solver,
+    equilibrated_energy,
+    infer,
+)
+from .networks import CNN, MLP, PCNetwork, weights
+from .objectives import layer_energies, mse_loss, pc_energy, sample_energies
+from .training import History, StepInfo, bp_step, evaluate, init_opt_state, pc_step, train
+
+__all__ = [
+    "__version__",
+    "theory",
+    # networks
+    "PCNetwork",
+    "MLP",
+    "CNN",
+    "weights",
+    # objectives
+    "mse_loss",
+    "pc_energy",
+    "layer_energies",
+    "sample_energies",
+    # inference
+    "AbstractSolver",
+    "Euler",
+    "Heun",
+    "ExactLinear",
+    "Equilibrium",
+    "infer",
+    "equilibrated_energy",
+    "activity_grad",
+    "default_solver",
+    # training
+    "StepInfo",
+    "bp_step",
+    "pc_step",
+    "init_opt_state",
+    "train",
+    "evaluate",
+    "History",
+    # errors
+    "DivergenceError",
+    "NotAtEquilibriumError",
+]

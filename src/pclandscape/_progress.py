@@ -1,0 +1,83 @@
+"""A dependency-free progress bar for long loops (training steps, seeds, experiments)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+
+def progress_enabled(progress: bool | None) -> bool:
+    """Resolve ``progress=None`` to: on when stderr is a terminal and ``PCLANDSCAPE_PROGRESS`` != 0."""
+    if progress is not None:
+        return bool(progress)
+    if os.environ.get("PCLANDSCAPE_PROGRESS", "") == "0":
+        return False
+    return sys.stderr.isatty()
+
+
+class Progress:
+    """Progress of ``total`` units of work, drawn on stderr at most every ``interval`` seconds.
+
+    On a terminal the bar redraws in place; elsewhere (logs, CI) it prints a line at most
+    every 10 % of the work.
+    """
+
+    def __init__(self, total: int, desc: str = "", enabled: bool | None = None, interval: float = 0.2):
+        self.total = max(int(total), 1)
+        self.desc = desc
+        self.enabled = progress_enabled(enabled)
+        self.interval = interval
+        self.n = 0
+        self.start = time.perf_counter()
+        self._last = 0.0
+        self._last_decile = -1
+        self._tty = sys.stderr.isatty()
+        self.postfix = ""
+
+    def update(self, n: int = 1, **postfix) -> None:
+        self.n += n
+        if postfix:
+            self.postfix = " ".join(f"{k}={_fmt(v)}" for k, v in postfix.items())
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if self._tty:
+            if now - self._last >= self.interval or self.n >= self.total:
+                self._last = now
+                self._draw(end="")
+        else:
+            decile = int(10 * self.n / self.total)
+            if decile != self._last_decile:
+                self._last_decile = decile
+                self._draw(end="\n")
+
+    def _draw(self, end: str) -> None:
+        frac = min(self.n / self.total, 1.0)
+        elapsed = time.perf_counter() - self.start
+        eta = elapsed / frac - elapsed if frac > 0 else float("nan")
+        bar = "#" * int(24 * frac) + "-" * (24 - int(24 * frac))
+        line = (
+            f"{self.desc} [{bar}] {self.n}/{self.total} {elapsed:6.1f}s"
+            f" eta {eta:6.1f}s {self.postfix}"
+        )
+        prefix = "\r" if self._tty else ""
+        sys.stderr.write(prefix + line[:200] + end)
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self._tty:
+            self._draw(end="\n")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _fmt(v) -> str:
+    try:
+        return f"{float(v):.4g}"
+    except (TypeError, ValueError):
+        return str(v)

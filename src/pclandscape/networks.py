@@ -1,0 +1,406 @@
+"""Networks for predictive coding: a common interface, the MLP and the CNN of §A.4.
+
+Every network here is a chain of ``L`` layers. Layer ``l`` (1-indexed) *predicts* the
+activity ``z_l`` from the previous one::
+
+    mu_l = f_l(z_{l-1})            z_0 = x (clamped),  z_L = y (clamped in training)
+
+and the predictive-coding energy (Eq 2) is the sum of the squared prediction errors
+``||z_l - mu_l||^2``. The loss (Eq 1) uses the feedforward pass, where every ``z_l`` equals
+its prediction. A network is therefore fully described by its ``predict(l, z_prev)``
+method; the energy, inference, training and curvature code work for any network that
+implements it (:class:`PCNetwork`).
+
+Conventions (DESIGN.md, contract): weights are ``(out, in)`` matrices; the MLP's layer ``l``
+computes ``W_l f(z_{l-1}) (+ b_l)`` with ``f`` the identity for the first layer, so the
+paper's deep linear networks are the special case ``f = id``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+__all__ = ["PCNetwork", "MLP", "CNN", "weights", "resolve_activation", "ACTIVATIONS"]
+
+
+def _identity(x):
+    return x
+
+
+ACTIVATIONS: dict[str, Callable] = {
+    "linear": _identity,
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+}
+"""Activations known by name. Any other callable ``Array -> Array`` may be passed."""
+
+
+def resolve_activation(activation: str | Callable) -> tuple[str, Callable]:
+    """Return ``(name, function)`` for an activation given by name or as a callable.
+
+    Raises:
+        ValueError: if ``activation`` is a string that is not in :data:`ACTIVATIONS`.
+    """
+    if isinstance(activation, str):
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation={activation!r} is not known; use one of "
+                f"{sorted(ACTIVATIONS)} or pass a callable such as jax.nn.gelu."
+            )
+        return activation, ACTIVATIONS[activation]
+    if callable(activation):
+        if activation is _identity:
+            return "linear", _identity
+        name = getattr(activation, "__name__", type(activation).__name__)
+        return name, activation
+    raise ValueError(
+        f"activation must be a name in {sorted(ACTIVATIONS)} or a callable, "
+        f"got {type(activation).__name__}."
+    )
+
+
+def _check_widths(widths: Sequence[int], name: str = "widths") -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in widths)
+    except TypeError:
+        raise ValueError(f"{name} must be a sequence of positive integers, got {widths!r}.")
+    if len(widths) < 2:
+        raise ValueError(
+            f"{name}={list(widths)} has fewer than two entries; give at least the input and "
+            f"output widths, e.g. widths=[784, 300, 10] for one hidden layer."
+        )
+    if any(w <= 0 for w in widths):
+        raise ValueError(f"{name}={list(widths)} must contain only positive integers.")
+    return widths
+
+
+def _init_matrix(key, shape, init: str, std: float | None, fan_in: int, dtype):
+    if init == "zeros":
+        return jnp.zeros(shape, dtype)
+    if init == "normal":
+        return std * jax.random.normal(key, shape, dtype)
+    if init == "standard":
+        return jax.random.normal(key, shape, dtype) / jnp.sqrt(fan_in).astype(dtype)
+    raise ValueError(
+        f"init={init!r} is not known; use 'standard' (N(0, 1/fan_in)), 'normal' "
+        f"(N(0, init_std^2)) or 'zeros'."
+    )
+
+
+def _resolve_init(init: str | None, init_std: float | None) -> str:
+    if init is None:
+        return "normal" if init_std is not None else "standard"
+    if init == "normal" and init_std is None:
+        raise ValueError("init='normal' needs init_std, the standard deviation sigma of N(0, sigma^2).")
+    return init
+
+
+class PCNetwork(eqx.Module):
+    """Interface of a network that can be trained by backprop and by predictive coding.
+
+    Subclasses hold their weight matrices/kernels in ``weights`` (a tuple, layer order) and
+    optional biases in ``biases``, and implement :meth:`predict`.
+    """
+
+    weights: eqx.AbstractVar[tuple[Array, ...]]
+    biases: eqx.AbstractVar[tuple[Array, ...] | None]
+    activation_name: eqx.AbstractVar[str]
+
+    @abc.abstractmethod
+    def predict(self, layer: int, z_prev: Array) -> Array:
+        """Prediction ``mu_layer = f_layer(z_{layer-1})`` for a batch; ``layer`` is 1..L."""
+
+    @property
+    @abc.abstractmethod
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input sample (without the batch axis)."""
+
+    @property
+    @abc.abstractmethod
+    def output_dim(self) -> int:
+        """Width of the output layer (d_y)."""
+
+    @property
+    def n_layers(self) -> int:
+        """Number of weight layers L (the number of hidden layers is H = L - 1)."""
+        return len(self.weights)
+
+    @property
+    def is_linear(self) -> bool:
+        """True for a deep linear network (identity activation everywhere)."""
+        return self.activation_name == "linear"
+
+    def feedforward(self, x: Array) -> tuple[Array, ...]:
+        """All activities of the feedforward pass ``(z_1, ..., z_L)`` for inputs ``x``."""
+        zs = []
+        z = x
+        for layer in range(1, self.n_layers + 1):
+            z = self.predict(layer, z)
+            zs.append(z)
+        return tuple(zs)
+
+    def __call__(self, x: Array) -> Array:
+        """Network output ``f(x)`` for a batch ``x`` of shape ``(N, *input_shape)``."""
+        return self.feedforward(x)[-1]
+
+    def with_weights(self, weights: Sequence[Array]) -> "PCNetwork":
+        """A copy of this network with its weights replaced (shapes must match)."""
+        weights = tuple(weights)
+        if len(weights) != self.n_layers:
+            raise ValueError(
+                f"weights has {len(weights)} arrays but the network has {self.n_layers} layers."
+            )
+        for i, (w, w0) in enumerate(zip(weights, self.weights)):
+            if jnp.shape(w) != w0.shape:
+                raise ValueError(
+                    f"weights[{i}] has shape {jnp.shape(w)}, expected {w0.shape} (W_{i + 1})."
+                )
+        return eqx.tree_at(lambda n: n.weights, self, weights)
+
+    def check_data(self, x: Array, y: Array | None = None) -> None:
+        """Raise a ``ValueError`` naming the argument if ``x`` or ``y`` do not fit the net."""
+        xs, exp = tuple(jnp.shape(x)), self.input_shape
+        if len(xs) != len(exp) + 1 or xs[1:] != exp:
+            raise ValueError(
+                f"x has shape {xs} but this {type(self).__name__} takes inputs of shape "
+                f"(N, {', '.join(map(str, exp))}); reshape the data (MLPs take flattened "
+                f"inputs) or build the network for this input size."
+            )
+        if y is not None:
+            ys = tuple(jnp.shape(y))
+            if len(ys) != 2 or ys[1] != self.output_dim:
+                raise ValueError(
+                    f"y has shape {ys} but the network's output width is {self.output_dim}; "
+                    f"pass y of shape (N, {self.output_dim}) (one-hot labels for "
+                    f"classification) or build the network with that output width."
+                )
+            if ys[0] != xs[0]:
+                raise ValueError(
+                    f"x and y have different batch sizes ({xs[0]} and {ys[0]}); pass one "
+                    f"target row per input sample."
+                )
+
+
+class MLP(PCNetwork):
+    """Fully connected network: layer ``l`` computes ``W_l f(z_{l-1}) (+ b_l)``.
+
+    ``f`` is the activation for every layer but the first, where it is the identity
+    (the input is not passed through ``f``); the output layer is therefore linear in
+    ``f(z_{L-1})``. With ``activation="linear"`` this is the deep linear network of §2.1,
+    ``f(x) = W_L ... W_1 x``.
+
+    Args:
+        key: PRNG key for the initialisation (ignored for ``init="zeros"``; may be None then).
+        widths: ``[n_0 = d_x, n_1, ..., n_L = d_y]``; at least two entries.
+        activation: ``"linear"``, ``"tanh"``, ``"relu"`` or any callable.
+        use_bias: add a bias to every layer (the paper uses none).
+        init_std: if given, weights are drawn from ``N(0, init_std^2)`` (the paper's
+            near-origin initialisation; e.g. ``init_std=sqrt(5e-3)``).
+        init: ``"standard"`` (default: ``N(0, 1/fan_in)``), ``"normal"`` (needs
+            ``init_std``) or ``"zeros"``.
+        dtype: floating dtype of the parameters (default: JAX's default float).
+
+    Build a network from given matrices with :meth:`MLP.from_weights`.
+    """
+
+    weights: tuple[Array, ...]
+    biases: tuple[Array, ...] | None
+    widths: tuple[int, ...] = eqx.field(static=True)
+    activation: Callable = eqx.field(static=True)
+    activation_name: str = eqx.field(static=True)
+
+    def __init__(
+        self,
+        key: PRNGKeyArray | None,
+        widths: Sequence[int],
+        activation: str | Callable = "linear",
+        use_bias: bool = False,
+        init_std: float | None = None,
+        *,
+        init: str | None = None,
+        dtype=None,
+    ):
+        widths = _check_widths(widths)
+        init = _resolve_init(init, init_std)
+        dtype = dtype or jnp.zeros(()).dtype
+        self.activation_name, self.activation = resolve_activation(activation)
+        self.widths = widths
+        if key is None and init != "zeros":
+            raise ValueError(f"key is None but init={init!r} is random; pass jax.random.key(seed).")
+        keys = jax.random.split(key, len(widths) - 1) if key is not None else [None] * (len(widths) - 1)
+        self.weights = tuple(
+            _init_matrix(k, (n_out, n_in), init, init_std, n_in, dtype)
+            for k, n_in, n_out in zip(keys, widths[:-1], widths[1:])
+        )
+        self.biases = tuple(jnp.zeros((n,), dtype) for n in widths[1:]) if use_bias else None
+
+    @classmethod
+    def from_weights(
+        cls,
+        weights: Sequence[Float[Array, "out in"]],
+        activation: str | Callable = "linear",
+        biases: Sequence[Float[Array, " out"]] | None = None,
+    ) -> "MLP":
+        """Build an MLP whose layer ``l`` uses the given ``(n_l, n_{l-1})`` matrix ``W_l``."""
+        weights = [jnp.asarray(w) for w in weights]
+        if len(weights) < 1:
+            raise ValueError("weights is empty; pass the list [W_1, ..., W_L].")
+        for i, w in enumerate(weights):
+            if w.ndim != 2:
+                raise ValueError(f"weights[{i}] has shape {w.shape}; each W_l must be a 2-D (out, in) matrix.")
+        for i in range(1, len(weights)):
+            if weights[i].shape[1] != weights[i - 1].shape[0]:
+                raise ValueError(
+                    f"weights[{i}] has shape {weights[i].shape} but weights[{i - 1}] has "
+                    f"{weights[i - 1].shape}: W_{i + 1} must have {weights[i - 1].shape[0]} columns."
+                )
+        widths = [weights[0].shape[1]] + [w.shape[0] for w in weights]
+        net = cls(None, widths, activation, use_bias=biases is not None, init="zeros", dtype=weights[0].dtype)
+        net = eqx.tree_at(lambda n: n.weights, net, tuple(weights))
+        if biases is not None:
+            biases = tuple(jnp.asarray(b) for b in biases)
+            if [b.shape for b in biases] != [(n,) for n in widths[1:]]:
+                raise ValueError(f"biases must have shapes {[(n,) for n in widths[1:]]}.")
+            net = eqx.tree_at(lambda n: n.biases, net, biases)
+        return net
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.widths[0],)
+
+    @property
+    def output_dim(self) -> int:
+        return self.widths[-1]
+
+    def predict(self, layer: int, z_prev: Array) -> Array:
+        """``mu_l = f(z_{l-1}) W_l^T (+ b_l)`` for a batch ``z_prev`` of shape ``(N, n_{l-1})``."""
+        h = z_prev if layer == 1 else self.activation(z_prev)
+        out = h @ self.weights[layer - 1].T
+        if self.biases is not None:
+            out = out + self.biases[layer - 1]
+        return out
+
+
+def _max_pool(z: Array) -> Array:
+    """2x2 max pooling with stride 2 on ``(N, C, H, W)``."""
+    return jax.lax.reduce_window(z, -jnp.inf, jax.lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
+
+
+class CNN(PCNetwork):
+    """The convolutional network of §A.4: 3 blocks of (conv 3x3, max-pool 2x2), then 2 FC layers.
+
+    Layers (``f`` the activation, the identity on the input)::
+
+        mu_1 = pool(conv(x,        K_1))              (N, c1, 16, 16)
+        mu_2 = pool(conv(f(z_1),   K_2))              (N, c2,  8,  8)
+        mu_3 = pool(conv(f(z_2),   K_3))              (N, c3,  4,  4)
+        mu_4 = W_4 f(flatten(z_3))                    (N, hidden)
+        mu_5 = W_5 f(z_4)                             (N, n_classes)   last layer linear in f(z_4)
+
+    Each block is one predictive-coding layer, so the energy has 5 terms. Kernels are
+    ``(out_channels, in_channels, 3, 3)``, 'SAME' padding.
+
+    Args:
+        key: PRNG key.
+        activation: as for :class:`MLP`.
+        channels: output channels of the three conv blocks.
+        hidden: width of the first fully connected layer.
+        n_classes: output width.
+        in_shape: ``(C, H, W)`` of the input; H and W divisible by 8.
+        init_std, init, use_bias, dtype: as for :class:`MLP` (fan-in of a kernel is
+            ``in_channels * 9``).
+    """
+
+    weights: tuple[Array, ...]
+    biases: tuple[Array, ...] | None
+    activation: Callable = eqx.field(static=True)
+    activation_name: str = eqx.field(static=True)
+    in_shape: tuple[int, int, int] = eqx.field(static=True)
+    n_classes: int = eqx.field(static=True)
+
+    def __init__(
+        self,
+        key: PRNGKeyArray | None,
+        activation: str | Callable = "relu",
+        channels: Sequence[int] = (32, 64, 128),
+        hidden: int = 128,
+        n_classes: int = 10,
+        in_shape: Sequence[int] = (3, 32, 32),
+        use_bias: bool = False,
+        init_std: float | None = None,
+        *,
+        init: str | None = None,
+        dtype=None,
+    ):
+        channels = tuple(int(c) for c in channels)
+        in_shape = tuple(int(s) for s in in_shape)
+        if len(channels) != 3:
+            raise ValueError(f"channels={channels} must give the output channels of exactly 3 conv blocks.")
+        if len(in_shape) != 3 or in_shape[1] % 8 or in_shape[2] % 8:
+            raise ValueError(f"in_shape={in_shape} must be (C, H, W) with H and W divisible by 8.")
+        init = _resolve_init(init, init_std)
+        dtype = dtype or jnp.zeros(()).dtype
+        self.activation_name, self.activation = resolve_activation(activation)
+        self.in_shape = in_shape
+        self.n_classes = int(n_classes)
+        if key is None and init != "zeros":
+            raise ValueError(f"key is None but init={init!r} is random; pass jax.random.key(seed).")
+        keys = jax.random.split(key, 5) if key is not None else [None] * 5
+        c_in = (in_shape[0],) + channels[:2]
+        kernels = [
+            _init_matrix(k, (co, ci, 3, 3), init, init_std, ci * 9, dtype)
+            for k, ci, co in zip(keys[:3], c_in, channels)
+        ]
+        flat = channels[2] * (in_shape[1] // 8) * (in_shape[2] // 8)
+        fc = [
+            _init_matrix(keys[3], (hidden, flat), init, init_std, flat, dtype),
+            _init_matrix(keys[4], (n_classes, hidden), init, init_std, hidden, dtype),
+        ]
+        self.weights = tuple(kernels + fc)
+        if use_bias:
+            self.biases = tuple(jnp.zeros((n,), dtype) for n in (*channels, hidden, n_classes))
+        else:
+            self.biases = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.in_shape
+
+    @property
+    def output_dim(self) -> int:
+        return self.n_classes
+
+    def predict(self, layer: int, z_prev: Array) -> Array:
+        h = z_prev if layer == 1 else self.activation(z_prev)
+        w = self.weights[layer - 1]
+        if layer <= 3:
+            out = jax.lax.conv_general_dilated(
+                h, w, (1, 1), "SAME", dimension_numbers=("NCHW", "OIHW", "NCHW")
+            )
+            if self.biases is not None:
+                out = out + self.biases[layer - 1][:, None, None]
+            return _max_pool(out)
+        if layer == 4:
+            h = h.reshape(h.shape[0], -1)
+        out = h @ w.T
+        if self.biases is not None:
+            out = out + self.biases[layer - 1]
+        return out
+
+
+def weights(net: PCNetwork) -> list[Array]:
+    """The weights ``[W_1, ..., W_L]`` of a network (contract).
+
+    For an MLP each ``W_l`` is an ``(n_l, n_{l-1})`` matrix; for the CNN the first three
+    are conv kernels. The flat parameter vector used by every Hessian is their row-major
+    concatenation (``jax.flatten_util.ravel_pytree`` of this list).
+    """
+    if not isinstance(net, PCNetwork):
+        raise ValueError(f"net must be a pclandscape network (MLP or CNN), got {type(net).__name__}.")
+    return list(net.weights)

@@ -1,0 +1,109 @@
+"""The two objectives of the paper: the MSE loss (Eq 1) and the PC energy (Eq 2).
+
+Normalisations (DESIGN.md, contract)::
+
+    L = 1/(2N) sum_i ||y_i - f(x_i)||^2                                   (Eq 1)
+    F = 1/(2N) sum_i sum_l ||z_{l,i} - f_l(z_{l-1,i})||^2,  z_0 = x, z_L = y   (Eq 2)
+
+``activities`` are always the *free* (hidden) activities ``(z_1, ..., z_{L-1})``, each of
+shape ``(N, *layer_shape)``; the input and output layers are clamped to ``x`` and ``y``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .networks import PCNetwork
+
+__all__ = ["mse_loss", "pc_energy", "layer_energies", "sample_energies"]
+
+
+def _sq_norm_per_sample(e: Array) -> Array:
+    return jnp.sum(jnp.reshape(e, (e.shape[0], -1)) ** 2, axis=1)
+
+
+def check_activities(net: PCNetwork, activities: Sequence[Array], x: Array) -> tuple[Array, ...]:
+    """Validate the hidden activities against the network and return them as a tuple."""
+    activities = tuple(activities)
+    n_hidden = net.n_layers - 1
+    if len(activities) != n_hidden:
+        raise ValueError(
+            f"activities has {len(activities)} arrays but the network has {n_hidden} hidden "
+            f"layers; pass the free activities (z_1, ..., z_{{L-1}}) only (z_0 = x and "
+            f"z_L = y are clamped), e.g. the .activities of pcl.infer(...)."
+        )
+    n = jnp.shape(x)[0]
+    for i, a in enumerate(activities):
+        if jnp.shape(a)[0] != n:
+            raise ValueError(
+                f"activities[{i}] has batch size {jnp.shape(a)[0]} but x has {n}."
+            )
+    return activities
+
+
+@eqx.filter_jit
+def mse_loss(net: PCNetwork, x: Float[Array, "N ..."], y: Float[Array, "N dy"]) -> Float[Array, ""]:
+    """MSE loss, Eq 1: ``1/(2N) sum_i ||y_i - f(x_i)||^2`` (contract)."""
+    net.check_data(x, y)
+    return 0.5 * jnp.mean(_sq_norm_per_sample(y - net(x)))
+
+
+@eqx.filter_jit
+def sample_energies(
+    net: PCNetwork, activities: Sequence[Array], x: Array, y: Array
+) -> Float[Array, " N"]:
+    """Per-sample energies ``F_i = 1/2 sum_l ||z_{l,i} - f_l(z_{l-1,i})||^2``, shape ``(N,)``.
+
+    ``F = mean_i F_i`` (Eq 2). Inference moves sample ``i`` along ``-dF_i/dz_i``.
+    """
+    net.check_data(x, y)
+    return _sample_energies(net, check_activities(net, activities, x), x, y)
+
+
+def _sample_energies(net: PCNetwork, activities, x: Array, y: Array) -> Array:
+    zs = (x, *activities, y)
+    total = 0.0
+    for layer in range(1, net.n_layers + 1):
+        total = total + _sq_norm_per_sample(zs[layer] - net.predict(layer, zs[layer - 1]))
+    return 0.5 * total
+
+
+@eqx.filter_jit
+def layer_energies(
+    net: PCNetwork, activities: Sequence[Array], x: Array, y: Array
+) -> Float[Array, " L"]:
+    """Energy of each layer, ``F_l = 1/(2N) sum_i ||z_{l,i} - f_l(z_{l-1,i})||^2``, shape ``(L,)``.
+
+    Their sum is :func:`pc_energy`. At the feedforward pass all but the last are zero and
+    the last equals the MSE loss.
+    """
+    net.check_data(x, y)
+    activities = check_activities(net, activities, x)
+    zs = (x, *activities, y)
+    return jnp.stack(
+        [
+            0.5 * jnp.mean(_sq_norm_per_sample(zs[l] - net.predict(l, zs[l - 1])))
+            for l in range(1, net.n_layers + 1)
+        ]
+    )
+
+
+@eqx.filter_jit
+def pc_energy(
+    net: PCNetwork, activities: Sequence[Array], x: Float[Array, "N ..."], y: Float[Array, "N dy"]
+) -> Float[Array, ""]:
+    """PC energy, Eq 2: ``1/(2N) sum_i sum_l ||z_{l,i} - f_l(z_{l-1,i})||^2`` (contract).
+
+    Args:
+        net: the network.
+        activities: hidden activities ``(z_1, ..., z_{L-1})``, each ``(N, ...)``.
+        x: inputs ``(N, d_x)`` (``(N, C, H, W)`` for the CNN), clamped as ``z_0``.
+        y: targets ``(N, d_y)``, clamped as ``z_L``.
+    """
+    net.check_data(x, y)
+    activities = check_activities(net, activities, x)
+    return jnp.mean(_sample_energies(net, activities, x, y))

@@ -1,0 +1,158 @@
+"""Inference: exact linear solve, Euler, Heun+PID; per-sample step sizes; F* <= L."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import pclandscape as pcl
+from conftest import random_linear_problem
+
+
+def _activity_hessian_lambda_min(net, x, y):
+    """Smallest eigenvalue of d^2 F_i / dz^2 (the same for every sample of a linear net)."""
+    z = tuple(a[:1] for a in net.feedforward(x)[:-1])
+    flat, unravel = jax.flatten_util.ravel_pytree(z)
+    g = lambda v: jax.flatten_util.ravel_pytree(pcl.activity_grad(net, unravel(v), x[:1], y[:1]))[0]
+    h = jax.jacfwd(g)(flat)
+    return float(jnp.linalg.eigvalsh(h)[0]), float(jnp.linalg.eigvalsh(h)[-1])
+
+
+def _max_diff(a, b):
+    return max(float(jnp.max(jnp.abs(u - v))) for u, v in zip(a, b))
+
+
+def test_exact_linear_is_stationary_and_matches_long_euler(x64, rng):
+    ws, x, y = random_linear_problem(rng, [6, 5, 8, 4, 3], n=12)
+    net = pcl.MLP.from_weights(ws)
+    eq = pcl.infer(net, jnp.asarray(x), jnp.asarray(y), pcl.ExactLinear())
+    assert float(eq.grad_norm) <= 1e-10
+    assert bool(eq.converged) and int(eq.steps) == 1
+    lam_min, lam_max = _activity_hessian_lambda_min(net, jnp.asarray(x), jnp.asarray(y))
+    dt = 1.0 / lam_max
+    steps = int(np.ceil(40 / (dt * lam_min)))  # contraction (1 - dt lam_min)^steps < e^-40
+    eq_e = pcl.infer(net, jnp.asarray(x), jnp.asarray(y), pcl.Euler(dt=dt, steps=steps))
+    assert _max_diff(eq.activities, eq_e.activities) <= 1e-10
+    assert float(eq_e.energy) == pytest.approx(float(eq.energy), rel=1e-12)
+
+
+def test_exact_linear_with_biases_is_stationary(x64, rng):
+    ws, x, y = random_linear_problem(rng, [3, 4, 4, 2], n=5)
+    bs = [rng.standard_normal(w.shape[0]) for w in ws]
+    net = pcl.MLP.from_weights(ws, biases=bs)
+    eq = pcl.infer(net, jnp.asarray(x), jnp.asarray(y), pcl.ExactLinear())
+    assert float(eq.grad_norm) <= 1e-10
+
+
+@pytest.mark.parametrize("n_hidden", [1, 2, 5, 10])
+def test_theorem1_exact_equilibrium_equals_closed_form(x64, n_hidden):
+    rng = np.random.default_rng(100 + n_hidden)
+    widths = [int(w) for w in rng.integers(2, 9, size=n_hidden + 2)]
+    ws, x, y = random_linear_problem(rng, widths, n=int(rng.integers(3, 20)))
+    net = pcl.MLP.from_weights(ws)
+    eq = pcl.infer(net, jnp.asarray(x), jnp.asarray(y), pcl.ExactLinear())
+    closed = pcl.theory.equilibrated_energy(ws, jnp.asarray(x), jnp.asarray(y))
+    assert float(eq.grad_norm) <= 1e-10
+    assert float(eq.energy) == pytest.approx(float(closed), rel=1e-10)
+    # and F* is below the loss (it is the minimum over activities that include the feedforward pass)
+    assert float(closed) <= float(pcl.mse_loss(net, jnp.asarray(x), jnp.asarray(y))) + 1e-12
+
+
+def test_pc_weight_gradient_at_equilibrium_is_gradient_of_closed_form(x64, rng):
+    """The identity behind §2.2: dF/dtheta at z* (z* held fixed) = d F*(theta) / dtheta."""
+    for widths in ([4, 6, 3], [5, 4, 6, 3, 2]):
+        ws, x, y = random_linear_problem(rng, widths, n=9)
+        x, y = jnp.asarray(x), jnp.asarray(y)
+        net = pcl.MLP.from_weights(ws)
+        z = pcl.infer(net, x, y, pcl.ExactLinear()).activities
+        pc_grad = jax.grad(lambda w: pcl.pc_energy(net.with_weights(w), z, x, y))(tuple(pcl.weights(net)))
+        th_grad = jax.grad(pcl.theory.equilibrated_energy)(tuple(jnp.asarray(w) for w in ws), x, y)
+        for a, b in zip(pc_grad, th_grad):
+            np.testing.assert_allclose(a, b, atol=1e-9, rtol=0)
+        assert max(float(jnp.max(jnp.abs(a))) for a in th_grad) > 1e-3  # not a trivial zero
+
+
+@pytest.mark.parametrize(
+    "activation,solver",
+    [
+        ("linear", pcl.ExactLinear()),
+        ("tanh", pcl.Euler(dt=0.1, steps=20)),
+        ("relu", pcl.Heun(t1=50.0, rtol=1e-7, atol=1e-7, tol=1e-6)),
+    ],
+)
+def test_inference_does_not_depend_on_the_batch(x64, rng, activation, solver):
+    ws, x, y = random_linear_problem(rng, [5, 6, 6, 3], n=64)
+    net = pcl.MLP.from_weights(ws, activation)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    full = pcl.infer(net, x, y, solver)
+    i = 17
+    one = pcl.infer(net, x[i : i + 1], y[i : i + 1], solver)
+    assert _max_diff([a[i : i + 1] for a in full.activities], one.activities) <= 1e-12
+
+
+@pytest.mark.parametrize("activation", ["linear", "tanh", "relu"])
+def test_equilibrated_energy_is_below_the_loss(x64, rng, activation):
+    ws, x, y = random_linear_problem(rng, [4, 7, 7, 3], n=10, scale=1.5)
+    net = pcl.MLP.from_weights(ws, activation)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    loss = float(pcl.mse_loss(net, x, y))
+    # Euler is a gradient flow discretisation with dt below 2/lambda_max: F decreases at
+    # every step from its feedforward value F = L. (ReLU nets have a kinked energy whose
+    # stationary points can sit on a kink, where the residual need not vanish.)
+    solvers = [pcl.Euler(dt=0.05, steps=400, tol=1e-3)]
+    if activation == "linear":
+        solvers.append(pcl.ExactLinear())
+    if activation == "tanh":
+        solvers.append(pcl.Heun())
+    for solver in solvers:
+        eq = pcl.infer(net, x, y, solver)
+        assert float(eq.energy) < loss  # strictly: the feedforward pass is not stationary here
+        if not isinstance(solver, pcl.Euler):
+            assert bool(eq.converged)
+
+
+def test_heun_reaches_exact_equilibrium_within_tolerance_and_stops_early(x64, rng):
+    ws, x, y = random_linear_problem(rng, [5, 7, 6, 4], n=8)
+    net = pcl.MLP.from_weights(ws)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    exact = pcl.infer(net, x, y, pcl.ExactLinear())
+    lam_min, lam_max = _activity_hessian_lambda_min(net, x, y)
+    tol = 1e-6
+    solver = pcl.Heun(t1=1e5, rtol=1e-7, atol=1e-7, tol=tol, max_steps=8000)
+    eq = pcl.infer(net, x, y, solver)
+    assert bool(eq.converged) and float(eq.grad_norm) <= tol
+    # ||z - z*|| <= ||dF/dz|| / lambda_min(d^2F/dz^2) for every sample (quadratic energy)
+    per_sample = jnp.sqrt(sum(jnp.sum((a - b) ** 2, axis=1) for a, b in zip(eq.activities, exact.activities)))
+    assert float(jnp.max(per_sample)) <= tol / lam_min
+    assert float(eq.energy) == pytest.approx(float(exact.energy), abs=tol**2 / lam_min)
+    # Heun is stable only for dt <= 2/lambda_max, so integrating to t1 would take more than
+    # t1 * lambda_max / 2 steps: it stopped early, at the steady state.
+    assert solver.t1 * lam_max / 2 > solver.max_steps
+    assert int(eq.steps) < solver.max_steps
+
+
+def test_non_converged_inference_is_reported(x64, rng):
+    ws, x, y = random_linear_problem(rng, [4, 6, 6, 3], n=5, scale=2.0)
+    net = pcl.MLP.from_weights(ws, "tanh")
+    eq = pcl.infer(net, jnp.asarray(x), jnp.asarray(y), pcl.Euler(dt=0.1, steps=2, tol=1e-8))
+    assert not bool(eq.converged) and float(eq.grad_norm) > 1e-8
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        pcl.equilibrated_energy(net, jnp.asarray(x), jnp.asarray(y), pcl.Euler(dt=0.1, steps=2, tol=1e-8))
+
+
+def test_diverging_inference_raises_a_clear_error(rng):
+    ws, x, y = random_linear_problem(rng, [4, 6, 6, 3], n=5, scale=3.0)
+    net = pcl.MLP.from_weights([jnp.asarray(w, jnp.float32) for w in ws])
+    with pytest.raises(pcl.DivergenceError, match="dt=5.0"):
+        pcl.infer(net, jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32), pcl.Euler(dt=5.0, steps=200))
+
+
+def test_infer_under_jit_and_default_solver(x64, rng):
+    ws, x, y = random_linear_problem(rng, [3, 4, 2], n=4)
+    net = pcl.MLP.from_weights(ws)
+    assert isinstance(pcl.default_solver(net), pcl.ExactLinear)
+    assert isinstance(pcl.default_solver(pcl.MLP.from_weights(ws, "tanh")), pcl.Heun)
+    f = jax.jit(lambda n, a, b: pcl.infer(n, a, b).energy)
+    assert float(f(net, jnp.asarray(x), jnp.asarray(y))) == pytest.approx(
+        float(pcl.theory.equilibrated_energy(ws, jnp.asarray(x), jnp.asarray(y))), rel=1e-12
+    )
