@@ -8,9 +8,23 @@ The public API (see DESIGN.md; names marked *contract* there are stable)::
     net, history = pcl.train(net, (x, y), rule="pc", steps=1000)
 """
 
-from . import theory
+from . import curvature, landscape, theory
 from ._version import __version__
+from .critical_points import CriticalPoint, classify_critical_point, directional_derivatives
+from .curvature import (
+    Eigenspectrum,
+    HessianOperator,
+    LanczosResult,
+    eigenspectrum,
+    gradient,
+    hessian,
+    hessian_operator,
+    hvp,
+    lanczos,
+    spectral_density,
+)
 from .errors import DivergenceError, NotAtEquilibriumError
+from .hessians import energy_hessian, implicit_energy_operator, loss_hessian
 from .inference import (
     AbstractSolver,
     Equilibrium,
@@ -29,6 +43,8 @@ from .training import History, StepInfo, bp_step, evaluate, init_opt_state, pc_s
 __all__ = [
     "__version__",
     "theory",
+    "curvature",
+    "landscape",
     # networks
     "PCNetwork",
     "MLP",
@@ -57,6 +73,23 @@ __all__ = [
     "train",
     "evaluate",
     "History",
+    # curvature
+    "HessianOperator",
+    "hessian_operator",
+    "hessian",
+    "hvp",
+    "gradient",
+    "Eigenspectrum",
+    "eigenspectrum",
+    "spectral_density",
+    "LanczosResult",
+    "lanczos",
+    "energy_hessian",
+    "loss_hessian",
+    "implicit_energy_operator",
+    "CriticalPoint",
+    "classify_critical_point",
+    "directional_derivatives",
     # errors
     "DivergenceError",
     "NotAtEquilibriumError",

@@ -8,13 +8,24 @@ and data ``x: (N, d_x)``, ``y: (N, d_y)``. Empirical covariances follow the pape
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 from jaxtyping import Array, Float
 
-__all__ = ["rescaling", "equilibrated_energy", "product"]
+__all__ = [
+    "rescaling",
+    "equilibrated_energy",
+    "product",
+    "loss_hessian_at_origin",
+    "energy_hessian_at_origin",
+    "chain_hessians_at_origin",
+    "chain_eigenvalues_at_origin",
+    "zero_rank_saddle",
+    "ZeroRankSaddle",
+]
 
 
 def _check_weights(weights: Sequence[Array]) -> list[Array]:
@@ -48,8 +59,10 @@ def product(weights: Sequence[Array], k: int | None = None, l: int = 1) -> Array
     """
     ws = _check_weights(weights)
     k = len(ws) if k is None else k
-    out = jnp.eye(ws[l - 2].shape[0] if l > 1 else ws[0].shape[1], dtype=ws[0].dtype)
-    for i in range(l, k + 1):
+    if k < l:
+        return jnp.eye(ws[l - 2].shape[0] if l > 1 else ws[0].shape[1], dtype=ws[0].dtype)
+    out = ws[l - 1]
+    for i in range(l + 1, k + 1):
         out = ws[i - 1] @ out
     return out
 
@@ -81,7 +94,223 @@ def equilibrated_energy(
     """
     ws = _check_weights(weights)
     _check_xy(ws, x, y)
-    r = y - x @ product(ws).T
+    pred = x
+    for w in ws:  # W_{L:1} x_i applied layer by layer: O(N sum n_l n_{l-1}), no matrix product
+        pred = pred @ w.T
+    r = y - pred
     s = rescaling(ws)
     sol = jsl.cho_solve(jsl.cho_factor(s, lower=True), r.T)
     return 0.5 * jnp.mean(jnp.sum(r.T * sol, axis=0))
+
+
+# --------------------------------------------------------------------------- Hessians at 0
+
+
+def _covariances(x: Array, y: Array) -> tuple[Array, Array]:
+    n = x.shape[0]
+    return x.T @ y / n, y.T @ y / n  # Sigma_xy (d_x, d_y), Sigma_yy (d_y, d_y)
+
+
+def _row_from_col_major(n_rows: int, n_cols: int) -> Array:
+    """Permutation ``P`` with ``vec_r(A) = vec_c(A)[P]`` for an ``(n_rows, n_cols)`` matrix."""
+    return jnp.arange(n_rows * n_cols).reshape(n_cols, n_rows).T.reshape(-1)
+
+
+def _check_origin_args(widths, x, y) -> tuple[int, ...]:
+    widths = tuple(int(w) for w in widths)
+    if len(widths) < 3:
+        raise ValueError(
+            f"widths={list(widths)} has no hidden layer; the Hessians at the origin (Eqs 6, 8) are "
+            f"for networks with H >= 1 hidden layers, e.g. widths=[d_x, n_1, d_y]."
+        )
+    if jnp.ndim(x) != 2 or jnp.shape(x)[1] != widths[0]:
+        raise ValueError(f"x has shape {jnp.shape(x)}; expected (N, {widths[0]}) = (N, widths[0]).")
+    if jnp.ndim(y) != 2 or jnp.shape(y)[1] != widths[-1]:
+        raise ValueError(f"y has shape {jnp.shape(y)}; expected (N, {widths[-1]}) = (N, widths[-1]).")
+    return widths
+
+
+def _one_hidden_cross_block(widths, sxy) -> Array:
+    """``d^2/dW_1 dW_2`` at the origin for H = 1: ``-Sigma_xy (x) I_{n_1}`` of Eq 6, re-indexed.
+
+    The paper's Kronecker form indexes ``W_1`` column-major (``d_x`` outer, ``n_1`` inner) and
+    ``W_2`` row-major; the rows are permuted here to the row-major order of DESIGN.md.
+    """
+    d_x, n_1, d_y = widths
+    block = -jnp.kron(sxy, jnp.eye(n_1, dtype=sxy.dtype))  # rows (b, a) col-major W_1, cols (c, d) row-major W_2
+    return block[_row_from_col_major(n_1, d_x)]
+
+
+def _assemble_origin(widths, cross, last, dtype) -> Array:
+    sizes = [a * b for a, b in zip(widths[:-1], widths[1:])]
+    p = sum(sizes)
+    h = jnp.zeros((p, p), dtype)
+    if cross is not None:  # H = 1: blocks (W_1, W_2) and (W_2, W_1)
+        h = h.at[: sizes[0], sizes[0] :].set(cross)
+        h = h.at[sizes[0] :, : sizes[0]].set(cross.T)
+    if last is not None:
+        h = h.at[p - sizes[-1] :, p - sizes[-1] :].add(last)
+    return h
+
+
+def loss_hessian_at_origin(
+    widths: Sequence[int], x: Float[Array, "N dx"], y: Float[Array, "N dy"]
+) -> Float[Array, "p p"]:
+    """Eq 6: the Hessian of the MSE loss of a deep linear network at ``theta = 0`` (contract).
+
+    ``[[0, -Sigma_xy (x) I_{n_1}], [-I_{n_1} (x) Sigma_yx, 0]]`` for one hidden layer
+    (H = 1) and the zero matrix for H > 1. Built from the Kronecker formula, in the
+    row-major ``W_1, ..., W_L`` order of DESIGN.md; shape ``(p, p)``.
+    """
+    widths = _check_origin_args(widths, x, y)
+    sxy, syy = _covariances(x, y)
+    cross = _one_hidden_cross_block(widths, sxy) if len(widths) == 3 else None
+    return _assemble_origin(widths, cross, None, sxy.dtype)
+
+
+def energy_hessian_at_origin(
+    widths: Sequence[int], x: Float[Array, "N dx"], y: Float[Array, "N dy"]
+) -> Float[Array, "p p"]:
+    """Eq 8: the Hessian of the equilibrated energy ``F*`` of a deep linear network at ``theta = 0`` (contract).
+
+    Eq 6 plus the last diagonal block ``-Sigma_yy (x) I_{n_{L-1}}`` (exactly ``jnp.kron``
+    in the row-major order), for any number of hidden layers; shape ``(p, p)``.
+    """
+    widths = _check_origin_args(widths, x, y)
+    sxy, syy = _covariances(x, y)
+    last = -jnp.kron(syy, jnp.eye(widths[-2], dtype=syy.dtype))
+    cross = _one_hidden_cross_block(widths, sxy) if len(widths) == 3 else None
+    return _assemble_origin(widths, cross, last, syy.dtype)
+
+
+# --------------------------------------------------------------------------- linear chains
+
+
+def _chain_stats(x, y) -> tuple[Array, Array]:
+    x = jnp.reshape(jnp.asarray(x), (-1,))
+    y = jnp.reshape(jnp.asarray(y), (-1,))
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must hold one scalar per sample; got {x.shape[0]} and {y.shape[0]} values.")
+    return jnp.mean(x * y), jnp.mean(y * y)
+
+
+def chain_hessians_at_origin(n_hidden: int, x, y) -> tuple[Array, Array]:
+    """Eqs 62-63: loss and energy Hessians at the origin of a linear chain (unit widths).
+
+    ``x``, ``y`` hold one scalar per sample; ``xy`` and ``y^2`` are batch means (the
+    paper's empirical covariances). Returns ``(H_L, H_F*)``, each ``(L, L)`` with
+    ``L = n_hidden + 1``.
+    """
+    if n_hidden < 1:
+        raise ValueError(f"n_hidden={n_hidden} must be >= 1.")
+    sxy, syy = _chain_stats(x, y)
+    L = n_hidden + 1
+    h_l = jnp.zeros((L, L), sxy.dtype)
+    if n_hidden == 1:
+        h_l = h_l.at[0, 1].set(-sxy).at[1, 0].set(-sxy)
+    h_f = h_l.at[L - 1, L - 1].set(-syy)
+    return h_l, h_f
+
+
+def chain_eigenvalues_at_origin(n_hidden: int, x, y) -> tuple[Array, Array]:
+    """Closed-form eigenvalues (ascending) of Eqs 62-63, as derived in §A.3.5.
+
+    H = 1: loss ``+-xy``; energy ``(-y^2 +- sqrt(y^4 + 4 (xy)^2)) / 2`` (for one sample,
+    ``(-y^2 +- y sqrt(4x^2 + y^2))/2``), both below the loss ones (Eq 64).
+    H > 1: loss all zero; energy ``-y^2`` (Eq 65) and ``L - 1`` zeros.
+    """
+    if n_hidden < 1:
+        raise ValueError(f"n_hidden={n_hidden} must be >= 1.")
+    sxy, syy = _chain_stats(x, y)
+    if n_hidden == 1:
+        loss = jnp.stack([-jnp.abs(sxy), jnp.abs(sxy)])
+        root = jnp.sqrt(syy**2 + 4 * sxy**2)
+        energy = jnp.stack([(-syy - root) / 2, (-syy + root) / 2])
+        return loss, energy
+    L = n_hidden + 1
+    loss = jnp.zeros((L,), sxy.dtype)
+    energy = jnp.concatenate([-syy[None], jnp.zeros((L - 1,), sxy.dtype)])
+    return loss, energy
+
+
+# --------------------------------------------------------------------------- zero-rank saddles
+
+
+class ZeroRankSaddle(NamedTuple):
+    """A critical point of ``F*`` covered by Theorem 3, with the escape direction of its proof.
+
+    Attributes:
+        weights: ``[W_1, ..., W_L]`` with ``W_L = 0`` and ``W_{L-1} ... W_1 = 0``.
+        direction: ``(E, 0, ..., 0)`` in the order ``W_1..W_L``: only ``W_L`` moves, along
+            ``E`` = the ``(d_y, n_{L-1})`` matrix with ones on its diagonal (Eq 67's ``I``).
+        curvature: the predicted ``direction^T H_F* direction = -tr(E A E^T Sigma_yy)`` with
+            ``A = I + sum_{l=2}^{L-1} W_{L-1:l} W_{L-1:l}^T`` (Eqs 68-73; ``-2c``).
+    """
+
+    weights: list
+    direction: list
+    curvature: Array
+
+
+def zero_rank_saddle(
+    widths: Sequence[int],
+    x: Float[Array, "N dx"],
+    y: Float[Array, "N dy"],
+    *,
+    nonzero: dict[int, Array | None] | None = None,
+    key=None,
+    scale: float = 1.0,
+) -> ZeroRankSaddle:
+    """Build a zero-rank critical point of ``F*`` (Theorem 3) and its escape direction.
+
+    Args:
+        widths: ``[d_x, n_1, ..., n_{L-1}, d_y]``.
+        x, y: data, used for the predicted curvature.
+        nonzero: ``{layer: W or None}`` for the layers (1-indexed, ``< L``) that are not
+            zero; ``None`` draws ``W`` from ``N(0, scale^2)`` with ``key``. Default:
+            ``{L-1: None}``, "all zero but W_{L-1}" (the paper's Fig 9 point). Pass ``{}``
+            for the origin. ``W_L`` must stay zero and the product ``W_{L-1:1}`` must vanish.
+        key: PRNG key for random layers.
+        scale: standard deviation of random layers.
+
+    Raises:
+        ValueError: if the point is not of the form ``W_L = 0``, ``W_{L-1:1} = 0``.
+    """
+    import jax.random as jr
+
+    widths = _check_origin_args(widths, x, y)
+    L = len(widths) - 1
+    nonzero = {L - 1: None} if nonzero is None else dict(nonzero)
+    dtype = jnp.result_type(x)
+    ws = [jnp.zeros((o, i), dtype) for i, o in zip(widths[:-1], widths[1:])]
+    keys = jr.split(key, L) if key is not None else None
+    for layer, w in nonzero.items():
+        if not 1 <= layer < L:
+            raise ValueError(
+                f"nonzero has layer {layer}; only layers 1..{L - 1} may be non-zero (W_L must be 0 "
+                f"for the gradient of F* to vanish, §A.3.3)."
+            )
+        shape = ws[layer - 1].shape
+        if w is None:
+            if keys is None:
+                raise ValueError("a random non-zero layer needs key=jax.random.key(seed).")
+            w = scale * jr.normal(keys[layer - 1], shape, dtype)
+        w = jnp.asarray(w, dtype)
+        if w.shape != shape:
+            raise ValueError(f"nonzero[{layer}] has shape {w.shape}; W_{layer} must be {shape}.")
+        ws[layer - 1] = w
+    if L > 1 and float(jnp.max(jnp.abs(product(ws, L - 1, 1)))) != 0.0:
+        raise ValueError(
+            "the product W_{L-1} ... W_1 of these layers is not zero, so this is not a zero-rank "
+            "critical point of F*; leave at least one of the layers 1..L-1 at zero."
+        )
+    d_y, n_last = widths[-1], widths[-2]
+    e = jnp.eye(d_y, n_last, dtype=dtype)
+    a = jnp.eye(n_last, dtype=dtype)
+    for l in range(2, L):
+        m = product(ws, L - 1, l)
+        a = a + m @ m.T
+    _, syy = _covariances(x, y)
+    curvature = -jnp.trace(e @ a @ e.T @ syy)
+    direction = [jnp.zeros_like(w) for w in ws[:-1]] + [e]
+    return ZeroRankSaddle(ws, direction, curvature)

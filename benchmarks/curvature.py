@@ -1,0 +1,105 @@
+"""Seconds for curvature computations on the paper's MNIST nets (2-core CPU targets in the issue).
+
+Each figure is wall time *including compilation* (a fresh process, first call), float64,
+MNIST-shaped random data (batch 64, inputs N(0.13, 0.31^2)-like, one-hot targets):
+
+1. dense Hessians of L and F* (implicit) for the §A.4 MNIST nets 784-10-10 (H=1), 784-10-10-10
+   (H=2), 784-5-5-5-10 (H=3), and one Hessian-vector product of each;
+2. Lanczos lambda_min of H_F* at the origin of a 784-300-300-10 linear net (p ~ 3.3e5),
+   against -lambda_max(Sigma_yy) (Theorem 2 / Eq 8), for the closed-form and implicit operators;
+3. exactness: the implicit dense H_F* of 784-10-10-10 vs autodiff through 50 Euler steps;
+4. Lanczos lambda_min of the implicit H_F* of a tanh 784-300-300-10 net near the origin.
+
+    python benchmarks/curvature.py [--skip-tanh]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+import pclandscape as pcl  # noqa: E402
+from _timing import device_name  # noqa: E402
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    return out, time.perf_counter() - t
+
+
+def mnist_like(n=64, seed=0):
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    x = (jax.random.uniform(k1, (n, 784)) > 0.8) * 2.8 - 0.42  # ~ normalised MNIST pixels
+    y = jax.nn.one_hot(jax.random.randint(k2, (n,), 0, 10), 10)
+    return x.astype(jnp.float64), y.astype(jnp.float64)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--skip-tanh", action="store_true")
+    args = p.parse_args(argv)
+    x, y = mnist_like()
+    print(f"device: {device_name()}  float64  batch 64  (times include compilation)")
+    print(f"{'what':<58} {'p':>8} {'seconds':>8}  note")
+
+    for widths in ([784, 10, 10], [784, 10, 10, 10], [784, 5, 5, 5, 10]):
+        net = pcl.MLP(jax.random.key(1), widths, "linear", init_std=5e-3**0.5)
+        p_ = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+        h_l, t_l = timed(lambda: pcl.loss_hessian(net, x, y))
+        h_f, t_f = timed(lambda: pcl.energy_hessian(net, x, y, "implicit", solver=pcl.ExactLinear()))
+        v = jax.random.normal(jax.random.key(2), (p_,))
+        hv, t_hv = timed(lambda: pcl.hvp(lambda w: pcl.mse_loss(net.with_weights(w), x, y), pcl.weights(net), v))
+        op = pcl.energy_hessian(net, x, y, "implicit", solver=pcl.ExactLinear(), form="operator")
+        hvf, t_hvf = timed(lambda: op.mv(v))
+        tag = "-".join(map(str, widths))
+        print(f"{'dense H_L  ' + tag:<58} {p_:>8} {t_l:>8.2f}")
+        print(f"{'dense H_F* implicit  ' + tag:<58} {p_:>8} {t_f:>8.2f}  |H v - (H_F* dense) v| = {float(jnp.max(jnp.abs(hvf - h_f @ v))):.1e}")
+        print(f"{'one HVP of L  ' + tag:<58} {p_:>8} {t_hv:>8.2f}  |HVP - dense| = {float(jnp.max(jnp.abs(hv - h_l @ v))):.1e}")
+        print(f"{'one HVP of implicit F*  ' + tag:<58} {p_:>8} {t_hvf:>8.2f}")
+
+    # exactness of implicit vs unrolled on the 784-10-10-10 net at a random (non-zero) point
+    net = pcl.MLP(jax.random.key(3), [784, 10, 10, 10], "linear")
+    h_t, _ = timed(lambda: pcl.energy_hessian(net, x, y, "theory"))
+    h_i, t_i = timed(lambda: pcl.energy_hessian(net, x, y, "implicit", solver=pcl.ExactLinear()))
+    h_u, t_u = timed(lambda: pcl.energy_hessian(net, x, y, "unrolled", solver=pcl.Euler(dt=0.1, steps=50)))
+    f_star = float(pcl.theory.equilibrated_energy(pcl.weights(net), x, y))
+    f_50 = float(pcl.infer(net, x, y, pcl.Euler(dt=0.1, steps=50)).energy)
+    rel = lambda a: float(jnp.max(jnp.abs(a - h_t)) / jnp.max(jnp.abs(h_t)))
+    print(f"{'dense H_F* implicit 784-10-10-10 (random theta)':<58} {7940 + 100:>8} {t_i:>8.2f}  max rel err vs theory {rel(h_i):.1e}")
+    print(f"{'dense H_F* unrolled T=50 784-10-10-10 (random theta)':<58} {8040:>8} {t_u:>8.2f}  max rel err vs theory {rel(h_u):.1e}; F* after 50 Euler steps off by {abs(f_50 - f_star) / f_star:.1e} rel")
+
+    # Lanczos at the origin of the wide linear net
+    widths = [784, 300, 300, 10]
+    zero = pcl.MLP(None, widths, "linear", init="zeros", dtype=jnp.float64)
+    p_ = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    target = -float(np.linalg.eigvalsh(np.asarray(y.T @ y / y.shape[0]))[-1])
+    for method in ("theory", "implicit"):
+        def run():
+            kw = {"solver": pcl.ExactLinear()} if method == "implicit" else {}
+            op = pcl.energy_hessian(zero, x, y, method, form="operator", **kw)
+            return pcl.lanczos(op, k=1, which="smallest").eigenvalues[0]
+        lam, t = timed(run)
+        print(f"{'Lanczos lambda_min H_F* (' + method + ') at 0, 784-300-300-10':<58} {p_:>8} {t:>8.2f}  rel err vs -lambda_max(Syy) {abs(float(lam) - target) / abs(target):.1e}")
+
+    if not args.skip_tanh:
+        net = pcl.MLP(jax.random.key(4), widths, "tanh", init_std=5e-3**0.5)
+
+        def run():
+            op = pcl.energy_hessian(net, x, y, "implicit", solver=pcl.Euler(dt=0.25, steps=200, tol=1e-9), form="operator")
+            return pcl.lanczos(op, k=1, which="smallest")
+        res, t = timed(run)
+        print(f"{'Lanczos lambda_min implicit H_F* tanh 784-300-300-10 near 0':<58} {p_:>8} {t:>8.2f}  lambda_min = {float(res.eigenvalues[0]):.6g} (-lambda_max(Syy) = {target:.6g}), {res.iterations} iterations")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""Classification of critical points: minimum, strict saddle, non-strict saddle, maximum.
+
+Definition 1 of the paper: a critical point (zero gradient) is a *strict saddle* when its
+Hessian has a negative eigenvalue; a critical point whose Hessian is positive semi-definite
+but where some higher-order derivative has a descent direction is a *non-strict saddle*.
+Following the paper's footnote 1, ``order`` is the order of the first derivative that shows
+a descent direction: 2 for a strict saddle, ``L`` at the origin of the loss of a deep
+linear network with ``L`` weight matrices (all derivatives of order ``< L`` vanish there).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, PyTree
+
+from .curvature import _dense, _flat_fn, _jit_grad, hessian_operator, lanczos
+
+__all__ = ["CriticalPoint", "classify_critical_point", "directional_derivatives"]
+
+KINDS = ("minimum", "strict_saddle", "non_strict_saddle", "maximum", "not_critical")
+
+
+class CriticalPoint(NamedTuple):
+    """Result of :func:`classify_critical_point` (contract).
+
+    Attributes:
+        kind: ``"minimum"``, ``"strict_saddle"``, ``"non_strict_saddle"``, ``"maximum"`` or
+            ``"not_critical"``.
+        grad_norm: ``||grad fn||`` at the point.
+        lambda_min, lambda_max: extreme Hessian eigenvalues.
+        n_negative, n_zero: eigenvalues below ``-eig_tol`` and within ``eig_tol`` of zero
+            (counted over the computed eigenvalues: all of them in the dense case, the ``k``
+            extreme ones with Lanczos).
+        escape_direction: a unit descent direction shaped like ``params`` (the eigenvector of
+            ``lambda_min`` for a strict saddle, the higher-order direction for a non-strict
+            one), or None.
+        order: order of the first derivative showing descent (2 strict, >= 3 non-strict),
+            None if none was found (minimum) or the point is not critical.
+        derivatives: for a non-strict saddle, the directional derivatives ``D^k fn[d, ..., d]``
+            for ``k = 1..order`` along the escape direction.
+    """
+
+    kind: str
+    grad_norm: float
+    lambda_min: float
+    lambda_max: float
+    n_negative: int
+    n_zero: int
+    escape_direction: Any
+    order: int | None
+    derivatives: tuple | None = None
+
+
+def directional_derivatives(fn: Callable, params: PyTree, direction: PyTree, max_order: int) -> np.ndarray:
+    """``[D^1 fn[d], D^2 fn[d, d], ..., D^K fn[d, ..., d]]`` at ``params`` by nested ``jax.jvp``.
+
+    ``D^k fn[d^k] = d^k/dt^k fn(params + t d) |_{t=0}``.
+    """
+    f, flat = _flat_fn(fn, params)
+    d, _ = ravel_pytree(direction)
+    return np.asarray(_derivs(f, flat, jnp.asarray(d, flat.dtype)[None], max_order))[0]
+
+
+def _nested_jvp(f, flat, d, max_order):
+    g = lambda t: f(flat + t * d)
+    out = []
+    fk = g
+    for _ in range(max_order):
+        fk = (lambda h: (lambda t: jax.jvp(h, (t,), (jnp.ones_like(t),))[1]))(fk)
+        out.append(fk(jnp.zeros((), flat.dtype)))
+    return jnp.stack(out)
+
+
+def _taylor(f, flat, d, max_order):
+    """Derivatives of ``t -> f(flat + t d)`` at 0 by Taylor-mode AD (``jax.experimental.jet``):
+    linear in the order, where nested ``jvp`` grows as ``2^order``."""
+    from jax.experimental import jet
+
+    g = lambda t: f(flat + t * d)
+    one, zero = jnp.ones((), flat.dtype), jnp.zeros((), flat.dtype)
+    _, series = jet.jet(g, (zero,), ((one,) + (zero,) * (max_order - 1),))
+    return jnp.stack(series[0] if isinstance(series, tuple) and len(series) == 1 and not hasattr(series[0], "shape") else series)
+
+
+@eqx.filter_jit
+def _derivs_jvp(f, flat, ds, max_order):
+    return jax.vmap(lambda d: _nested_jvp(f, flat, d, max_order))(ds)
+
+
+@eqx.filter_jit
+def _derivs_jet(f, flat, ds, max_order):
+    return jax.vmap(lambda d: _taylor(f, flat, d, max_order))(ds)
+
+
+def _derivs(f, flat, ds, max_order):
+    """``(n, max_order)`` directional derivatives along each row of ``ds``.
+
+    Taylor mode when every primitive of ``f`` supports it, nested ``jax.jvp`` otherwise
+    (e.g. through a Cholesky factorisation).
+    """
+    try:
+        return _derivs_jet(f, flat, ds, max_order)
+    except (KeyError, NotImplementedError, TypeError):
+        return _derivs_jvp(f, flat, ds, max_order)
+
+
+@eqx.filter_jit
+def _eigh(op):
+    return jnp.linalg.eigh(_dense(op, 512))
+
+
+def _descent_order(derivs: np.ndarray, start: int, tol: float) -> tuple[int | None, float]:
+    """First order ``k >= start`` whose derivative shows descent, given the lower ones vanish.
+
+    Returns ``(order, sign)`` where moving along ``sign * d`` descends; ``(None, 0)`` if the
+    first non-vanishing derivative is even and positive (ascent) or all vanish.
+    """
+    for k in range(start, len(derivs) + 1):
+        val = derivs[k - 1]
+        if abs(val) <= tol * math.factorial(k):
+            continue
+        if k % 2 == 1:
+            return k, -float(np.sign(val))
+        return (k, 1.0) if val < 0 else (None, 0.0)
+    return None, 0.0
+
+
+def classify_critical_point(
+    fn: Callable[[PyTree], Array],
+    params: PyTree,
+    tol: float | None = None,
+    *,
+    eig_tol: float | None = None,
+    max_order: int = 8,
+    n_directions: int = 32,
+    dense_max: int = 4096,
+    k: int = 8,
+    key=None,
+) -> CriticalPoint:
+    """Classify ``params`` as a critical point of ``fn`` (contract).
+
+    1. ``||grad|| > tol``: ``"not_critical"``.
+    2. Hessian spectrum (dense ``eigh`` for ``p <= dense_max``, else Lanczos for the ``k``
+       extreme eigenvalues at each end): a negative eigenvalue makes a ``"strict_saddle"``
+       (order 2; a negative definite Hessian a ``"maximum"``); a positive definite one a
+       ``"minimum"``.
+    3. Positive semi-definite with zero eigenvalues: search the Hessian's null space for a
+       higher-order descent direction. Candidates are ``n_directions`` random unit
+       combinations of null-space eigenvectors, each also with the sign of every parameter
+       leaf (layer) flipped in turn; along each, the directional derivatives
+       ``D^j fn[d^j]``, ``j <= max_order`` (nested ``jax.jvp``), give the first non-vanishing
+       order: odd, or even and negative, means descent. The smallest such order over the
+       candidates is reported (``"non_strict_saddle"``); none means ``"minimum"`` (as far
+       as ``max_order`` shows).
+
+    Args:
+        fn: scalar objective of ``params``.
+        params: the point (any pytree; for networks ``[W_1, ..., W_L]``).
+        tol: gradient-norm tolerance (default ``1e-8`` in float64, ``1e-4`` in float32); the
+            derivative tolerance of step 3 is ``tol * j!``.
+        eig_tol: eigenvalues with ``|lambda| <= eig_tol`` count as zero (default ``tol``).
+        max_order: highest derivative order searched.
+        n_directions: random null-space directions tried.
+        dense_max: largest ``p`` for a dense eigendecomposition.
+        k: eigenpairs per end computed by Lanczos above ``dense_max``.
+        key: PRNG key for the random directions.
+    """
+    f, flat = _flat_fn(fn, params)
+    unravel = f.unravel
+    p = flat.size
+    is64 = flat.dtype == jnp.float64
+    tol = tol if tol is not None else (1e-8 if is64 else 1e-4)
+    eig_tol = eig_tol if eig_tol is not None else tol
+    key = jax.random.key(0) if key is None else key
+
+    grad_norm = float(np.linalg.norm(np.asarray(_jit_grad(f, flat))))
+    op = hessian_operator(fn, params)
+    if p <= dense_max:
+        evals, evecs = _eigh(op)
+        evals_np, evecs_np = np.asarray(evals), np.asarray(evecs)
+        lam_min, lam_max = float(evals_np[0]), float(evals_np[-1])
+        v_min = evecs_np[:, 0]
+        null = evecs_np[:, np.abs(evals_np) <= eig_tol]
+    else:
+        lo = lanczos(op, k=min(k, p), which="smallest", key=key)
+        hi = lanczos(op, k=min(k, p), which="largest", key=jax.random.fold_in(key, 1))
+        evals_np = np.concatenate([np.asarray(lo.eigenvalues), np.asarray(hi.eigenvalues)])
+        lam_min, lam_max = float(lo.eigenvalues[0]), float(hi.eigenvalues[0])
+        lo_vecs = np.asarray(lo.eigenvectors)
+        v_min = lo_vecs[:, 0]
+        null = lo_vecs[:, np.abs(np.asarray(lo.eigenvalues)) <= eig_tol]
+    n_neg = int(np.sum(evals_np < -eig_tol))
+    n_zero = int(np.sum(np.abs(evals_np) <= eig_tol))
+
+    def result(kind, direction=None, order=None, derivs=None):
+        d = None if direction is None else unravel(jnp.asarray(direction, flat.dtype))
+        return CriticalPoint(kind, grad_norm, lam_min, lam_max, n_neg, n_zero, d, order, derivs)
+
+    if grad_norm > tol:
+        return result("not_critical")
+    if lam_max < -eig_tol:
+        return result("maximum", v_min, None)
+    if lam_min < -eig_tol:
+        return result("strict_saddle", v_min, 2)
+    if null.shape[1] == 0:
+        return result("minimum")
+
+    # higher-order search in the null space: all candidates at once (vmapped nested jvps)
+    leaves = jax.tree_util.tree_leaves(params)
+    bounds = np.cumsum([0] + [int(np.size(a)) for a in leaves])
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
+    d = rng.standard_normal((n_directions, null.shape[1])) @ null.T
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    signs = [np.ones(p)]
+    for i in range(len(leaves)):
+        sgn = np.ones(p)
+        sgn[bounds[i] : bounds[i + 1]] = -1.0
+        signs.append(sgn)
+    cands_np = np.concatenate([d * sg for sg in signs])
+    cands = jnp.asarray(cands_np, flat.dtype)
+    best = (None, None, None)
+    for order_limit in sorted({min(4, max_order), max_order}):  # cheap orders first
+        all_derivs = np.asarray(_derivs(f, flat, cands, order_limit))
+        for cand, derivs in zip(cands_np, all_derivs):
+            if abs(derivs[0]) > tol or abs(derivs[1]) > 2 * eig_tol:
+                continue  # not a null direction to working precision
+            order, sgn = _descent_order(derivs, 3, tol)
+            if order is not None and (best[0] is None or order < best[0]):
+                best = (order, sgn * cand, derivs[:order] * np.array([sgn**j for j in range(1, order + 1)]))
+        if best[0] is not None:
+            break
+    if best[0] is None:
+        return result("minimum")
+    return result("non_strict_saddle", best[1], best[0], tuple(float(v) for v in best[2]))

@@ -1,0 +1,391 @@
+"""Curvature of any scalar objective: dense Hessians, Hessian-vector products, spectra, Lanczos.
+
+Every function takes ``fn(params) -> scalar`` with ``params`` any pytree (for networks, the
+list ``[W_1, ..., W_L]``). The flat parameter vector is ``jax.flatten_util.ravel_pytree``
+of ``params``: leaves in order, each flattened row-major -- for a list of weight matrices
+exactly the order of DESIGN.md (contract).
+
+Matrix-free methods work on a :class:`HessianOperator`, a symmetric operator given by its
+matrix-vector product; :func:`hessian_operator` builds one from ``fn`` (HVPs by
+forward-over-reverse autodiff) and :func:`pclandscape.energy_hessian` builds one for the
+implicit Hessian of the equilibrated energy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, Float, PyTree
+
+__all__ = [
+    "HessianOperator",
+    "hessian_operator",
+    "hessian",
+    "hvp",
+    "gradient",
+    "Eigenspectrum",
+    "eigenspectrum",
+    "spectral_density",
+    "LanczosResult",
+    "lanczos",
+]
+
+
+class HessianOperator(eqx.Module):
+    """A symmetric ``(size, size)`` operator given by ``mv(v) = H v`` on flat vectors.
+
+    ``args`` holds the arrays the product needs (traced under jit, never baked in as
+    constants); ``fn(args, v)`` computes the product.
+    """
+
+    fn: Callable = eqx.field(static=True)
+    args: Any
+    size: int = eqx.field(static=True)
+    dtype: Any = eqx.field(static=True)
+
+    def mv(self, v: Float[Array, " p"]) -> Float[Array, " p"]:
+        """The product ``H v`` for a flat vector ``v`` of length ``size``."""
+        return self.fn(self.args, v)
+
+    def as_matrix(self, batch_size: int = 512) -> Float[Array, "p p"]:
+        """The dense matrix, built column by column from products (``batch_size`` at a time)."""
+        return _dense(self, batch_size)
+
+
+@eqx.filter_jit
+def _dense(op: HessianOperator, batch_size: int):
+    eye_col = lambda i: op.mv(jnp.zeros((op.size,), op.dtype).at[i].set(1))
+    cols = jax.lax.map(eye_col, jnp.arange(op.size), batch_size=min(batch_size, op.size))
+    return 0.5 * (cols + cols.T)  # rows are H e_i; symmetrise the rounding
+
+
+class _Flat(eqx.Module):
+    """``fn`` as a function of the flat parameter vector.
+
+    The arrays ``fn`` closes over are hoisted into ``consts`` (``jax.closure_convert``), so
+    that jit traces them as arguments instead of baking them in as (slow to compile)
+    constants.
+    """
+
+    fn: Callable = eqx.field(static=True)
+    consts: list
+    unravel: Callable = eqx.field(static=True)
+
+    def __call__(self, v):
+        return self.fn(v, *self.consts)
+
+
+def _flat_fn(fn, params) -> tuple[_Flat, Array]:
+    flat, unravel = ravel_pytree(params)
+    converted, consts = jax.closure_convert(lambda v: fn(unravel(v)), flat)
+    return _Flat(converted, list(consts), unravel), flat
+
+
+def _hvp_product(args, v):
+    f, flat = args
+    return jax.jvp(jax.grad(f), (flat,), (v,))[1]
+
+
+def hessian_operator(fn: Callable[[PyTree], Array], params: PyTree) -> HessianOperator:
+    """The Hessian of ``fn`` at ``params`` as a matrix-free :class:`HessianOperator`.
+
+    Products are forward-over-reverse autodiff (``jvp`` of ``grad``), one gradient's cost
+    each.
+    """
+    f, flat = _flat_fn(fn, params)
+    return HessianOperator(fn=_hvp_product, args=(f, flat), size=int(flat.size), dtype=flat.dtype)
+
+
+def hessian(fn: Callable[[PyTree], Array], params: PyTree, *, batch_size: int = 512) -> Float[Array, "p p"]:
+    """Dense Hessian ``d^2 fn / d theta^2`` at ``params``, shape ``(p, p)`` (contract).
+
+    ``theta`` is the flat parameter vector (DESIGN.md order). Columns are computed as
+    Hessian-vector products, ``batch_size`` at a time (bounds memory for large ``p``).
+    """
+    return hessian_operator(fn, params).as_matrix(batch_size)
+
+
+def hvp(fn: Callable[[PyTree], Array], params: PyTree, v) -> Any:
+    """Hessian-vector product ``H v`` of ``fn`` at ``params``.
+
+    ``v`` is either a flat vector of length ``p`` (the result is flat) or a pytree shaped
+    like ``params`` (the result is such a pytree).
+    """
+    op = hessian_operator(fn, params)
+    unravel = op.args[0].unravel
+    is_flat = isinstance(v, (jax.Array, np.ndarray)) and jnp.ndim(v) == 1 and jnp.size(v) == op.size
+    vflat = jnp.asarray(v, op.dtype) if is_flat else ravel_pytree(v)[0]
+    if vflat.shape != (op.size,):
+        raise ValueError(f"v has {vflat.size} entries but params has {op.size}.")
+    out = _jit_mv(op, vflat)
+    return out if is_flat else unravel(out)
+
+
+@eqx.filter_jit
+def _jit_mv(op, v):
+    return op.mv(v)
+
+
+def gradient(fn: Callable[[PyTree], Array], params: PyTree) -> Float[Array, " p"]:
+    """Flat gradient of ``fn`` at ``params`` (DESIGN.md order)."""
+    f, flat = _flat_fn(fn, params)
+    return _jit_grad(f, flat)
+
+
+@eqx.filter_jit
+def _jit_grad(f, flat):
+    return jax.grad(f)(flat)
+
+
+# --------------------------------------------------------------------------- spectra
+
+
+class Eigenspectrum(NamedTuple):
+    """Eigenvalues (ascending) and eigenvectors (columns) of a symmetric matrix."""
+
+    eigenvalues: Array
+    eigenvectors: Array
+
+    @property
+    def lambda_min(self) -> Array:
+        return self.eigenvalues[0]
+
+    @property
+    def lambda_max(self) -> Array:
+        return self.eigenvalues[-1]
+
+    @property
+    def v_min(self) -> Array:
+        return self.eigenvectors[:, 0]
+
+    @property
+    def v_max(self) -> Array:
+        return self.eigenvectors[:, -1]
+
+
+def eigenspectrum(matrix_or_fn, params: PyTree | None = None) -> Eigenspectrum:
+    """Full eigendecomposition of a Hessian: pass a symmetric ``(p, p)`` matrix, or
+    ``fn, params`` to use :func:`hessian` first."""
+    if params is not None:
+        matrix = hessian(matrix_or_fn, params)
+    elif isinstance(matrix_or_fn, HessianOperator):
+        matrix = matrix_or_fn.as_matrix()
+    else:
+        matrix = jnp.asarray(matrix_or_fn)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"expected a square matrix, got shape {matrix.shape}.")
+    w, v = jnp.linalg.eigh(matrix)
+    return Eigenspectrum(w, v)
+
+
+def spectral_density(
+    eigenvalues, grid: Array | int = 200, sigma: float | None = None, span: tuple[float, float] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian-broadened eigenvalue density for plotting: ``(grid, density)``.
+
+    ``density`` integrates to 1 over the grid. ``sigma`` defaults to 1 % of the spectral
+    range (or 1e-3 for a degenerate spectrum).
+    """
+    ev = np.asarray(eigenvalues, dtype=np.float64)
+    lo, hi = (ev.min(), ev.max()) if span is None else span
+    width = hi - lo
+    sigma = sigma if sigma is not None else (0.01 * width if width > 0 else 1e-3)
+    if isinstance(grid, int):
+        grid = np.linspace(lo - 5 * sigma, hi + 5 * sigma, grid)
+    grid = np.asarray(grid, dtype=np.float64)
+    dens = np.exp(-0.5 * ((grid[:, None] - ev[None, :]) / sigma) ** 2).sum(1)
+    dens /= len(ev) * sigma * np.sqrt(2 * np.pi)
+    return grid, dens
+
+
+# --------------------------------------------------------------------------- Lanczos
+
+
+class LanczosResult(NamedTuple):
+    """Extreme eigenpairs from :func:`lanczos`.
+
+    Attributes:
+        eigenvalues: ``(k,)`` Ritz values, ascending for ``"smallest"``, descending for
+            ``"largest"``.
+        eigenvectors: ``(p, k)`` Ritz vectors (unit norm, columns).
+        residuals: ``(k,)`` residual norms ``||H v - lambda v||`` (bounds on the eigenvalue
+            errors).
+        iterations: Krylov dimension used.
+        converged: all ``k`` residuals below ``tol * max|lambda|``.
+    """
+
+    eigenvalues: Array
+    eigenvectors: Array
+    residuals: Array
+    iterations: int
+    converged: bool
+
+
+_BLOCK = 32
+
+
+def _reorthogonalise(V, w, j):
+    """``w - V[:j+1]^T V[:j+1] w`` in blocks of rows, so the cost grows with ``j``, not the capacity."""
+    n_blocks = (j + _BLOCK) // _BLOCK
+
+    def blk(i, w):
+        vb = jax.lax.dynamic_slice_in_dim(V, i * _BLOCK, _BLOCK)
+        return w - vb.T @ (vb @ w)
+
+    return jax.lax.fori_loop(0, n_blocks, blk, w)
+
+
+@eqx.filter_jit(compiler_options={"xla_backend_optimization_level": 0})
+def _lanczos_extend(op: HessianOperator, V, alpha, beta, j0, j1, breakdown):
+    """Lanczos steps ``j0..j1-1`` with full re-orthogonalisation (two Gram-Schmidt passes)."""
+
+    cap = V.shape[0]
+
+    def body(j, carry):
+        # No lax.cond here: a cond around the basis would copy it every iteration.
+        V, alpha, beta, stop = carry
+        v = V[j]
+        w = op.mv(v)
+        a = jnp.vdot(v, w)
+        w = w - a * v - jnp.where(j > 0, beta[j - 1], 0.0) * V[jnp.maximum(j - 1, 0)]
+        w = _reorthogonalise(V, w, j)
+        w = _reorthogonalise(V, w, j)
+        b = jnp.linalg.norm(w)
+        stop_now = stop | (b <= breakdown * jnp.maximum(jnp.abs(a), 1.0))
+        nxt = jnp.minimum(j + 1, cap - 1)
+        write = (j + 1 < cap) & ~stop_now
+        V = V.at[nxt].set(jnp.where(write, w / jnp.where(write, b, 1.0), V[nxt]))
+        alpha = alpha.at[j].set(jnp.where(stop, alpha[j], a))
+        beta = beta.at[j].set(jnp.where(stop, beta[j], b))
+        return V, alpha, beta, stop_now
+
+    def cond(carry):
+        j, (_, _, _, stop) = carry
+        return (j < j1) & ~stop
+
+    stop = jnp.asarray(False)
+    _, out = jax.lax.while_loop(cond, lambda c: (c[0] + 1, body(c[0], c[1])), (j0, (V, alpha, beta, stop)))
+    return out
+
+
+def lanczos(
+    fn_or_operator,
+    params: PyTree | None = None,
+    k: int = 1,
+    which: str = "smallest",
+    *,
+    tol: float | None = None,
+    max_iter: int | None = None,
+    check_every: int = 16,
+    key=None,
+    v0: Array | None = None,
+) -> LanczosResult:
+    """Extreme eigenpairs of a Hessian, matrix-free, by Lanczos with full re-orthogonalisation.
+
+    Works for indefinite matrices (the most negative eigenvalue with ``which="smallest"``).
+    Only Hessian-vector products are needed, so it runs at ``p >= 3e5``; memory is one
+    ``(m, p)`` Krylov basis, grown by doubling as iterations proceed.
+
+    Args:
+        fn_or_operator: ``fn(params) -> scalar`` (with ``params``) or a
+            :class:`HessianOperator`.
+        params: the point, when ``fn`` is given.
+        k: number of eigenpairs.
+        which: ``"smallest"`` (algebraically) or ``"largest"``.
+        tol: stop when each wanted Ritz residual is below ``tol * max|Ritz value|``
+            (default: 1e-10 in float64, 1e-5 in float32). The eigenvalue error is at most
+            the residual, and typically its square over the spectral gap.
+        max_iter: maximum Krylov dimension (default ``min(p, 1024)``). Without restarts,
+            the iteration count needed grows with the density of the spectrum near the wanted
+            end; raise ``max_iter`` if ``converged`` is False.
+        check_every: iterations between convergence checks.
+        key, v0: random start (``key``, default ``jax.random.key(0)``) or a given start vector.
+
+    Returns:
+        A :class:`LanczosResult`.
+    """
+    if which not in ("smallest", "largest"):
+        raise ValueError(f"which={which!r} must be 'smallest' or 'largest'.")
+    op = fn_or_operator if isinstance(fn_or_operator, HessianOperator) else None
+    if op is None:
+        if params is None:
+            raise ValueError("lanczos needs params when given a function (or pass a HessianOperator).")
+        op = hessian_operator(fn_or_operator, params)
+    p, dtype = op.size, op.dtype
+    if not 1 <= k <= p:
+        raise ValueError(f"k={k} must be between 1 and p={p}.")
+    tol = tol if tol is not None else (1e-10 if jnp.dtype(dtype) == jnp.float64 else 1e-5)
+    max_iter = min(p, max_iter or 1024)
+    breakdown = 1e3 * float(jnp.finfo(dtype).eps)
+    if v0 is None:
+        if key is None:  # host-side draw: no device compile for a start vector
+            v0 = np.random.default_rng(0).standard_normal(p)
+        else:
+            v0 = jax.random.normal(key, (p,), dtype)
+    # One Krylov basis of up to ~2^25 entries is allocated at once (each new size compiles
+    # the iteration again); beyond that it grows by doubling.
+    cap = min(max_iter, max(2 * check_every, 64, (1 << 25) // p))
+    cap = -(-cap // _BLOCK) * _BLOCK  # a whole number of re-orthogonalisation blocks
+    V, alpha, beta = _lanczos_init(jnp.asarray(v0, dtype), cap)
+    j = 0
+    while True:
+        j1 = min(j + check_every, cap)
+        V, alpha, beta, stopped = _lanczos_extend(op, V, alpha, beta, jnp.asarray(j), jnp.asarray(j1), breakdown)
+        a_np, b_np = np.asarray(alpha, np.float64), np.asarray(beta, np.float64)
+        stopped = bool(stopped)
+        if stopped:  # invariant subspace: find its dimension
+            m = int(np.argmax(b_np[:j1] <= breakdown * np.maximum(np.abs(a_np[:j1]), 1.0))) + 1
+        else:
+            m = j1
+        t = np.diag(a_np[:m]) + np.diag(b_np[: m - 1], 1) + np.diag(b_np[: m - 1], -1)
+        theta, s = np.linalg.eigh(t)
+        idx = np.arange(min(k, m)) if which == "smallest" else np.arange(m - 1, m - 1 - min(k, m), -1)
+        res = np.abs(b_np[m - 1] * s[m - 1, idx]) if not stopped else np.zeros(len(idx))
+        scale = max(np.max(np.abs(theta)), np.finfo(np.float64).tiny)
+        converged = len(idx) == k and bool(np.all(res <= tol * scale))
+        if converged or stopped or m >= max_iter:
+            break
+        j = j1
+        if j1 == cap:  # grow the basis
+            new_cap = -(-min(2 * cap, max_iter) // _BLOCK) * _BLOCK
+            V = jnp.concatenate([V, jnp.zeros((new_cap - cap, p), dtype)])
+            alpha = jnp.concatenate([alpha, jnp.zeros((new_cap - cap,), dtype)])
+            beta = jnp.concatenate([beta, jnp.zeros((new_cap - cap,), dtype)])
+            cap = new_cap
+            if bool(b_np[j1 - 1] > 0):
+                V = V.at[j1].set(_next_vector(op, V, alpha, beta, jnp.asarray(j1)))
+    vecs = _ritz_vectors(V, jnp.asarray(s[:, idx], dtype), m)
+    return LanczosResult(
+        eigenvalues=jnp.asarray(theta[idx], dtype),
+        eigenvectors=vecs,
+        residuals=jnp.asarray(res, dtype),
+        iterations=m,
+        converged=bool(converged or stopped),
+    )
+
+
+@eqx.filter_jit
+def _lanczos_init(v0, cap):
+    V = jnp.zeros((cap, v0.size), v0.dtype).at[0].set(v0 / jnp.linalg.norm(v0))
+    return V, jnp.zeros((cap,), v0.dtype), jnp.zeros((cap,), v0.dtype)
+
+
+@eqx.filter_jit
+def _ritz_vectors(V, s, m):
+    return V[:m].T @ s
+
+
+@eqx.filter_jit
+def _next_vector(op, V, alpha, beta, j):
+    """Recompute the (j)-th Lanczos vector after the basis was grown (it was not stored)."""
+    v = V[j - 1]
+    w = op.mv(v) - alpha[j - 1] * v - jnp.where(j > 1, beta[j - 2], 0.0) * V[jnp.maximum(j - 2, 0)]
+    w = _reorthogonalise(V, w, j - 1)
+    w = _reorthogonalise(V, w, j - 1)
+    return w / jnp.linalg.norm(w)

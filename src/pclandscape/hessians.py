@@ -1,0 +1,423 @@
+"""Weight-space Hessians of a network's loss ``L(theta)`` and equilibrated energy ``F*(theta)``.
+
+:func:`energy_hessian` offers three methods:
+
+``"theory"``
+    The Hessian of the closed-form ``F*`` of Theorem 1 (linear MLPs without biases).
+``"unrolled"``
+    Autodiff through ``T`` Euler inference steps started at the feedforward pass (what the
+    paper did): the Hessian of ``F(theta, z_T(theta))``, exact only as ``T -> inf``.
+``"implicit"``
+    The exact Hessian of the numerical ``F*(theta) = F(theta, z*(theta))`` at the inference
+    equilibrium ``z*`` of *any* network, by the implicit function theorem::
+
+        H = F_tt - F_tz F_zz^{-1} F_zt          (t = weights, z = hidden activities)
+
+    valid only where ``dF/dz = 0``: it refuses to run when the inference residual exceeds
+    the tolerance. ``F_zz`` is block diagonal over samples; each block is inverted densely
+    (small layers; closed-form blocks for MLPs, see :mod:`pclandscape.activity_hessian`) or
+    solved by conjugate gradients (matrix-free).
+
+**First-layer reduction.** Every objective here depends on ``W_1`` only through the
+first-layer predictions ``U = X W_1^T`` (``N x n_1``). When ``N < d_x`` the dense Hessians are
+computed in the coordinates ``(U, W_2, ..., W_L)`` -- the network with ``W_1`` replaced by the
+identity, fed ``U`` -- and mapped back with ``H_W1W1 = J^T H_UU J``, ``J = dU/dW_1``. For an
+MNIST net this cuts the number of Hessian-vector products from ``784 n_1 + ...`` to
+``N n_1 + ...``.
+
+``form="operator"`` returns a :class:`~pclandscape.curvature.HessianOperator` on the full
+weight vector instead of a dense matrix, for :func:`~pclandscape.curvature.lanczos`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, Float
+
+from . import theory
+from .activity_hessian import dense_activity_hessian, per_sample_flat, unflatten_per_sample
+from .curvature import HessianOperator, _dense, _hvp_product
+from .errors import NotAtEquilibriumError
+from .inference import AbstractSolver, Euler, default_solver, infer
+from .networks import MLP, PCNetwork
+from .objectives import _sample_energies, mse_loss, pc_energy
+
+__all__ = ["energy_hessian", "loss_hessian", "implicit_energy_operator"]
+
+_METHODS = ("theory", "implicit", "unrolled")
+
+
+# --------------------------------------------------------------------------- coordinates
+
+
+class _Coords(eqx.Module):
+    """Hessian coordinates ``phi`` and the map ``phi -> (network, inputs)``.
+
+    Full: ``phi = [W_1, ..., W_L]``. Reduced: ``phi = [U, W_2, ..., W_L]`` with
+    ``U = X W_1^T``, evaluated by the same network with ``W_1`` replaced by the identity and
+    fed ``U`` (its first layer then predicts ``U``, as the original predicts ``X W_1^T``).
+    """
+
+    template: PCNetwork
+    x: Array
+    reduced: bool = eqx.field(static=True)
+
+    def phi(self, net) -> list:
+        if self.reduced:
+            return [self.x @ net.weights[0].T, *net.weights[1:]]
+        return list(net.weights)
+
+    def build(self, phi):
+        if self.reduced:
+            return self.template.with_weights([self.template.weights[0], *phi[1:]]), phi[0]
+        return self.template.with_weights(phi), self.x
+
+
+def _make_coords(net, x, reduced) -> _Coords:
+    if not reduced:
+        return _Coords(net, x, False)
+    n1 = net.weights[0].shape[0]
+    eye = jnp.eye(n1, dtype=net.weights[0].dtype)
+    template = MLP.from_weights([eye, *net.weights[1:]], net.activation, net.biases)
+    return _Coords(template, x, True)
+
+
+def _use_reduction(net, x, reduce_first_layer) -> bool:
+    if reduce_first_layer == "auto":
+        return isinstance(net, MLP) and x.shape[0] < x.shape[1]
+    if reduce_first_layer and not isinstance(net, MLP):
+        raise ValueError("reduce_first_layer=True needs an MLP (its first layer is a dense matrix).")
+    return bool(reduce_first_layer)
+
+
+def _expand(h: Array, x: Array, n1: int) -> Array:
+    """Map a Hessian in ``(U, W_2..W_L)`` coordinates to ``(W_1, W_2..W_L)`` (DESIGN.md order).
+
+    ``U = X W_1^T`` is linear in ``W_1``, so ``H_W1W1 = J^T H_UU J`` and ``H_W1R = J^T H_UR``:
+    ``H_W1W1[(a,b),(c,d)] = sum_ij X[i,b] H_UU[(i,a),(j,c)] X[j,d]``. Each sample's ``U_i``
+    enters only its own term of the batch mean, so ``H_UU`` is block diagonal over samples
+    and the sum runs over ``i = j`` only: one ``(n_1 d_x n_1, N) x (N, d_x)`` matrix product.
+    """
+    n, d_x = x.shape
+    ku = n * n1
+    huu = h[:ku, :ku].reshape(n, n1, n, n1)
+    diag = huu[jnp.arange(n), :, jnp.arange(n), :]  # (N, n1, n1): [i, a, c]
+    hur = h[:ku, ku:].reshape(n, n1, -1)
+    hrr = h[ku:, ku:]
+    lhs = (diag[:, :, None, :] * x[:, None, :, None]).reshape(n, n1 * d_x * n1)  # [i, (a, b, c)]
+    h11 = (lhs.T @ x).reshape(n1 * d_x, n1 * d_x)  # [(a, b), (c, d)]
+    h1r = jnp.einsum("ib,iar->abr", x, hur).reshape(n1 * d_x, -1)
+    top = jnp.concatenate([h11, h1r], axis=1)
+    bottom = jnp.concatenate([h1r.T, hrr], axis=1)
+    return jnp.concatenate([top, bottom], axis=0)
+
+
+# --------------------------------------------------------------------------- autodiff objectives
+
+
+class _Objective(eqx.Module):
+    """``flat phi -> objective(net, inputs, y)``; every array is a field (traced, not a constant)."""
+
+    objective: Callable = eqx.field(static=True)
+    coords: _Coords
+    unravel: Callable = eqx.field(static=True)
+    y: Array
+
+    def __call__(self, v):
+        net, xx = self.coords.build(self.unravel(v))
+        return self.objective(net, xx, self.y)
+
+
+def _loss_objective(net, xx, y):
+    return mse_loss(net, xx, y)
+
+
+def _theory_objective(net, xx, y):
+    return theory.equilibrated_energy(list(net.weights), xx, y)
+
+
+class _UnrolledObjective(eqx.Module):
+    """``F(theta, z_T(theta))`` after the Euler steps of ``solver`` from the feedforward pass."""
+
+    solver: Euler
+
+    def __call__(self, net, xx, y):
+        z, _ = self.solver.solve(net, xx, y, net.feedforward(xx)[:-1])
+        return pc_energy(net, z, xx, y)
+
+
+def _objective_operator(objective, net, x, y, reduced) -> HessianOperator:
+    coords = _make_coords(net, x, reduced)
+    flat, unravel = ravel_pytree(coords.phi(net))
+    f = _Objective(objective, coords, unravel, y)
+    return HessianOperator(fn=_hvp_product, args=(f, flat), size=int(flat.size), dtype=flat.dtype)
+
+
+# Dense Hessians are one-off computations whose run time is dominated by library matrix
+# products; LLVM's optimisation passes then cost more compile time than they save (measured:
+# first call 3.1 s -> 2.2 s, later calls 1.33 s -> 1.46 s for an MNIST 784-10-10-10 net).
+_ONE_OFF = {"compiler_options": {"xla_backend_optimization_level": 0}}
+
+
+@eqx.filter_jit(**_ONE_OFF)
+def _objective_dense(objective, net, x, y, reduced, batch_size):
+    h = _dense(_objective_operator(objective, net, x, y, reduced), batch_size)
+    return _expand(h, x, net.weights[0].shape[0]) if reduced else h
+
+
+@eqx.filter_jit
+def _objective_operator_jit(objective, net, x, y):
+    return _objective_operator(objective, net, x, y, False)
+
+
+# --------------------------------------------------------------------------- implicit
+
+
+class _ImplicitArgs(eqx.Module):
+    coords: _Coords
+    unravel: Callable = eqx.field(static=True)
+    phi: Array
+    z: tuple
+    y: Array
+    inv: Array | None
+    cg_rtol: float = eqx.field(static=True)
+    cg_max_steps: int = eqx.field(static=True)
+
+
+def _energy_sum(args: _ImplicitArgs, phi_flat, z):
+    net, xx = args.coords.build(args.unravel(phi_flat))
+    return jnp.sum(_sample_energies(net, z, xx, args.y))
+
+
+def _grad_z(args, phi_flat, z):
+    return jax.grad(_energy_sum, argnums=2)(args, phi_flat, z)
+
+
+def _solve_activity(args: _ImplicitArgs, b):
+    """Solve ``(d^2 E / dz^2) w = b``; ``E = sum_i F_i`` is block diagonal over samples."""
+    if args.inv is not None:
+        # explicit per-sample inverses: one batched matmul per product (LAPACK solves inside
+        # the lax.map that forms dense Hessians were seen to deadlock XLA:CPU)
+        sol = jnp.einsum("nij,nj->ni", args.inv, per_sample_flat(b))
+        return unflatten_per_sample(sol, b)
+    matvec = lambda t: jax.jvp(lambda zz: _grad_z(args, args.phi, zz), (args.z,), (t,))[1]
+    return _per_sample_cg(matvec, b, args.cg_rtol, args.cg_max_steps)
+
+
+def _per_sample_cg(matvec, b, rtol, max_steps):
+    """Conjugate gradients run independently for every sample (the operator is block diagonal).
+
+    Each sample has its own step sizes and stops at ``||r_i|| <= rtol ||b_i||``; a zero
+    right-hand side gives a zero solution (divisions are guarded), which matters when the
+    solve is vmapped over many right-hand sides.
+    """
+    dot = lambda u, v: sum(jnp.sum((a * c).reshape(a.shape[0], -1), axis=1) for a, c in zip(u, v))
+    axpy = lambda alpha, u, v: tuple(c + _bcast(alpha, c) * a for a, c in zip(u, v))
+    x = jax.tree_util.tree_map(jnp.zeros_like, b)
+    rs = dot(b, b)
+    stop = rtol**2 * rs
+
+    def cond(state):
+        k, _, _, _, rs = state
+        return (k < max_steps) & jnp.any(rs > stop)
+
+    def body(state):
+        k, x, r, p, rs = state
+        ap = matvec(p)
+        pap = dot(p, ap)
+        active = (rs > stop) & (pap > 0)
+        alpha = jnp.where(active, rs / jnp.where(active, pap, 1.0), 0.0)
+        x = axpy(alpha, p, x)
+        r = axpy(-alpha, ap, r)
+        rs_new = dot(r, r)
+        beta = jnp.where(active, rs_new / jnp.where(active, rs, 1.0), 0.0)
+        p = axpy(beta, p, r)
+        return k + 1, x, r, p, jnp.where(active, rs_new, rs)
+
+    _, x, _, _, _ = jax.lax.while_loop(cond, body, (0, x, b, b, rs))
+    return x
+
+
+def _bcast(v, like):
+    return v.reshape((-1,) + (1,) * (like.ndim - 1))
+
+
+def _implicit_mv(args: _ImplicitArgs, v):
+    """``H v = F_tt v - F_tz F_zz^{-1} F_zt v`` at ``(phi, z*)``, with ``F = E / N``."""
+    n = args.y.shape[0]
+    b = jax.jvp(lambda p: _grad_z(args, p, args.z), (args.phi,), (v,))[1]
+    w = _solve_activity(args, b)
+    grad_t = lambda p, zz: jax.grad(_energy_sum, argnums=1)(args, p, zz) / n
+    neg_w = jax.tree_util.tree_map(jnp.negative, w)
+    return jax.jvp(grad_t, (args.phi, args.z), (v, neg_w))[1]
+
+
+def _implicit_operator(net, x, y, z, reduced, dense_solve, cg_rtol, cg_max_steps) -> HessianOperator:
+    coords = _make_coords(net, x, reduced)
+    flat, unravel = ravel_pytree(coords.phi(net))
+    inv = None
+    if dense_solve and len(z):
+        net_c, xx = coords.build(unravel(flat))
+        inv = jnp.linalg.inv(dense_activity_hessian(net_c, z, xx, y))
+    args = _ImplicitArgs(coords, unravel, flat, tuple(z), y, inv, cg_rtol, cg_max_steps)
+    return HessianOperator(fn=_implicit_mv, args=args, size=int(flat.size), dtype=flat.dtype)
+
+
+@eqx.filter_jit
+def _implicit_operator_jit(net, x, y, z, dense_solve, cg_rtol, cg_max_steps):
+    return _implicit_operator(net, x, y, z, False, dense_solve, cg_rtol, cg_max_steps)
+
+
+@eqx.filter_jit(**_ONE_OFF)
+def _implicit_dense(net, x, y, z, reduced, dense_solve, cg_rtol, cg_max_steps, batch_size):
+    op = _implicit_operator(net, x, y, z, reduced, dense_solve, cg_rtol, cg_max_steps)
+    h = _dense(op, batch_size)
+    return _expand(h, x, net.weights[0].shape[0]) if reduced else h
+
+
+def _equilibrium(net, x, y, solver, tol):
+    solver = default_solver(net) if solver is None else solver
+    eq = infer(net, x, y, solver)
+    tol = eq.tol if tol is None else tol
+    if not float(eq.grad_norm) <= tol:
+        raise NotAtEquilibriumError(
+            f"inference residual ||dF/dz|| = {float(eq.grad_norm):.3g} exceeds tol = {tol:g}: the "
+            f"implicit Hessian H = F_tt - F_tz F_zz^-1 F_zt holds only at an equilibrium. Use a "
+            f"solver that converges (pcl.ExactLinear() for linear nets, pcl.Heun(tol=...) or more "
+            f"Euler steps) or pass a larger tol."
+        )
+    return eq
+
+
+def _implicit_settings(eq, x, linear_solve, cg_rtol):
+    if linear_solve not in ("auto", "dense", "cg"):
+        raise ValueError(f"linear_solve={linear_solve!r} must be 'auto', 'dense' or 'cg'.")
+    m = sum(a.size // a.shape[0] for a in eq.activities)
+    dense = linear_solve == "dense" or (linear_solve == "auto" and m <= 1024)
+    rtol = float(cg_rtol if cg_rtol is not None else 100 * jnp.finfo(jnp.result_type(x)).eps)
+    return dense, rtol
+
+
+def implicit_energy_operator(
+    net: PCNetwork,
+    x: Array,
+    y: Array,
+    *,
+    solver: AbstractSolver | None = None,
+    tol: float | None = None,
+    linear_solve: str = "auto",
+    cg_rtol: float | None = None,
+    cg_max_steps: int = 500,
+) -> HessianOperator:
+    """The exact Hessian of the numerical ``F*`` at the equilibrium, as a matrix-free operator.
+
+    Runs inference with ``solver`` (raising :class:`NotAtEquilibriumError` for a residual
+    above ``tol``), then returns a :class:`~pclandscape.curvature.HessianOperator` on the
+    flat weights whose product is ``F_tt v - F_tz F_zz^{-1} F_zt v``. ``linear_solve``:
+    ``"dense"`` (per-sample inverse of the activity Hessian, formed once), ``"cg"``
+    (matrix-free conjugate gradients in every product, to ``cg_rtol``) or ``"auto"`` (dense
+    when a sample has at most 1024 activities).
+    """
+    net.check_data(x, y)
+    eq = _equilibrium(net, x, y, solver, tol)
+    dense, rtol = _implicit_settings(eq, x, linear_solve, cg_rtol)
+    return _implicit_operator_jit(net, x, y, tuple(eq.activities), dense, rtol, cg_max_steps)
+
+
+# --------------------------------------------------------------------------- public
+
+
+def _check_form(form):
+    if form not in ("dense", "operator"):
+        raise ValueError(f"form={form!r} must be 'dense' or 'operator'.")
+
+
+def loss_hessian(
+    net: PCNetwork,
+    x: Float[Array, "N ..."],
+    y: Float[Array, "N dy"],
+    *,
+    form: str = "dense",
+    reduce_first_layer: bool | str = "auto",
+    batch_size: int = 256,
+):
+    """Hessian of the MSE loss (Eq 1) with respect to the weights ``W_1..W_L``.
+
+    Returns a dense ``(p, p)`` matrix in the DESIGN.md order (``form="dense"``, with the
+    first-layer reduction when it pays) or a :class:`~pclandscape.curvature.HessianOperator`
+    (``form="operator"``).
+    """
+    net.check_data(x, y)
+    _check_form(form)
+    if form == "operator":
+        return _objective_operator_jit(_loss_objective, net, x, y)
+    return _objective_dense(_loss_objective, net, x, y, _use_reduction(net, x, reduce_first_layer), batch_size)
+
+
+def energy_hessian(
+    net: PCNetwork,
+    x: Float[Array, "N ..."],
+    y: Float[Array, "N dy"],
+    method: str = "implicit",
+    *,
+    solver: AbstractSolver | None = None,
+    tol: float | None = None,
+    form: str = "dense",
+    linear_solve: str = "auto",
+    reduce_first_layer: bool | str = "auto",
+    batch_size: int = 256,
+):
+    """Hessian of the equilibrated energy ``F*(theta)`` with respect to ``W_1..W_L``.
+
+    Args:
+        net: the network (``"theory"`` needs a linear MLP without biases).
+        x, y: the batch.
+        method: ``"implicit"`` (exact at the numerical equilibrium, any network),
+            ``"theory"`` (closed form, Theorem 1) or ``"unrolled"`` (autodiff through the
+            Euler steps of ``solver``, default ``Euler(dt=0.1, steps=50)`` as in the paper).
+        solver: inference solver for ``"implicit"`` (default
+            :func:`~pclandscape.default_solver`) or the Euler unrolled by ``"unrolled"``.
+        tol: largest inference residual ``max_i ||dF_i/dz_i||`` accepted by ``"implicit"``
+            (default: the solver's ``tol``); above it :class:`NotAtEquilibriumError`.
+        form: ``"dense"`` for a ``(p, p)`` matrix or ``"operator"`` for a matrix-free
+            :class:`~pclandscape.curvature.HessianOperator` (for Lanczos).
+        linear_solve: activity solves of ``"implicit"``: ``"dense"``, ``"cg"`` or ``"auto"``.
+        reduce_first_layer: use the ``U = X W_1^T`` coordinates for dense Hessians
+            (``"auto"``: when ``N < d_x`` for an MLP).
+        batch_size: Hessian-vector products evaluated at once when forming a dense Hessian.
+
+    Returns:
+        ``(p, p)`` array in the DESIGN.md order, or a ``HessianOperator``.
+    """
+    net.check_data(x, y)
+    if method not in _METHODS:
+        raise ValueError(f"method={method!r} is not known; use one of {list(_METHODS)}.")
+    _check_form(form)
+    reduced = form == "dense" and _use_reduction(net, x, reduce_first_layer)
+    if method == "implicit":
+        eq = _equilibrium(net, x, y, solver, tol)
+        dense, rtol = _implicit_settings(eq, x, linear_solve, None)
+        z = tuple(eq.activities)
+        if form == "operator":
+            return _implicit_operator_jit(net, x, y, z, dense, rtol, 500)
+        return _implicit_dense(net, x, y, z, reduced, dense, rtol, 500, batch_size)
+    if method == "theory":
+        if not (isinstance(net, MLP) and net.is_linear and net.biases is None):
+            raise ValueError(
+                "method='theory' needs a linear MLP without biases (Theorem 1); use "
+                "method='implicit' for other networks."
+            )
+        objective = _theory_objective
+    else:
+        solver = Euler() if solver is None else solver
+        if not isinstance(solver, Euler):
+            raise ValueError(f"method='unrolled' differentiates through Euler steps; got solver={solver!r}.")
+        objective = _UnrolledObjective(solver)
+    if form == "operator":
+        return _objective_operator_jit(objective, net, x, y)
+    return _objective_dense(objective, net, x, y, reduced, batch_size)

@@ -1,0 +1,88 @@
+"""Dense Hessians, HVPs, spectra and Lanczos against exact linear algebra."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import pclandscape as pcl
+from conftest import random_linear_problem
+
+
+def test_hessian_and_hvp_of_a_known_function(x64, rng):
+    a = rng.standard_normal((5, 5))
+    a = jnp.asarray(a + a.T)
+    params = {"u": jnp.asarray(rng.standard_normal(3)), "v": jnp.asarray(rng.standard_normal(2))}
+
+    def fn(p):
+        z = jnp.concatenate([p["u"], p["v"]])
+        return 0.5 * z @ a @ z + jnp.sum(z**3) / 6
+
+    flat = jnp.concatenate([params["u"], params["v"]])
+    expected = a + jnp.diag(flat)
+    h = pcl.hessian(fn, params)
+    np.testing.assert_allclose(h, expected, atol=1e-13)
+    v = jnp.asarray(rng.standard_normal(5))
+    np.testing.assert_allclose(pcl.hvp(fn, params, v), expected @ v, atol=1e-13)
+    tree = pcl.hvp(fn, params, {"u": v[:3], "v": v[3:]})
+    np.testing.assert_allclose(tree["v"], (expected @ v)[3:], atol=1e-13)
+    np.testing.assert_allclose(pcl.gradient(fn, params), a @ flat + flat**2 / 2, atol=1e-13)
+
+
+def test_eigenspectrum_and_density(x64, rng):
+    a = rng.standard_normal((6, 6))
+    a = jnp.asarray(a @ a.T)
+    spec = pcl.eigenspectrum(a)
+    np.testing.assert_allclose(spec.eigenvectors @ jnp.diag(spec.eigenvalues) @ spec.eigenvectors.T, a, atol=1e-12)
+    assert float(spec.lambda_min) == pytest.approx(float(np.linalg.eigvalsh(np.asarray(a))[0]), rel=1e-12)
+    grid, dens = pcl.spectral_density(spec.eigenvalues, grid=2000)
+    assert np.trapezoid(dens, grid) == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def indefinite_problem():
+    """The Hessian of the closed-form F* of a linear net at a random point: p = 2100, indefinite."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(7)
+        ws, x, y = random_linear_problem(rng, [20, 30, 30, 20], n=32)
+        ws = [jnp.asarray(w) for w in ws]
+        x, y = jnp.asarray(x), jnp.asarray(y)
+        fn = lambda w: pcl.theory.equilibrated_energy(w, x, y)
+        h = pcl.hessian(fn, ws)
+        yield fn, ws, np.linalg.eigvalsh(np.asarray(h))
+
+
+def test_lanczos_extremes_match_eigvalsh_on_an_indefinite_hessian(x64, indefinite_problem):
+    fn, ws, ev = indefinite_problem
+    assert ev.size == 2100 and ev[0] < 0 < ev[-1]
+    lo = pcl.lanczos(fn, ws, k=2, which="smallest")
+    hi = pcl.lanczos(fn, ws, k=1, which="largest")
+    assert lo.converged and hi.converged
+    np.testing.assert_allclose(np.asarray(lo.eigenvalues), ev[:2], rtol=1e-6)
+    assert float(hi.eigenvalues[0]) == pytest.approx(ev[-1], rel=1e-6)
+    # Ritz vectors are eigenvectors
+    v = lo.eigenvectors[:, 0]
+    hv = pcl.hvp(fn, ws, v)
+    assert float(jnp.linalg.norm(hv - lo.eigenvalues[0] * v)) <= 1e-5 * abs(ev[0])
+
+
+def test_lanczos_on_a_definite_operator(x64):
+    rng = np.random.default_rng(8)
+    q, _ = np.linalg.qr(rng.standard_normal((2000, 2000)))
+    ev = np.sort(np.concatenate([[0.5, 0.51], rng.uniform(1.0, 3.0, 1996), [7.0, 7.2]]))
+    a = jnp.asarray((q * ev) @ q.T)
+    fn = lambda v: 0.5 * v @ a @ v
+    lo = pcl.lanczos(fn, jnp.zeros(2000), which="smallest")
+    hi = pcl.lanczos(fn, jnp.zeros(2000), which="largest")
+    assert float(lo.eigenvalues[0]) == pytest.approx(0.5, rel=1e-6)
+    assert float(hi.eigenvalues[0]) == pytest.approx(7.2, rel=1e-6)
+
+
+def test_lanczos_stops_on_an_invariant_subspace(x64):
+    """A Hessian with 3 distinct eigenvalues: the Krylov space closes after 3 steps."""
+    d = jnp.asarray(np.repeat([-2.0, 0.0, 5.0], 100))
+    res = pcl.lanczos(lambda v: 0.5 * jnp.sum(d * v**2), jnp.zeros(300), k=1, which="smallest")
+    assert res.iterations == 3 and res.converged
+    assert float(res.eigenvalues[0]) == pytest.approx(-2.0, rel=1e-12)
+    with pytest.raises(ValueError, match="which="):
+        pcl.lanczos(lambda v: jnp.sum(v**2), jnp.zeros(3), which="middle")
