@@ -95,7 +95,7 @@ def main(argv=None):
         net = pcl.MLP(jax.random.key(4), widths, "tanh", init_std=5e-3**0.5)
 
         def run():
-            op = pcl.energy_hessian(net, x, y, "implicit", solver=pcl.Euler(dt=0.25, steps=200, tol=1e-9), form="operator")
+            op = pcl.energy_hessian(net, x, y, "implicit", solver=pcl.Euler(dt=0.25, steps=800, tol=1e-9), form="operator")
             return pcl.lanczos(op, k=1, which="smallest")
         res, t = timed(run)
         print(f"{'Lanczos lambda_min implicit H_F* tanh 784-300-300-10 near 0':<58} {p_:>8} {t:>8.2f}  lambda_min = {float(res.eigenvalues[0]):.6g} (-lambda_max(Syy) = {target:.6g}), {res.iterations} iterations")

@@ -8,7 +8,7 @@ The public API (see DESIGN.md; names marked *contract* there are stable)::
     net, history = pcl.train(net, (x, y), rule="pc", steps=1000)
 """
 
-from . import curvature, landscape, theory
+from . import curvature, data, landscape, theory
 from ._version import __version__
 from .critical_points import CriticalPoint, classify_critical_point, directional_derivatives
 from .curvature import (
@@ -44,6 +44,7 @@ __all__ = [
     "__version__",
     "theory",
     "curvature",
+    "data",
     "landscape",
     # networks
     "PCNetwork",

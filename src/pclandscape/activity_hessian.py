@@ -15,6 +15,7 @@ layers ``l = 1..H``::
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array
@@ -22,7 +23,14 @@ from jaxtyping import Array
 from .networks import MLP, PCNetwork
 from .objectives import _sample_energies
 
-__all__ = ["activity_hessian_blocks", "dense_activity_hessian", "per_sample_flat", "unflatten_per_sample"]
+__all__ = [
+    "activity_hessian_blocks",
+    "dense_activity_hessian",
+    "factor_activity_hessian",
+    "BlockTridiagonalInverse",
+    "per_sample_flat",
+    "unflatten_per_sample",
+]
 
 
 def per_sample_flat(z) -> Array:
@@ -49,37 +57,46 @@ def _derivatives(fn, z):
     return jax.vmap(d1)(flat).reshape(z.shape), jax.vmap(d2)(flat).reshape(z.shape)
 
 
-def activity_hessian_blocks(net: MLP, z, x: Array, y: Array) -> tuple[list[Array], list[Array]]:
+def activity_hessian_blocks(
+    net: MLP, z, x: Array, y: Array, *, shared: bool = False
+) -> tuple[list[Array], list[Array]]:
     """Per-sample block-tridiagonal ``d^2 F_i / dz_i^2`` of an MLP, in closed form.
 
     Returns ``(diag, off)``: ``diag[l]`` of shape ``(N, n_{l+1}, n_{l+1})`` is the block of hidden
     layer ``l+1`` (0-based list), ``off[l]`` of shape ``(N, n_{l+2}, n_{l+1})`` couples hidden
-    layers ``l+2`` and ``l+1``.
+    layers ``l+2`` and ``l+1``. Unobserved (NaN) targets drop out of the last block. With
+    ``shared=True`` (a linear network whose targets are all observed) every block is the
+    same for all samples and is returned once, with a leading axis of size 1.
     """
-    ws, bs = net.weights, net.biases
+    ws = net.weights
     n_hidden = len(ws) - 1
     zs = (x, *z, y)
+    n = 1 if shared else x.shape[0]
+    observed = (~jnp.isnan(y)).astype(ws[-1].dtype)
     diag, off = [], []
-    linear = net.is_linear
     for l in range(1, n_hidden + 1):  # hidden layer l; outgoing weight W_{l+1} = ws[l]
         w_out = ws[l]
         n_l = w_out.shape[1]
         eye = jnp.eye(n_l, dtype=w_out.dtype)
-        gram = w_out.T @ w_out
-        if linear:
-            d = jnp.broadcast_to(eye + gram, (x.shape[0], n_l, n_l))
-            c = jnp.broadcast_to(-w_out, (x.shape[0],) + w_out.shape)
+        last = l == n_hidden
+        if last and not shared:  # W^T M_i W with the per-sample mask of observed outputs
+            gram = jnp.einsum("no,oi,oj->nij", observed, w_out, w_out)
+        else:
+            gram = (w_out.T @ w_out)[None]
+        if net.is_linear:
+            d = jnp.broadcast_to(eye + gram, (n, n_l, n_l))
+            c = jnp.broadcast_to(-w_out, (n,) + w_out.shape)
         else:
             fp, fpp = _derivatives(net.activation, zs[l])
-            e_next = zs[l + 1] - net.predict(l + 1, zs[l])
+            pred = net.predict(l + 1, zs[l])
+            e_next = jnp.where(jnp.isnan(zs[l + 1]), 0.0, zs[l + 1] - pred)
             back = e_next @ w_out  # (N, n_l) = W^T e per sample
-            d = eye + fp[:, :, None] * gram[None] * fp[:, None, :]
+            d = eye + fp[:, :, None] * gram * fp[:, None, :]
             d = d - jax.vmap(jnp.diag)(fpp * back)
             c = -w_out[None] * fp[:, None, :]
         diag.append(d)
         if l < n_hidden:
             off.append(c)
-    del bs
     return diag, off
 
 
@@ -91,6 +108,8 @@ def dense_activity_hessian(net: PCNetwork, z, x: Array, y: Array) -> Array:
     if isinstance(net, MLP):
         diag, off = activity_hessian_blocks(net, z, x, y)
         n = x.shape[0]
+        diag = [jnp.broadcast_to(d, (n,) + d.shape[1:]) for d in diag]
+        off = [jnp.broadcast_to(c, (n,) + c.shape[1:]) for c in off]
         sizes = [d.shape[1] for d in diag]
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
         m = sum(sizes)
@@ -112,3 +131,50 @@ def dense_activity_hessian(net: PCNetwork, z, x: Array, y: Array) -> Array:
         return jax.hessian(f)(zi_flat)
 
     return jax.vmap(one)(per_sample_flat(z), x, y)
+
+
+# --------------------------------------------------------------------------- solves
+
+
+class BlockTridiagonalInverse(eqx.Module):
+    """A factorised block-tridiagonal activity Hessian, ready to solve ``A w = b`` per sample.
+
+    Block elimination (block LDL^T): ``S_1 = D_1``, ``S_l = D_l - C_{l-1} S_{l-1}^{-1} C_{l-1}^T``
+    with the Schur complements inverted once, so a solve is matrix products only (cheap
+    inside loops, and no LAPACK call in a traced loop). Blocks have a leading sample axis of
+    size ``N``, or 1 when shared by every sample (linear networks).
+    """
+
+    s_inv: tuple
+    off: tuple
+
+    def solve(self, b):
+        """Solve for per-sample right-hand sides ``b = (b_1, ..., b_H)``, each ``(N, n_l)``."""
+        mv = lambda m, v: jnp.einsum("nij,nj->ni", m, v) if m.shape[0] > 1 else v @ m[0].T
+        h = len(self.s_inv)
+        c = [b[0]]
+        for l in range(1, h):
+            c.append(b[l] - mv(self.off[l - 1], mv(self.s_inv[l - 1], c[l - 1])))
+        w = [None] * h
+        w[-1] = mv(self.s_inv[-1], c[-1])
+        for l in range(h - 2, -1, -1):
+            w[l] = mv(self.s_inv[l], c[l] - mv(jnp.swapaxes(self.off[l], 1, 2), w[l + 1]))
+        return tuple(w)
+
+
+def factor_activity_hessian(net: MLP, z, x: Array, y: Array, *, shared: bool = False) -> BlockTridiagonalInverse:
+    """Factorise the per-sample activity Hessian of an MLP.
+
+    ``shared=True`` (only for a linear network whose targets are all observed) factorises
+    the single block-tridiagonal matrix common to all samples. Cost ``O(N H n^3)``
+    (``O(H n^3)`` shared); each later solve is ``O(N H n^2)``.
+    """
+    diag, off = activity_hessian_blocks(net, z, x, y, shared=shared)
+    s_inv = []
+    for l, d in enumerate(diag):
+        if l > 0:
+            c = off[l - 1]
+            d = d - c @ s_inv[-1] @ jnp.swapaxes(c, 1, 2)
+        s_inv.append(jnp.linalg.inv(d))
+    return BlockTridiagonalInverse(tuple(s_inv), tuple(off))
+

@@ -32,15 +32,22 @@ weight vector instead of a dense matrix, for :func:`~pclandscape.curvature.lancz
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float
 
 from . import theory
-from .activity_hessian import dense_activity_hessian, per_sample_flat, unflatten_per_sample
+from .activity_hessian import (
+    dense_activity_hessian,
+    factor_activity_hessian,
+    per_sample_flat,
+    unflatten_per_sample,
+)
 from .curvature import HessianOperator, _dense, _hvp_product
 from .errors import NotAtEquilibriumError
 from .inference import AbstractSolver, Euler, default_solver, infer
@@ -178,13 +185,25 @@ def _objective_operator_jit(objective, net, x, y):
 # --------------------------------------------------------------------------- implicit
 
 
+class _DenseInverse(eqx.Module):
+    """Per-sample inverses of dense activity Hessians, ``(N, m, m)``."""
+
+    inv: Array
+
+    def solve(self, b):
+        # one batched matmul per product (LAPACK solves inside the lax.map that forms dense
+        # Hessians were seen to deadlock XLA:CPU)
+        sol = jnp.einsum("nij,nj->ni", self.inv, per_sample_flat(b))
+        return unflatten_per_sample(sol, b)
+
+
 class _ImplicitArgs(eqx.Module):
     coords: _Coords
     unravel: Callable = eqx.field(static=True)
     phi: Array
     z: tuple
     y: Array
-    inv: Array | None
+    activity: Any  # BlockTridiagonalInverse | _DenseInverse | None (conjugate gradients)
     cg_rtol: float = eqx.field(static=True)
     cg_max_steps: int = eqx.field(static=True)
 
@@ -200,11 +219,8 @@ def _grad_z(args, phi_flat, z):
 
 def _solve_activity(args: _ImplicitArgs, b):
     """Solve ``(d^2 E / dz^2) w = b``; ``E = sum_i F_i`` is block diagonal over samples."""
-    if args.inv is not None:
-        # explicit per-sample inverses: one batched matmul per product (LAPACK solves inside
-        # the lax.map that forms dense Hessians were seen to deadlock XLA:CPU)
-        sol = jnp.einsum("nij,nj->ni", args.inv, per_sample_flat(b))
-        return unflatten_per_sample(sol, b)
+    if args.activity is not None:
+        return args.activity.solve(b)
     matvec = lambda t: jax.jvp(lambda zz: _grad_z(args, args.phi, zz), (args.z,), (t,))[1]
     return _per_sample_cg(matvec, b, args.cg_rtol, args.cg_max_steps)
 
@@ -257,26 +273,37 @@ def _implicit_mv(args: _ImplicitArgs, v):
     return jax.jvp(grad_t, (args.phi, args.z), (v, neg_w))[1]
 
 
-def _implicit_operator(net, x, y, z, reduced, dense_solve, cg_rtol, cg_max_steps) -> HessianOperator:
+class _Settings(eqx.Module):
+    """Static settings of the implicit Hessian: how activity systems are solved."""
+
+    solve: str = eqx.field(static=True)  # "block" | "dense" | "cg"
+    shared: bool = eqx.field(static=True)  # one activity Hessian for all samples (linear, no NaN)
+    cg_rtol: float = eqx.field(static=True)
+    cg_max_steps: int = eqx.field(static=True)
+
+
+def _implicit_operator(net, x, y, z, reduced, settings: _Settings) -> HessianOperator:
     coords = _make_coords(net, x, reduced)
     flat, unravel = ravel_pytree(coords.phi(net))
-    inv = None
-    if dense_solve and len(z):
+    activity = None
+    if len(z) and settings.solve != "cg":
         net_c, xx = coords.build(unravel(flat))
-        inv = jnp.linalg.inv(dense_activity_hessian(net_c, z, xx, y))
-    args = _ImplicitArgs(coords, unravel, flat, tuple(z), y, inv, cg_rtol, cg_max_steps)
+        if settings.solve == "block":
+            activity = factor_activity_hessian(net_c, z, xx, y, shared=settings.shared)
+        else:
+            activity = _DenseInverse(jnp.linalg.inv(dense_activity_hessian(net_c, z, xx, y)))
+    args = _ImplicitArgs(coords, unravel, flat, tuple(z), y, activity, settings.cg_rtol, settings.cg_max_steps)
     return HessianOperator(fn=_implicit_mv, args=args, size=int(flat.size), dtype=flat.dtype)
 
 
 @eqx.filter_jit
-def _implicit_operator_jit(net, x, y, z, dense_solve, cg_rtol, cg_max_steps):
-    return _implicit_operator(net, x, y, z, False, dense_solve, cg_rtol, cg_max_steps)
+def _implicit_operator_jit(net, x, y, z, settings):
+    return _implicit_operator(net, x, y, z, False, settings)
 
 
 @eqx.filter_jit(**_ONE_OFF)
-def _implicit_dense(net, x, y, z, reduced, dense_solve, cg_rtol, cg_max_steps, batch_size):
-    op = _implicit_operator(net, x, y, z, reduced, dense_solve, cg_rtol, cg_max_steps)
-    h = _dense(op, batch_size)
+def _implicit_dense(net, x, y, z, reduced, settings, batch_size):
+    h = _dense(_implicit_operator(net, x, y, z, reduced, settings), batch_size)
     return _expand(h, x, net.weights[0].shape[0]) if reduced else h
 
 
@@ -294,13 +321,17 @@ def _equilibrium(net, x, y, solver, tol):
     return eq
 
 
-def _implicit_settings(eq, x, linear_solve, cg_rtol):
-    if linear_solve not in ("auto", "dense", "cg"):
-        raise ValueError(f"linear_solve={linear_solve!r} must be 'auto', 'dense' or 'cg'.")
+def _implicit_settings(net, eq, x, y, linear_solve, cg_rtol, cg_max_steps=500) -> _Settings:
+    if linear_solve not in ("auto", "block", "dense", "cg"):
+        raise ValueError(f"linear_solve={linear_solve!r} must be 'auto', 'block', 'dense' or 'cg'.")
+    if linear_solve == "block" and not isinstance(net, MLP):
+        raise ValueError("linear_solve='block' needs an MLP; use 'dense' or 'cg' for this network.")
     m = sum(a.size // a.shape[0] for a in eq.activities)
-    dense = linear_solve == "dense" or (linear_solve == "auto" and m <= 1024)
+    if linear_solve == "auto":
+        linear_solve = "block" if isinstance(net, MLP) else ("dense" if m <= 1024 else "cg")
+    shared = isinstance(net, MLP) and net.is_linear and not bool(np.isnan(np.asarray(y)).any())
     rtol = float(cg_rtol if cg_rtol is not None else 100 * jnp.finfo(jnp.result_type(x)).eps)
-    return dense, rtol
+    return _Settings(linear_solve, shared, rtol, int(cg_max_steps))
 
 
 def implicit_energy_operator(
@@ -325,8 +356,8 @@ def implicit_energy_operator(
     """
     net.check_data(x, y)
     eq = _equilibrium(net, x, y, solver, tol)
-    dense, rtol = _implicit_settings(eq, x, linear_solve, cg_rtol)
-    return _implicit_operator_jit(net, x, y, tuple(eq.activities), dense, rtol, cg_max_steps)
+    settings = _implicit_settings(net, eq, x, y, linear_solve, cg_rtol, cg_max_steps)
+    return _implicit_operator_jit(net, x, y, tuple(eq.activities), settings)
 
 
 # --------------------------------------------------------------------------- public
@@ -386,7 +417,8 @@ def energy_hessian(
             (default: the solver's ``tol``); above it :class:`NotAtEquilibriumError`.
         form: ``"dense"`` for a ``(p, p)`` matrix or ``"operator"`` for a matrix-free
             :class:`~pclandscape.curvature.HessianOperator` (for Lanczos).
-        linear_solve: activity solves of ``"implicit"``: ``"dense"``, ``"cg"`` or ``"auto"``.
+        linear_solve: activity solves of ``"implicit"``: ``"block"``, ``"dense"``, ``"cg"``
+            or ``"auto"`` (see :func:`implicit_energy_operator`).
         reduce_first_layer: use the ``U = X W_1^T`` coordinates for dense Hessians
             (``"auto"``: when ``N < d_x`` for an MLP).
         batch_size: Hessian-vector products evaluated at once when forming a dense Hessian.
@@ -401,11 +433,11 @@ def energy_hessian(
     reduced = form == "dense" and _use_reduction(net, x, reduce_first_layer)
     if method == "implicit":
         eq = _equilibrium(net, x, y, solver, tol)
-        dense, rtol = _implicit_settings(eq, x, linear_solve, None)
+        settings = _implicit_settings(net, eq, x, y, linear_solve, None)
         z = tuple(eq.activities)
         if form == "operator":
-            return _implicit_operator_jit(net, x, y, z, dense, rtol, 500)
-        return _implicit_dense(net, x, y, z, reduced, dense, rtol, 500, batch_size)
+            return _implicit_operator_jit(net, x, y, z, settings)
+        return _implicit_dense(net, x, y, z, reduced, settings, batch_size)
     if method == "theory":
         if not (isinstance(net, MLP) and net.is_linear and net.biases is None):
             raise ValueError(

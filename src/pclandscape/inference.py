@@ -26,6 +26,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
+import numpy as np
 from jaxtyping import Array, Float
 
 from .errors import DivergenceError
@@ -54,6 +55,11 @@ def activity_grad(net: PCNetwork, activities, x: Array, y: Array) -> tuple[Array
     return jax.grad(lambda z: jnp.sum(_sample_energies(net, z, x, y)))(tuple(activities))
 
 
+def _per_row(v: Array, like: Array) -> Array:
+    """Reshape a per-sample vector ``(N,)`` to broadcast against ``(N, ...)``."""
+    return v.reshape((-1,) + (1,) * (like.ndim - 1))
+
+
 def _per_sample_norm(grads) -> Array:
     sq = sum(jnp.sum(jnp.reshape(g, (g.shape[0], -1)) ** 2, axis=1) for g in grads)
     return jnp.sqrt(sq)
@@ -71,6 +77,11 @@ class AbstractSolver(eqx.Module):
     def check(self, net: PCNetwork) -> None:
         """Raise ``ValueError`` if this solver cannot handle ``net``."""
 
+    def prepare(self, net: PCNetwork, y: Array) -> "AbstractSolver":
+        """Validate against ``net`` and return the solver to use for targets ``y``."""
+        self.check(net)
+        return self
+
     @abc.abstractmethod
     def solve(self, net: PCNetwork, x: Array, y: Array, z0: tuple[Array, ...]):
         """Return ``(activities, steps)`` starting from the activities ``z0``."""
@@ -83,15 +94,21 @@ class Euler(AbstractSolver):
     (``dt = 0.1``; ``T`` = number of steps). It does not stop early and does not adapt
     ``dt``; it is stable while ``dt < 2 / lambda_max(d^2 F_i / dz^2)``.
 
+    With ``backtrack=True`` a step that would raise a sample's energy is rejected and that
+    sample's ``dt`` halved (the paper's training code halved ``dt`` whenever the energy
+    rose); this costs one extra energy evaluation per step.
+
     Args:
         dt: step size (per sample).
         steps: number of steps ``T``.
         tol: residual below which the result is reported as converged.
+        backtrack: reject energy-raising steps and halve that sample's ``dt``.
     """
 
     dt: float = 0.1
     steps: int = eqx.field(default=50, static=True)
     tol: float = 1e-4
+    backtrack: bool = eqx.field(default=False, static=True)
 
     def __check_init__(self):
         if not self.steps >= 0:
@@ -99,12 +116,33 @@ class Euler(AbstractSolver):
 
     def solve(self, net, x, y, z0):
         dt = self.dt
+        if not self.backtrack:
 
-        def body(_, z):
-            g = activity_grad(net, z, x, y)
-            return jax.tree_util.tree_map(lambda a, b: a - dt * b, z, g)
+            def body(_, z):
+                g = activity_grad(net, z, x, y)
+                return jax.tree_util.tree_map(lambda a, b: a - dt * b, z, g)
 
-        z = jax.lax.fori_loop(0, self.steps, body, tuple(z0))
+            z = jax.lax.fori_loop(0, self.steps, body, tuple(z0))
+            return z, jnp.asarray(self.steps, jnp.int32)
+
+        def energy_and_grad(z):
+            e, vjp = jax.vjp(lambda zz: _sample_energies(net, zz, x, y), z)
+            return e, vjp(jnp.ones_like(e))[0]
+
+        def body_bt(_, carry):
+            z, e, g, step = carry
+            cand = tuple(a - _per_row(step, a) * b for a, b in zip(z, g))
+            e_new, g_new = energy_and_grad(cand)
+            ok = e_new <= e
+            pick = lambda new, old: jnp.where(_per_row(ok, new), new, old)
+            z = tuple(pick(c, a) for c, a in zip(cand, z))
+            g = tuple(pick(c, a) for c, a in zip(g_new, g))
+            return z, jnp.where(ok, e_new, e), g, jnp.where(ok, step, step / 2)
+
+        z0 = tuple(z0)
+        e0, g0 = energy_and_grad(z0)
+        step0 = jnp.full(e0.shape, dt, e0.dtype)
+        z, _, _, _ = jax.lax.fori_loop(0, self.steps, body_bt, (z0, e0, g0, step0))
         return z, jnp.asarray(self.steps, jnp.int32)
 
 
@@ -196,12 +234,25 @@ class ExactLinear(AbstractSolver):
     Schur complements ``S_l = D_l - W_l S_{l-1}^{-1} W_l^T`` are factorised once
     (``O(L n^3)``) and shared by the whole batch (``O(L n^2 N)``). No iteration.
 
+    Unobserved (NaN) targets free their output units, which changes the last block per
+    sample; ``masked=True`` handles that (one extra ``n_H x n_H`` factorisation per sample).
+    :func:`infer`, :func:`pclandscape.pc_step` and :func:`pclandscape.train` switch it on
+    when the targets contain NaN; under your own ``jit`` pass ``masked=True`` yourself.
+
     Args:
         tol: residual below which the result is reported as converged (a warning sign of
             ill-conditioning if the exact solve misses it).
+        masked: targets may contain NaN (missing) entries.
     """
 
     tol: float = 1e-4
+    masked: bool = eqx.field(default=False, static=True)
+
+    def prepare(self, net, y):
+        self.check(net)
+        if not self.masked and not isinstance(y, jax.core.Tracer) and bool(np.isnan(np.asarray(y)).any()):
+            return ExactLinear(tol=self.tol, masked=True)
+        return self
 
     def check(self, net):
         if not (isinstance(net, MLP) and net.is_linear):
@@ -219,6 +270,8 @@ class ExactLinear(AbstractSolver):
         if n_hidden == 0:
             return (), jnp.asarray(0, jnp.int32)
         dtype = jnp.result_type(x, ws[0])
+        observed = ~jnp.isnan(y)
+        y = jnp.where(observed, y, 0.0)
         rhs = []
         for l in range(1, n_hidden + 1):  # hidden layer l uses W_l (in) and W_{l+1} (out)
             r = jnp.zeros((x.shape[0], ws[l - 1].shape[0]), dtype)
@@ -226,23 +279,36 @@ class ExactLinear(AbstractSolver):
                 r = r + x @ ws[0].T
             if l == n_hidden:
                 r = r + y @ ws[-1]
+                if bs is not None and self.masked:  # the output bias acts on observed units only
+                    r = r - (observed * bs[-1]) @ ws[-1] + bs[-1] @ ws[-1]
             if bs is not None:
                 r = r + bs[l - 1] - bs[l] @ ws[l]
             rhs.append(r)
         chols, cs = [], []
         for l in range(1, n_hidden + 1):
             w_out = ws[l]
-            d = jnp.eye(w_out.shape[1], dtype=dtype) + w_out.T @ w_out
+            last = l == n_hidden
+            if last and self.masked:  # per sample: I + W_L^T M_i W_L
+                gram = jnp.einsum("no,oi,oj->nij", observed.astype(dtype), w_out, w_out)
+            else:
+                gram = w_out.T @ w_out
+            d = jnp.eye(w_out.shape[1], dtype=dtype) + gram
             c = rhs[l - 1]
             if l > 1:
                 w_in = ws[l - 1]
                 prev = chols[-1]
                 d = d - w_in @ jsl.cho_solve(prev, w_in.T)
                 c = c + jsl.cho_solve(prev, cs[-1].T).T @ w_in.T
-            chols.append(jsl.cho_factor(d, lower=True))
+            if last and self.masked:
+                chols.append(jax.vmap(lambda m: jsl.cho_factor(m, lower=True)[0])(d))
+            else:
+                chols.append(jsl.cho_factor(d, lower=True))
             cs.append(c)
         zs = [None] * n_hidden
-        zs[-1] = jsl.cho_solve(chols[-1], cs[-1].T).T
+        if self.masked:
+            zs[-1] = jax.vmap(lambda l_, c_: jsl.cho_solve((l_, True), c_))(chols[-1], cs[-1])
+        else:
+            zs[-1] = jsl.cho_solve(chols[-1], cs[-1].T).T
         for l in range(n_hidden - 1, 0, -1):  # hidden index l-1 (0-based), layer l
             zs[l - 1] = jsl.cho_solve(chols[l - 1], (cs[l - 1] + zs[l] @ ws[l]).T).T
         return tuple(zs), jnp.asarray(1, jnp.int32)
@@ -347,7 +413,7 @@ def infer(
         raise ValueError(
             f"solver must be pcl.Euler(...), pcl.Heun(...) or pcl.ExactLinear(), got {solver!r}."
         )
-    solver.check(net)
+    solver = solver.prepare(net, y)
     if init is not None:
         init = check_activities(net, init, x)
     eq = _infer(net, x, y, solver, init)

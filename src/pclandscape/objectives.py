@@ -7,6 +7,11 @@ Normalisations (DESIGN.md, contract)::
 
 ``activities`` are always the *free* (hidden) activities ``(z_1, ..., z_{L-1})``, each of
 shape ``(N, *layer_shape)``; the input and output layers are clamped to ``x`` and ``y``.
+
+**Missing targets.** Entries of ``y`` that are NaN are *unobserved*: they contribute nothing
+to the loss or the energy (for PC this is the same as leaving those output units free, since
+a free output unit settles at its prediction). This is how the matrix-completion task
+(Fig 6) masks 20 % of the entries.
 """
 
 from __future__ import annotations
@@ -19,11 +24,16 @@ from jaxtyping import Array, Float
 
 from .networks import PCNetwork
 
-__all__ = ["mse_loss", "pc_energy", "layer_energies", "sample_energies"]
+__all__ = ["mse_loss", "pc_energy", "layer_energies", "sample_energies", "output_error"]
 
 
 def _sq_norm_per_sample(e: Array) -> Array:
     return jnp.sum(jnp.reshape(e, (e.shape[0], -1)) ** 2, axis=1)
+
+
+def output_error(y: Array, prediction: Array) -> Array:
+    """``y - prediction`` with unobserved (NaN) targets contributing zero."""
+    return jnp.where(jnp.isnan(y), 0.0, y - prediction)
 
 
 def check_activities(net: PCNetwork, activities: Sequence[Array], x: Array) -> tuple[Array, ...]:
@@ -49,7 +59,7 @@ def check_activities(net: PCNetwork, activities: Sequence[Array], x: Array) -> t
 def mse_loss(net: PCNetwork, x: Float[Array, "N ..."], y: Float[Array, "N dy"]) -> Float[Array, ""]:
     """MSE loss, Eq 1: ``1/(2N) sum_i ||y_i - f(x_i)||^2`` (contract)."""
     net.check_data(x, y)
-    return 0.5 * jnp.mean(_sq_norm_per_sample(y - net(x)))
+    return 0.5 * jnp.mean(_sq_norm_per_sample(output_error(y, net(x))))
 
 
 @eqx.filter_jit
@@ -67,8 +77,9 @@ def sample_energies(
 def _sample_energies(net: PCNetwork, activities, x: Array, y: Array) -> Array:
     zs = (x, *activities, y)
     total = 0.0
-    for layer in range(1, net.n_layers + 1):
+    for layer in range(1, net.n_layers):
         total = total + _sq_norm_per_sample(zs[layer] - net.predict(layer, zs[layer - 1]))
+    total = total + _sq_norm_per_sample(output_error(y, net.predict(net.n_layers, zs[-2])))
     return 0.5 * total
 
 
@@ -84,12 +95,9 @@ def layer_energies(
     net.check_data(x, y)
     activities = check_activities(net, activities, x)
     zs = (x, *activities, y)
-    return jnp.stack(
-        [
-            0.5 * jnp.mean(_sq_norm_per_sample(zs[l] - net.predict(l, zs[l - 1])))
-            for l in range(1, net.n_layers + 1)
-        ]
-    )
+    errors = [zs[l] - net.predict(l, zs[l - 1]) for l in range(1, net.n_layers)]
+    errors.append(output_error(y, net.predict(net.n_layers, zs[-2])))
+    return jnp.stack([0.5 * jnp.mean(_sq_norm_per_sample(e)) for e in errors])
 
 
 @eqx.filter_jit

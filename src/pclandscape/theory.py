@@ -25,6 +25,7 @@ __all__ = [
     "chain_eigenvalues_at_origin",
     "zero_rank_saddle",
     "ZeroRankSaddle",
+    "origin_spectrum",
 ]
 
 
@@ -314,3 +315,29 @@ def zero_rank_saddle(
     curvature = -jnp.trace(e @ a @ e.T @ syy)
     direction = [jnp.zeros_like(w) for w in ws[:-1]] + [e]
     return ZeroRankSaddle(ws, direction, curvature)
+
+
+def origin_spectrum(widths: Sequence[int], x: Array, y: Array, objective: str = "energy") -> Array:
+    """All ``p`` eigenvalues (ascending) of Eq 6 (``objective="loss"``) or Eq 8 (``"energy"``), in closed form.
+
+    H = 1: grouping the weights by hidden unit (row ``a`` of ``W_1`` with column ``a`` of
+    ``W_2``) makes the Hessian ``n_1`` copies of ``K = [[0, -Sigma_xy], [-Sigma_yx, B]]`` with
+    ``B = 0`` (loss) or ``-Sigma_yy`` (energy). H > 1: the loss Hessian is zero and the energy
+    one has ``-eig(Sigma_yy)``, each ``n_{L-1}`` times, and zeros.
+    """
+    widths = _check_origin_args(widths, x, y)
+    if objective not in ("loss", "energy"):
+        raise ValueError(f"objective={objective!r} must be 'loss' or 'energy'.")
+    sxy, syy = _covariances(x, y)
+    p = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    d_x, d_y = widths[0], widths[-1]
+    if len(widths) == 3:
+        k = jnp.zeros((d_x + d_y, d_x + d_y), sxy.dtype)
+        k = k.at[:d_x, d_x:].set(-sxy).at[d_x:, :d_x].set(-sxy.T)
+        if objective == "energy":
+            k = k.at[d_x:, d_x:].set(-syy)
+        return jnp.sort(jnp.tile(jnp.linalg.eigvalsh(k), widths[1]))
+    if objective == "loss":
+        return jnp.zeros((p,), sxy.dtype)
+    neg = jnp.tile(-jnp.linalg.eigvalsh(syy), widths[-2])
+    return jnp.sort(jnp.concatenate([neg, jnp.zeros((p - neg.size,), sxy.dtype)]))

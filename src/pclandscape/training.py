@@ -37,7 +37,7 @@ from ._progress import Progress
 from .errors import DivergenceError
 from .inference import AbstractSolver, Euler, _infer, default_solver
 from .networks import PCNetwork
-from .objectives import mse_loss, pc_energy
+from .objectives import mse_loss, output_error, pc_energy
 
 __all__ = ["StepInfo", "bp_step", "pc_step", "init_opt_state", "train", "History", "evaluate"]
 
@@ -134,8 +134,7 @@ def pc_step(
     Returns ``(net, opt_state, StepInfo)``. Jit-compiled.
     """
     net.check_data(x, y)
-    solver = default_solver(net) if solver is None else solver
-    solver.check(net)
+    solver = (default_solver(net) if solver is None else solver).prepare(net, y)
     return _pc_step(net, opt_state, x, y, optimizer, solver, float(grad_scale))
 
 
@@ -289,7 +288,7 @@ def _is_one_hot(y) -> bool:
 @eqx.filter_jit
 def _eval(net, x, y):
     out = net(x)
-    loss = 0.5 * jnp.mean(jnp.sum((y - out) ** 2, axis=1))
+    loss = 0.5 * jnp.mean(jnp.sum(output_error(y, out) ** 2, axis=1))
     acc = jnp.mean(jnp.argmax(out, 1) == jnp.argmax(y, 1))
     return loss, acc
 
@@ -386,7 +385,7 @@ def train(
     optimizer = optax.sgd(1e-3) if optimizer is None else optimizer
     if rule == "pc":
         solver = default_solver(net) if solver is None else solver
-        solver.check(net)
+        solver.check(net)  # per-batch preparation (e.g. missing targets) happens in pc_step
     if eval_data is not None:
         net.check_data(*eval_data)
 

@@ -1,0 +1,133 @@
+"""Shared machinery of the figure experiments: claims, results, protocols, small helpers.
+
+An experiment module defines ``NAME``, ``DESCRIPTION``, a frozen ``Config`` dataclass whose
+defaults are the paper's settings (§A.4), ``quick_config()`` (sized for a 2-core laptop CPU,
+still checking every claim), ``run(config, progress=None) -> Results`` and
+``plot(results) -> dict[str, Figure]``. Experiments hold no maths of their own: they call the
+library.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+import pclandscape as pcl
+
+__all__ = [
+    "Claim",
+    "Results",
+    "PROTOCOLS",
+    "protocol_scales",
+    "escape_step",
+    "claim",
+    "load_data",
+    "fmt",
+]
+
+PROTOCOLS = ("paper", "matched")
+
+PROTOCOL_NOTE = (
+    "Two protocols. 'paper' reproduces the paper's training code: BP minimised nn.MSELoss() (the "
+    "mean over the batch and the output units, i.e. 2/d_y times Eq 1) while the PC weight update "
+    "was the batch *sum* of the per-sample energy gradients (N times the gradient of Eq 2), at the "
+    "same learning rate, so PC's step was N d_y / 2 (= 320 for N = 64, d_y = 10) times larger; PC "
+    "inference was per-sample Euler with dt = 0.1, halving dt whenever a sample's energy rose. "
+    "'matched' uses Eq 1 and Eq 2 as written, with the same 1/(2N) for both rules, so both rules "
+    "see gradients of the same scale and only the geometry of L and F* differs. Paper-protocol "
+    "claims reproduce the paper's figures; matched-protocol results are findings, reported as "
+    "measured."
+)
+
+
+@dataclass
+class Claim:
+    """One checked statement: what the paper says, what was expected, what was measured.
+
+    ``category`` is ``"paper"`` (a claim of the paper, must pass), ``"finding"`` (a result
+    beyond the paper or under the matched protocol, reported with its own verdict) or
+    ``"skipped"`` (not measurable here, e.g. missing data; ``passed`` is None).
+    """
+
+    id: str
+    statement: str
+    expected: str
+    measured: str
+    passed: bool | None
+    category: str = "paper"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def claim(id, statement, expected, measured, passed, category="paper") -> Claim:
+    return Claim(id, statement, expected, measured, None if passed is None else bool(passed), category)
+
+
+@dataclass
+class Results:
+    """What an experiment returns: claims, raw series (JSON), arrays (NPZ), data notes."""
+
+    name: str
+    config: Any
+    claims: list[Claim] = field(default_factory=list)
+    series: dict = field(default_factory=dict)
+    arrays: dict = field(default_factory=dict)
+    data: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, c: Claim) -> None:
+        self.claims.append(c)
+
+    def use_data(self, ds) -> None:
+        line = f"{ds.name} ({ds.source})" + (f" -- {ds.note}" if ds.note else "")
+        if line not in self.data:
+            self.data.append(line)
+
+
+def protocol_scales(protocol: str, batch_size: int, d_y: int) -> tuple[float, float]:
+    """Gradient scales ``(bp, pc)`` applied to the gradients of Eq 1 and Eq 2 (see PROTOCOL_NOTE)."""
+    if protocol == "paper":
+        return 2.0 / d_y, float(batch_size)
+    if protocol == "matched":
+        return 1.0, 1.0
+    raise ValueError(f"protocol={protocol!r} must be one of {PROTOCOLS}.")
+
+
+def escape_step(loss: np.ndarray, fraction: float = 0.5, window: int = 5) -> int | None:
+    """First step at which the loss is below ``fraction`` times its plateau value.
+
+    The plateau value is the median of the first ``window`` steps (the network starts at
+    the saddle). None if it never escapes.
+    """
+    loss = np.asarray(loss, np.float64)
+    if loss.size == 0:
+        return None
+    plateau = float(np.median(loss[:window]))
+    below = np.nonzero(loss < fraction * plateau)[0]
+    return int(below[0]) if below.size else None
+
+
+def fmt(v, digits: int = 3) -> str:
+    """Compact number formatting for claims."""
+    if v is None:
+        return "never"
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    v = float(v)
+    if not math.isfinite(v):
+        return str(v)
+    return f"{v:.{digits}g}"
+
+
+def load_data(results: Results, name: str, data_dir, fallback=(), **kw):
+    """``pcl.data.load`` that records which data set was used (and any fallback) in ``results``."""
+    ds = pcl.data.load(name, data_dir, fallback=fallback, **kw)
+    results.use_data(ds)
+    return ds

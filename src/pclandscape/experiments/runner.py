@@ -1,0 +1,223 @@
+"""Running experiments and writing their outputs (atomically), resuming interrupted reproductions."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import os
+import platform
+import tempfile
+import time
+import typing
+from pathlib import Path
+
+import numpy as np
+
+from .._progress import Progress
+from .base import Results
+
+__all__ = [
+    "EXPERIMENTS",
+    "get",
+    "make_config",
+    "parse_overrides",
+    "config_hash",
+    "run_experiment",
+    "load_results",
+    "is_done",
+]
+
+EXPERIMENTS = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig9_10", "fig12")
+
+
+def get(name: str):
+    """The experiment module called ``name``."""
+    if name not in EXPERIMENTS:
+        raise KeyError(f"unknown experiment {name!r}; choose from: {', '.join(EXPERIMENTS)} (see 'pclandscape list').")
+    return importlib.import_module(f"pclandscape.experiments.{name}")
+
+
+def _convert(value: str, typ, name: str):
+    origin = typing.get_origin(typ)
+    if typ is bool or typ == "bool":
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"--set {name}={value}: expected true or false.")
+    if typ in (int, "int"):
+        return int(value)
+    if typ in (float, "float"):
+        return float(value)
+    if typ in (str, "str"):
+        return value
+    if typ in (tuple, "tuple") or origin is tuple:
+        items = [v for v in value.split(",") if v != ""]
+        return tuple(_auto(v) for v in items)
+    return _auto(value)
+
+
+def _auto(v: str):
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    if v.lower() in ("none", "null"):
+        return None
+    if v.lower() in ("true", "false"):
+        return v.lower() == "true"
+    return v
+
+
+def parse_overrides(config, overrides: list[str]):
+    """Apply ``key=value`` strings to a frozen config dataclass (values parsed by field type).
+
+    Raises ``ValueError`` with a one-line message naming the bad key or value.
+    """
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    changes = {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected key=value.")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        if key not in fields:
+            raise ValueError(f"--set {key}: unknown key for {type(config).__module__.rsplit('.', 1)[-1]}; known keys: {', '.join(fields)}.")
+        typ = fields[key].type
+        default = getattr(config, key)
+        if isinstance(typ, str):  # postponed annotations
+            typ = type(default) if default is not None else str
+        try:
+            changes[key] = _convert(value, typ, key)
+        except ValueError as e:
+            msg = str(e) if str(e).startswith("--set") else f"--set {key}={value}: expected a value of type {getattr(typ, '__name__', typ)}."
+            raise ValueError(msg) from None
+    return dataclasses.replace(config, **changes)
+
+
+def make_config(name: str, quick: bool = False, seeds=None, overrides=None):
+    """The config of experiment ``name``: paper defaults, or the quick variant, with overrides."""
+    mod = get(name)
+    cfg = mod.quick_config() if quick else mod.Config()
+    if seeds is not None:
+        cfg = dataclasses.replace(cfg, seeds=tuple(seeds))
+    return parse_overrides(cfg, overrides or [])
+
+
+def config_hash(config) -> str:
+    blob = json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for mod in ("pclandscape", "jax", "jaxlib", "equinox", "optax", "diffrax", "lineax", "numpy", "matplotlib"):
+        try:
+            out[mod] = importlib.import_module(mod).__version__
+        except Exception:  # noqa: BLE001 - version reporting must never fail a run
+            out[mod] = "unknown"
+    return out
+
+
+def _device() -> str:
+    import jax
+
+    d = jax.devices()[0]
+    return f"{d.platform}:{getattr(d, 'device_kind', '')}"
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if np.isfinite(v) else None
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    return obj
+
+
+def is_done(out_dir: str | os.PathLike, name: str, config) -> bool:
+    """True when ``out_dir/name/results.json`` exists for this exact config."""
+    path = Path(out_dir) / name / "results.json"
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()).get("config_hash") == config_hash(config)
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def run_experiment(name: str, config, out_dir: str | os.PathLike, *, progress: bool | None = None) -> dict:
+    """Run one experiment and write ``out_dir/name/``: results.json, figures (PNG + PDF), arrays.npz.
+
+    Every file is written atomically (temporary file + rename); results.json is written
+    last, so its presence marks a complete run. Returns the results dict.
+    """
+    import matplotlib.pyplot as plt
+
+    mod = get(name)
+    out = Path(out_dir) / name
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    bar = Progress(getattr(mod, "progress_total", lambda c: 1)(config), desc=name, enabled=progress)
+    res: Results = mod.run(config, progress=bar)
+    bar.close()
+    wall = time.perf_counter() - start
+    figures = mod.plot(res)
+    fig_files = []
+    for fname, fig in figures.items():
+        for ext in ("png", "pdf"):
+            path = out / f"{fname}.{ext}"
+            _atomic_write(path, lambda f, fig=fig, ext=ext: fig.savefig(f, format=ext, dpi=120, bbox_inches="tight"))
+        fig_files.append(f"{fname}.png")
+        plt.close(fig)
+    if res.arrays:
+        _atomic_write(out / "arrays.npz", lambda f: np.savez_compressed(f, **{k: np.asarray(v) for k, v in res.arrays.items()}))
+    payload = {
+        "name": name,
+        "description": mod.DESCRIPTION,
+        "config": dataclasses.asdict(config),
+        "config_hash": config_hash(config),
+        "seeds": list(getattr(config, "seeds", ())),
+        "versions": _versions(),
+        "device": _device(),
+        "wall_time_s": wall,
+        "data": res.data,
+        "notes": res.notes,
+        "claims": [c.to_dict() for c in res.claims],
+        "series": _jsonable(res.series),
+        "figures": fig_files,
+        "arrays": "arrays.npz" if res.arrays else None,
+    }
+    _atomic_write(out / "results.json", lambda f: f.write(json.dumps(_jsonable(payload), indent=1).encode()))
+    return payload
+
+
+def load_results(out_dir: str | os.PathLike, name: str) -> dict:
+    """The results.json of a finished run."""
+    path = Path(out_dir) / name / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no results for {name} in {out_dir} (expected {path}); run 'pclandscape run {name}'.")
+    return json.loads(path.read_text())
