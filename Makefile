@@ -17,13 +17,14 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(VENV)/bin/pclandscape demo
+	$(VENV)/bin/pclandscape reproduce --quick --out results
+	@echo "report: $(CURDIR)/results/report.html (and results/report.md)"
 
 test: install
 	$(PY) -m pytest -q
 
 bench: install
-	$(PY) benchmarks/train_step.py
+	for b in benchmarks/train_step.py benchmarks/inference.py benchmarks/curvature.py; do $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

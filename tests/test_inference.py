@@ -156,3 +156,47 @@ def test_infer_under_jit_and_default_solver(x64, rng):
     assert float(f(net, jnp.asarray(x), jnp.asarray(y))) == pytest.approx(
         float(pcl.theory.equilibrated_energy(ws, jnp.asarray(x), jnp.asarray(y))), rel=1e-12
     )
+
+
+@pytest.mark.parametrize("linear_solve", ["block", "cg"])
+def test_newton_reaches_a_tight_equilibrium_in_few_iterations_at_any_depth(x64, linear_solve):
+    """Newton converges quadratically near a (positive-definite) equilibrium: the iteration
+    count to 1e-10 stays small and does not grow with depth, and the point it finds is the
+    one gradient flow converges to (||z - z*|| <= ||dF/dz|| / lambda_min)."""
+    iters = {}
+    for h in (2, 5, 10):
+        key = jax.random.key(h)
+        net = pcl.MLP(key, [4] + [6] * h + [3], "tanh")
+        x = jax.random.normal(jax.random.fold_in(key, 1), (5, 4))
+        y = jax.random.normal(jax.random.fold_in(key, 2), (5, 3))
+        eq = pcl.infer(net, x, y, pcl.Newton(tol=1e-10, linear_solve=linear_solve))
+        assert bool(eq.converged) and float(eq.grad_norm) <= 1e-10
+        iters[h] = int(eq.steps)
+        if h == 2:
+            flow = pcl.infer(net, x, y, pcl.Euler(dt=0.2, steps=20_000, tol=1e-11, stop_at_tol=True))
+            assert bool(flow.converged) and int(flow.steps) < 20_000  # stopped early, on the residual
+            assert _max_diff(eq.activities, flow.activities) <= 1e-9
+            assert float(eq.energy) == pytest.approx(float(flow.energy), rel=1e-12)
+            assert int(flow.steps) > 10 * iters[h]
+    assert max(iters.values()) <= 15, iters
+
+
+def test_newton_is_one_exact_step_on_linear_nets_and_per_sample(x64, rng):
+    ws, x, y = random_linear_problem(rng, [5, 7, 6, 4], n=9)
+    net = pcl.MLP.from_weights(ws)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    exact = pcl.infer(net, x, y, pcl.ExactLinear())
+    newton = pcl.infer(net, x, y, pcl.Newton(tol=1e-10))
+    assert int(newton.steps) == 1 and _max_diff(newton.activities, exact.activities) <= 1e-12
+    tanh = pcl.MLP.from_weights(ws, "tanh")
+    full = pcl.infer(tanh, x, y, pcl.Newton(tol=1e-10))
+    one = pcl.infer(tanh, x[3:4], y[3:4], pcl.Newton(tol=1e-10))
+    assert _max_diff([a[3:4] for a in full.activities], one.activities) <= 1e-10
+
+
+def test_newton_needs_an_mlp_for_block_solves_and_valid_options():
+    cnn = pcl.CNN(jax.random.key(0), "relu", channels=(2, 2, 2), hidden=4)
+    with pytest.raises(ValueError, match="linear_solve='cg'"):
+        pcl.infer(cnn, jnp.zeros((1, 3, 32, 32)), jnp.zeros((1, 10)), pcl.Newton())
+    with pytest.raises(ValueError, match="linear_solve"):
+        pcl.Newton(linear_solve="lu")

@@ -131,3 +131,71 @@ def test_divergence_names_the_step_and_the_cause(regression):
     assert all(np.isfinite(w).all() for w in pcl.weights(err.value.net))
     with pytest.raises(pcl.DivergenceError, match="dt=0.1"):
         pcl.train(net, (x, y * 100), rule="pc", optimizer=optax.sgd(10.0), solver=pcl.Euler(dt=0.1, steps=5), steps=200)
+
+
+def test_train_many_follows_each_seed_exactly(x64):
+    """Seeds trained as one vmapped computation follow the trajectories of separate runs,
+    including per-seed early stopping at until_loss."""
+    import equinox as eqx
+
+    keys = jax.random.split(jax.random.key(0), 3)
+    nets = eqx.filter_vmap(lambda k: pcl.MLP(k, [3, 6, 6, 2], "tanh"))(keys)
+    x = jax.random.normal(jax.random.key(1), (32, 3))
+    y = jnp.tanh(x[:, :2])
+    opt, shuffle = optax.sgd(0.2), jax.random.split(jax.random.key(5), 3)
+    for rule, solver in (("pc", pcl.Euler(dt=0.1, steps=20)), ("bp", None)):
+        common = dict(rule=rule, optimizer=opt, solver=solver, steps=60, batch_size=8, until_loss=0.03, progress=False)
+        out, hists = pcl.train_many(nets, (x, y), keys=shuffle, **common)
+        lengths = []
+        for s in range(3):
+            pick = lambda tree: jax.tree_util.tree_map(lambda a: a[s] if eqx.is_array(a) else a, tree)  # noqa: B023
+            net_s, hist_s = pcl.train(pick(nets), (x, y), key=shuffle[s], **common)
+            assert len(hists[s]) == len(hist_s)
+            np.testing.assert_allclose(hists[s].loss, hist_s.loss, rtol=1e-12, atol=1e-14)
+            for a, b in zip(pcl.weights(pick(out)), pcl.weights(net_s)):
+                np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+            lengths.append(len(hist_s))
+        if rule == "pc":
+            assert len(set(lengths)) > 1 and min(lengths) < 60  # the seeds stopped at different steps
+
+
+def test_train_many_rejects_unstacked_nets():
+    net = pcl.MLP(jax.random.key(0), [3, 4, 2], "tanh")
+    with pytest.raises(ValueError, match="leading seed axis"):
+        pcl.train_many(net, (jnp.zeros((8, 3)), jnp.zeros((8, 2))), steps=1, batch_size=4)
+
+
+_DATA_PARALLEL = """
+import jax, jax.numpy as jnp, numpy as np, optax
+import pclandscape as pcl
+assert len(jax.devices()) == 2
+net = pcl.MLP(jax.random.key(0), [8, 16, 16, 4], "tanh")
+x = jax.random.normal(jax.random.key(1), (64, 8)); y = jax.random.normal(jax.random.key(2), (64, 4))
+opt, out = optax.sgd(0.05), {}
+for dp in (False, True):
+    n, h = pcl.train(net, (x, y), rule="pc", optimizer=opt, solver=pcl.Euler(dt=0.1, steps=20), steps=6,
+                     batch_size=16, key=jax.random.key(3), progress=False, data_parallel=dp)
+    out[dp] = (h, n)
+assert out[False][0].meta["devices"] == 1 and out[True][0].meta["devices"] == 2
+np.testing.assert_allclose(out[True][0].loss, out[False][0].loss, rtol=1e-5)
+for a, b in zip(pcl.weights(out[True][1]), pcl.weights(out[False][1])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+try:
+    pcl.train(net, (x, y), rule="bp", optimizer=opt, steps=1, batch_size=15, progress=False, data_parallel=True)
+except ValueError as e:
+    assert "multiple of 2" in str(e)
+else:
+    raise AssertionError("batch 15 on 2 devices must be refused")
+print("OK")
+"""
+
+
+def test_data_parallel_training_on_two_host_devices():
+    """Sharding each batch over 2 (forced host) devices gives the single-device trajectory."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", _DATA_PARALLEL], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]

@@ -31,6 +31,7 @@ from .inference import (
     Euler,
     ExactLinear,
     Heun,
+    Newton,
     activity_grad,
     default_solver,
     equilibrated_energy,
@@ -38,7 +39,7 @@ from .inference import (
 )
 from .networks import CNN, MLP, PCNetwork, weights
 from .objectives import layer_energies, mse_loss, pc_energy, sample_energies
-from .training import History, StepInfo, bp_step, evaluate, init_opt_state, pc_step, train
+from .training import History, StepInfo, bp_step, evaluate, init_opt_state, pc_step, train, train_many
 
 __all__ = [
     "__version__",
@@ -61,6 +62,7 @@ __all__ = [
     "Euler",
     "Heun",
     "ExactLinear",
+    "Newton",
     "Equilibrium",
     "infer",
     "equilibrated_energy",
@@ -72,6 +74,7 @@ __all__ = [
     "pc_step",
     "init_opt_state",
     "train",
+    "train_many",
     "evaluate",
     "History",
     # curvature

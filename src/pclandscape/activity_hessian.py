@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
+from ._linalg import inv_per_sample
 from .networks import MLP, PCNetwork
 from .objectives import _sample_energies
 
@@ -175,6 +176,6 @@ def factor_activity_hessian(net: MLP, z, x: Array, y: Array, *, shared: bool = F
         if l > 0:
             c = off[l - 1]
             d = d - c @ s_inv[-1] @ jnp.swapaxes(c, 1, 2)
-        s_inv.append(jnp.linalg.inv(d))
+        s_inv.append(inv_per_sample(d))
     return BlockTridiagonalInverse(tuple(s_inv), tuple(off))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ._version import __version__
@@ -48,6 +49,171 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _parse_seeds(text: str) -> tuple[int, ...]:
+    """'0-4' -> (0, 1, 2, 3, 4); '0,2,5' -> (0, 2, 5); '3' -> (3,)."""
+    try:
+        out: list[int] = []
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                a, b = part.split("-", 1) if not part.startswith("-") else (part, "")
+                lo, hi = int(a), int(b)
+                if hi < lo:
+                    raise ValueError
+                out.extend(range(lo, hi + 1))
+            elif part:
+                out.append(int(part))
+        if not out:
+            raise ValueError
+        return tuple(out)
+    except ValueError:
+        raise UsageError(f"--seeds {text!r}: expected a range like 0-4 or a list like 0,1,2.") from None
+
+
+def _config(name: str, args):
+    """The config for ``name`` from the command line (quick, seeds, data dir, --set)."""
+    import dataclasses
+
+    from .experiments import runner
+
+    if name not in runner.EXPERIMENTS:
+        raise UsageError(f"unknown experiment {name!r}; choose from: {', '.join(runner.EXPERIMENTS)} (see 'pclandscape list').")
+    seeds = None
+    if getattr(args, "seed", None) is not None:
+        seeds = (args.seed,)
+    elif getattr(args, "seeds", None):
+        seeds = _parse_seeds(args.seeds)
+    overrides = []
+    for item in getattr(args, "set", None) or []:
+        key = item.split("=", 1)[0]
+        if "." in key:  # NAME.key=value: only for experiment NAME
+            target, _, rest = item.partition(".")
+            if target not in runner.EXPERIMENTS:
+                raise UsageError(f"--set {item}: unknown experiment {target!r}; choose from: {', '.join(runner.EXPERIMENTS)}.")
+            if target == name:
+                overrides.append(rest)
+        elif getattr(args, "command", "") != "reproduce" or key in {f.name for f in dataclasses.fields(runner.get(name).Config)}:
+            overrides.append(item)
+    try:
+        cfg = runner.make_config(name, quick=args.quick, seeds=seeds, overrides=overrides)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    if getattr(args, "data_dir", None):
+        if "data_dir" in fields:
+            cfg = dataclasses.replace(cfg, data_dir=str(args.data_dir))
+    return cfg
+
+
+def _print_claims(payload: dict) -> None:
+    from .experiments.report import verdict
+
+    for c in payload["claims"]:
+        tag = "" if c.get("category", "paper") == "paper" else f" [{c['category']}]"
+        print(f"  {verdict(c):7s} {c['id']}{tag}: {c['measured']} (expected {c['expected']})")
+
+
+def _data_errors():
+    from .data import DataNotFoundError
+    from .errors import DivergenceError, NotAtEquilibriumError
+
+    return DataNotFoundError, DivergenceError, NotAtEquilibriumError
+
+
+def _setup_data(args) -> None:
+    if getattr(args, "no_fallback", False):
+        os.environ["PCLANDSCAPE_NO_FALLBACK"] = "1"
+
+
+def _run_one(name: str, cfg, out: str, quick: bool) -> dict:
+    from .experiments import runner
+
+    try:
+        return runner.run_experiment(name, cfg, out, quick=quick)
+    except (*_data_errors(), ValueError) as e:
+        if os.environ.get("PCLANDSCAPE_DEBUG", "") == "1":
+            raise
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UsageError(f"{name}: {first} (PCLANDSCAPE_DEBUG=1 shows the traceback)") from None
+
+
+def _cmd_list(args) -> int:
+    from .experiments import runner
+
+    for name in runner.EXPERIMENTS:
+        print(f"{name:8s} {runner.get(name).DESCRIPTION}")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from .experiments.report import write_report
+
+    _setup_data(args)
+    cfg = _config(args.name, args)
+    payload = _run_one(args.name, cfg, args.out, args.quick)
+    print(f"{args.name}: {payload['wall_time_s']:.1f} s, results in {args.out}/{args.name}/")
+    _print_claims(payload)
+    md, page = write_report(args.out)
+    print(f"report: {page}")
+    return 0
+
+
+def _cmd_reproduce(args) -> int:
+    import dataclasses
+
+    from ._progress import Progress
+    from .experiments import runner
+    from .experiments.report import summary_rows, write_report, collect
+
+    _setup_data(args)
+    names = list(runner.EXPERIMENTS)
+    if args.only:
+        names = [n.strip() for n in args.only.split(",") if n.strip()]
+        for n in names:
+            if n not in runner.EXPERIMENTS:
+                raise UsageError(f"--only: unknown experiment {n!r}; choose from: {', '.join(runner.EXPERIMENTS)}.")
+    configs = {n: _config(n, args) for n in names}
+    for item in args.set or []:  # an unprefixed key must belong to at least one experiment
+        key = item.split("=", 1)[0]
+        if "." not in key and not any(key in {f.name for f in dataclasses.fields(c)} for c in configs.values()):
+            raise UsageError(f"--set {key}: no selected experiment has this key (use NAME.key=value for one experiment).")
+    bar = Progress(len(names), desc="reproduce", enabled=None)
+    for name in names:
+        cfg = configs[name]
+        if not args.force and runner.is_done(args.out, name, cfg):
+            print(f"{name}: results for this config exist in {args.out}/{name}/ -- skipped (use --force to rerun)", flush=True)
+        else:
+            print(f"{name}: running ({'quick' if args.quick else 'full'} config)", flush=True)
+            payload = _run_one(name, cfg, args.out, args.quick)
+            print(f"{name}: done in {payload['wall_time_s']:.1f} s", flush=True)
+            _print_claims(payload)
+        bar.update(1, last=name)
+    bar.close()
+    md, page = write_report(args.out)
+    rows = [r for r in summary_rows(collect(args.out)) if r["name"] in names]
+    print()
+    print(f"{'experiment':10s} {'paper claims':>12s} {'findings':>9s} {'wall (s)':>9s}  data")
+    for r in rows:
+        print(f"{r['name']:10s} {r['paper']:>12s} {r['findings']:>9s} {r['wall']:>9.1f}  {r['data']}")
+    print(f"\nreport: {page}\n        {md}")
+    failed = [r["name"] for r in rows if not r["all_paper_pass"]]
+    if failed:
+        print(f"pclandscape: paper claims failed in: {', '.join(failed)} (see the report)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from .experiments.report import write_report
+
+    try:
+        md, page = write_report(args.dir)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    print(f"report: {page}\n        {md}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pclandscape",
@@ -55,10 +221,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"pclandscape {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
     d = sub.add_parser("demo", help="train a PC and a BP network on a toy regression task")
     d.add_argument("--steps", type=int, default=200)
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_cmd_demo)
+
+    sub.add_parser("list", help="list the experiments (one per figure group of the paper)").set_defaults(func=_cmd_list)
+
+    def common(q):
+        q.add_argument("--quick", action="store_true", help="the quick configs, sized for a 2-core laptop CPU")
+        q.add_argument("--out", default="results", help="results folder (default: results)")
+        q.add_argument("--data-dir", help="folder holding MNIST / Fashion-MNIST / CIFAR-10 files")
+        q.add_argument("--no-fallback", action="store_true", help="fail when a data set is missing instead of using a fallback")
+        q.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config field (repeatable); with reproduce, NAME.KEY=VALUE targets one experiment")
+
+    r = sub.add_parser("run", help="run one experiment: writes OUT/NAME/{results.json, figures, arrays.npz}")
+    r.add_argument("name", help="experiment name (see 'pclandscape list')")
+    common(r)
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--seed", type=int, help="one seed")
+    g.add_argument("--seeds", help="seeds, e.g. 0-4 or 0,1,2")
+    r.set_defaults(func=_cmd_run)
+
+    rep = sub.add_parser("reproduce", help="run every experiment (resuming), then write the report")
+    common(rep)
+    rep.add_argument("--force", action="store_true", help="rerun experiments whose results exist for the same config")
+    rep.add_argument("--only", help="comma-separated subset of experiments")
+    rep.set_defaults(func=_cmd_reproduce)
+
+    rp = sub.add_parser("report", help="write DIR/report.md and DIR/report.html from saved results")
+    rp.add_argument("dir", help="results folder")
+    rp.set_defaults(func=_cmd_report)
     return p
 
 
@@ -68,14 +263,20 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    saved = os.environ.get("PCLANDSCAPE_NO_FALLBACK")
     try:
         return args.func(args)
     except UsageError as e:
         print(f"pclandscape: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("pclandscape: interrupted", file=sys.stderr)
+        print("pclandscape: interrupted (finished experiments are kept; rerun to resume)", file=sys.stderr)
         return 130
+    finally:  # main() may be called in-process (tests, notebooks): leave the environment as found
+        if saved is None:
+            os.environ.pop("PCLANDSCAPE_NO_FALLBACK", None)
+        else:
+            os.environ["PCLANDSCAPE_NO_FALLBACK"] = saved
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PyTree
 
-from .curvature import _dense, _flat_fn, _jit_grad, hessian_operator, lanczos
+from ._linalg import batch_size_for
+from .curvature import HessianOperator, _dense, _flat_fn, _jit_grad, hessian_operator, lanczos
 
 __all__ = ["CriticalPoint", "classify_critical_point", "directional_derivatives"]
 
@@ -91,13 +92,13 @@ def _taylor(f, flat, d, max_order):
 
 
 @eqx.filter_jit
-def _derivs_jvp(f, flat, ds, max_order):
-    return jax.vmap(lambda d: _nested_jvp(f, flat, d, max_order))(ds)
+def _derivs_jvp(f, flat, ds, max_order, batch_size):
+    return jax.lax.map(lambda d: _nested_jvp(f, flat, d, max_order), ds, batch_size=batch_size)
 
 
 @eqx.filter_jit
-def _derivs_jet(f, flat, ds, max_order):
-    return jax.vmap(lambda d: _taylor(f, flat, d, max_order))(ds)
+def _derivs_jet(f, flat, ds, max_order, batch_size):
+    return jax.lax.map(lambda d: _taylor(f, flat, d, max_order), ds, batch_size=batch_size)
 
 
 def _derivs(f, flat, ds, max_order):
@@ -106,15 +107,16 @@ def _derivs(f, flat, ds, max_order):
     Taylor mode when every primitive of ``f`` supports it, nested ``jax.jvp`` otherwise
     (e.g. through a Cholesky factorisation).
     """
+    batch_size = batch_size_for(f, (flat,), ds.shape[0])
     try:
-        return _derivs_jet(f, flat, ds, max_order)
+        return _derivs_jet(f, flat, ds, max_order, batch_size)
     except (KeyError, NotImplementedError, TypeError):
-        return _derivs_jvp(f, flat, ds, max_order)
+        return _derivs_jvp(f, flat, ds, max_order, batch_size)
 
 
 @eqx.filter_jit
-def _eigh(op):
-    return jnp.linalg.eigh(_dense(op, 512))
+def _eigh(op, batch_size):
+    return jnp.linalg.eigh(_dense(op, batch_size))
 
 
 def _descent_order(derivs: np.ndarray, start: int, tol: float) -> tuple[int | None, float]:
@@ -144,6 +146,7 @@ def classify_critical_point(
     dense_max: int = 4096,
     k: int = 8,
     key=None,
+    hessian: HessianOperator | None = None,
 ) -> CriticalPoint:
     """Classify ``params`` as a critical point of ``fn`` (contract).
 
@@ -172,6 +175,9 @@ def classify_critical_point(
         dense_max: largest ``p`` for a dense eigendecomposition.
         k: eigenpairs per end computed by Lanczos above ``dense_max``.
         key: PRNG key for the random directions.
+        hessian: the Hessian as a :class:`~pclandscape.curvature.HessianOperator`, when a
+            cheaper one than autodiff of ``fn`` exists (e.g. ``pcl.energy_hessian(...,
+            form="operator")`` for the equilibrated energy); it must be the Hessian of ``fn``.
     """
     f, flat = _flat_fn(fn, params)
     unravel = f.unravel
@@ -182,9 +188,11 @@ def classify_critical_point(
     key = jax.random.key(0) if key is None else key
 
     grad_norm = float(np.linalg.norm(np.asarray(_jit_grad(f, flat))))
-    op = hessian_operator(fn, params)
+    op = hessian_operator(fn, params) if hessian is None else hessian
+    if op.size != p:
+        raise ValueError(f"hessian has size {op.size} but params has {p} entries.")
     if p <= dense_max:
-        evals, evecs = _eigh(op)
+        evals, evecs = _eigh(op, batch_size_for(op.mv, (flat,), 512))
         evals_np, evecs_np = np.asarray(evals), np.asarray(evecs)
         lam_min, lam_max = float(evals_np[0]), float(evals_np[-1])
         v_min = evecs_np[:, 0]

@@ -23,6 +23,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PyTree
 
+from ._linalg import batch_size_for
+
 __all__ = [
     "HessianOperator",
     "hessian_operator",
@@ -54,8 +56,9 @@ class HessianOperator(eqx.Module):
         return self.fn(self.args, v)
 
     def as_matrix(self, batch_size: int = 512) -> Float[Array, "p p"]:
-        """The dense matrix, built column by column from products (``batch_size`` at a time)."""
-        return _dense(self, batch_size)
+        """The dense matrix, built column by column from products (``batch_size`` at a time;
+        one at a time when the product involves LAPACK, see :mod:`pclandscape._linalg`)."""
+        return _dense(self, batch_size_for(self.mv, (jnp.zeros((self.size,), self.dtype),), batch_size))
 
 
 @eqx.filter_jit

@@ -247,8 +247,8 @@ def _missing(name: str, data_dir, files: list[str]) -> DataNotFoundError:
     first = search_dirs(data_dir)[0]
     err = DataNotFoundError(
         f"{name} not found: place {', '.join(files)} in {first} (or pass --data-dir DIR / set "
-        f"PCLANDSCAPE_DATA; {len(_candidates(name, data_dir))} folders were searched, see "
-        f".searched); downloading was {'not possible (no network)' if _NETWORK_FAILED else 'switched off'}."
+        f"PCLANDSCAPE_DATA; searched: {', '.join(str(p) for p in _candidates(name, data_dir)[:4])}"
+        f"{' ...' if len(_candidates(name, data_dir)) > 4 else ''}); downloading was {'not possible (no network)' if _NETWORK_FAILED else 'switched off'}."
     )
     err.searched = [str(p) for p in _candidates(name, data_dir)]
     return err
@@ -448,8 +448,11 @@ def load(name: str, data_dir=None, *, fallback: tuple[str, ...] = (), download: 
     """Load a data set by name, trying ``fallback`` names in turn when it is not available.
 
     ``name`` is one of :data:`NAMES`. When a fallback is used, ``Dataset.note`` says so.
+    The environment variable ``PCLANDSCAPE_NO_FALLBACK=1`` switches fallbacks off.
     Raises :class:`DataNotFoundError` (listing the files to place) when none is available.
     """
+    if os.environ.get("PCLANDSCAPE_NO_FALLBACK", "") == "1":  # set by the CLI's --no-fallback
+        fallback = ()
     errors = []
     for i, n in enumerate((name, *fallback)):
         if n not in NAMES:

@@ -48,6 +48,7 @@ from .activity_hessian import (
     per_sample_flat,
     unflatten_per_sample,
 )
+from ._linalg import batch_size_for, inv_per_sample, per_sample_cg
 from .curvature import HessianOperator, _dense, _hvp_product
 from .errors import NotAtEquilibriumError
 from .inference import AbstractSolver, Euler, default_solver, infer
@@ -171,8 +172,20 @@ def _objective_operator(objective, net, x, y, reduced) -> HessianOperator:
 _ONE_OFF = {"compiler_options": {"xla_backend_optimization_level": 0}}
 
 
-@eqx.filter_jit(**_ONE_OFF)
 def _objective_dense(objective, net, x, y, reduced, batch_size):
+    probe = lambda v: _objective_operator(objective, net, x, y, reduced).mv(v)
+    size = _objective_operator_size(net, x, reduced)
+    batch_size = batch_size_for(probe, (jnp.zeros((size,), jnp.result_type(x)),), batch_size)
+    return _objective_dense_jit(objective, net, x, y, reduced, batch_size)
+
+
+def _objective_operator_size(net, x, reduced) -> int:
+    sizes = [int(w.size) for w in net.weights]
+    return (x.shape[0] * net.weights[0].shape[0] + sum(sizes[1:])) if reduced else sum(sizes)
+
+
+@eqx.filter_jit(**_ONE_OFF)
+def _objective_dense_jit(objective, net, x, y, reduced, batch_size):
     h = _dense(_objective_operator(objective, net, x, y, reduced), batch_size)
     return _expand(h, x, net.weights[0].shape[0]) if reduced else h
 
@@ -222,45 +235,7 @@ def _solve_activity(args: _ImplicitArgs, b):
     if args.activity is not None:
         return args.activity.solve(b)
     matvec = lambda t: jax.jvp(lambda zz: _grad_z(args, args.phi, zz), (args.z,), (t,))[1]
-    return _per_sample_cg(matvec, b, args.cg_rtol, args.cg_max_steps)
-
-
-def _per_sample_cg(matvec, b, rtol, max_steps):
-    """Conjugate gradients run independently for every sample (the operator is block diagonal).
-
-    Each sample has its own step sizes and stops at ``||r_i|| <= rtol ||b_i||``; a zero
-    right-hand side gives a zero solution (divisions are guarded), which matters when the
-    solve is vmapped over many right-hand sides.
-    """
-    dot = lambda u, v: sum(jnp.sum((a * c).reshape(a.shape[0], -1), axis=1) for a, c in zip(u, v))
-    axpy = lambda alpha, u, v: tuple(c + _bcast(alpha, c) * a for a, c in zip(u, v))
-    x = jax.tree_util.tree_map(jnp.zeros_like, b)
-    rs = dot(b, b)
-    stop = rtol**2 * rs
-
-    def cond(state):
-        k, _, _, _, rs = state
-        return (k < max_steps) & jnp.any(rs > stop)
-
-    def body(state):
-        k, x, r, p, rs = state
-        ap = matvec(p)
-        pap = dot(p, ap)
-        active = (rs > stop) & (pap > 0)
-        alpha = jnp.where(active, rs / jnp.where(active, pap, 1.0), 0.0)
-        x = axpy(alpha, p, x)
-        r = axpy(-alpha, ap, r)
-        rs_new = dot(r, r)
-        beta = jnp.where(active, rs_new / jnp.where(active, rs, 1.0), 0.0)
-        p = axpy(beta, p, r)
-        return k + 1, x, r, p, jnp.where(active, rs_new, rs)
-
-    _, x, _, _, _ = jax.lax.while_loop(cond, body, (0, x, b, b, rs))
-    return x
-
-
-def _bcast(v, like):
-    return v.reshape((-1,) + (1,) * (like.ndim - 1))
+    return per_sample_cg(matvec, b, args.cg_rtol, args.cg_max_steps)
 
 
 def _implicit_mv(args: _ImplicitArgs, v):
@@ -291,7 +266,7 @@ def _implicit_operator(net, x, y, z, reduced, settings: _Settings) -> HessianOpe
         if settings.solve == "block":
             activity = factor_activity_hessian(net_c, z, xx, y, shared=settings.shared)
         else:
-            activity = _DenseInverse(jnp.linalg.inv(dense_activity_hessian(net_c, z, xx, y)))
+            activity = _DenseInverse(inv_per_sample(dense_activity_hessian(net_c, z, xx, y)))
     args = _ImplicitArgs(coords, unravel, flat, tuple(z), y, activity, settings.cg_rtol, settings.cg_max_steps)
     return HessianOperator(fn=_implicit_mv, args=args, size=int(flat.size), dtype=flat.dtype)
 

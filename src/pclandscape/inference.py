@@ -26,9 +26,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
+import optimistix as optx
 import numpy as np
 from jaxtyping import Array, Float
 
+from ._linalg import map_unbatched, per_sample_cg
 from .errors import DivergenceError
 from .networks import MLP, PCNetwork
 from .objectives import _sample_energies, check_activities, pc_energy
@@ -38,6 +40,7 @@ __all__ = [
     "Euler",
     "Heun",
     "ExactLinear",
+    "Newton",
     "Equilibrium",
     "infer",
     "equilibrated_energy",
@@ -98,17 +101,23 @@ class Euler(AbstractSolver):
     sample's ``dt`` halved (the paper's training code halved ``dt`` whenever the energy
     rose); this costs one extra energy evaluation per step.
 
+    With ``stop_at_tol=True`` ``steps`` is a maximum: the loop stops as soon as every sample's
+    residual ``||dF_i/dz_i||`` is ``<= tol`` (gradient flow run to a verified equilibrium; the
+    residual is the gradient the step computes anyway, so checking it is nearly free).
+
     Args:
         dt: step size (per sample).
-        steps: number of steps ``T``.
+        steps: number of steps ``T`` (the maximum with ``stop_at_tol``).
         tol: residual below which the result is reported as converged.
         backtrack: reject energy-raising steps and halve that sample's ``dt``.
+        stop_at_tol: stop early once every sample has converged.
     """
 
     dt: float = 0.1
     steps: int = eqx.field(default=50, static=True)
     tol: float = 1e-4
     backtrack: bool = eqx.field(default=False, static=True)
+    stop_at_tol: bool = eqx.field(default=False, static=True)
 
     def __check_init__(self):
         if not self.steps >= 0:
@@ -116,7 +125,7 @@ class Euler(AbstractSolver):
 
     def solve(self, net, x, y, z0):
         dt = self.dt
-        if not self.backtrack:
+        if not self.backtrack and not self.stop_at_tol:
 
             def body(_, z):
                 g = activity_grad(net, z, x, y)
@@ -124,6 +133,20 @@ class Euler(AbstractSolver):
 
             z = jax.lax.fori_loop(0, self.steps, body, tuple(z0))
             return z, jnp.asarray(self.steps, jnp.int32)
+        if not self.backtrack:  # gradient flow until every residual is <= tol
+
+            def cond(carry):
+                k, _, g = carry
+                return (k < self.steps) & (jnp.max(_per_sample_norm(g)) > self.tol)
+
+            def body_tol(carry):
+                k, z, g = carry
+                z = tuple(a - dt * b for a, b in zip(z, g))
+                return k + 1, z, activity_grad(net, z, x, y)
+
+            z0 = tuple(z0)
+            k, z, _ = jax.lax.while_loop(cond, body_tol, (jnp.asarray(0, jnp.int32), z0, activity_grad(net, z0, x, y)))
+            return z, k
 
         def energy_and_grad(z):
             e, vjp = jax.vjp(lambda zz: _sample_energies(net, zz, x, y), z)
@@ -142,8 +165,15 @@ class Euler(AbstractSolver):
         z0 = tuple(z0)
         e0, g0 = energy_and_grad(z0)
         step0 = jnp.full(e0.shape, dt, e0.dtype)
-        z, _, _, _ = jax.lax.fori_loop(0, self.steps, body_bt, (z0, e0, g0, step0))
-        return z, jnp.asarray(self.steps, jnp.int32)
+        if not self.stop_at_tol:
+            z, _, _, _ = jax.lax.fori_loop(0, self.steps, body_bt, (z0, e0, g0, step0))
+            return z, jnp.asarray(self.steps, jnp.int32)
+        k, (z, _, _, _) = jax.lax.while_loop(
+            lambda c: (c[0] < self.steps) & (jnp.max(_per_sample_norm(c[1][2])) > self.tol),
+            lambda c: (c[0] + 1, body_bt(c[0], c[1])),
+            (jnp.asarray(0, jnp.int32), (z0, e0, g0, step0)),
+        )
+        return z, k
 
 
 class Heun(AbstractSolver):
@@ -167,6 +197,10 @@ class Heun(AbstractSolver):
         dt0: initial step size.
         max_steps: maximum number of accepted + rejected steps per sample.
         pcoeff, icoeff, dcoeff: PID coefficients (see ``diffrax.PIDController``).
+        error_norm: norm of the local error estimate, ``"rms"`` (diffrax's default) or
+            ``"max"`` (every activity within ``atol + rtol |z|``: stricter by up to ``sqrt(m)``
+            for ``m`` activities per sample, so smaller steps -- it lowers the plateau of the
+            residual at loose tolerances, but slows convergence at tight ones).
     """
 
     t1: float = 300.0
@@ -178,6 +212,11 @@ class Heun(AbstractSolver):
     pcoeff: float = 0.3
     icoeff: float = 0.4
     dcoeff: float = 0.0
+    error_norm: str = eqx.field(default="rms", static=True)
+
+    def __check_init__(self):
+        if self.error_norm not in ("rms", "max"):
+            raise ValueError(f"Heun(error_norm={self.error_norm!r}): use 'rms' or 'max'.")
 
     def solve(self, net, x, y, z0):
         tol = self.tol
@@ -207,6 +246,7 @@ class Heun(AbstractSolver):
                     pcoeff=self.pcoeff,
                     icoeff=self.icoeff,
                     dcoeff=self.dcoeff,
+                    norm=optx.max_norm if self.error_norm == "max" else optx.rms_norm,
                 ),
                 event=diffrax.Event(stop),
                 max_steps=self.max_steps,
@@ -299,19 +339,143 @@ class ExactLinear(AbstractSolver):
                 prev = chols[-1]
                 d = d - w_in @ jsl.cho_solve(prev, w_in.T)
                 c = c + jsl.cho_solve(prev, cs[-1].T).T @ w_in.T
-            if last and self.masked:
-                chols.append(jax.vmap(lambda m: jsl.cho_factor(m, lower=True)[0])(d))
+            if last and self.masked:  # per sample, unbatched (see pclandscape._linalg)
+                chols.append(map_unbatched(lambda m: jsl.cho_factor(m, lower=True)[0], d))
             else:
                 chols.append(jsl.cho_factor(d, lower=True))
             cs.append(c)
         zs = [None] * n_hidden
         if self.masked:
-            zs[-1] = jax.vmap(lambda l_, c_: jsl.cho_solve((l_, True), c_))(chols[-1], cs[-1])
+            zs[-1] = map_unbatched(lambda lc: jsl.cho_solve((lc[0], True), lc[1]), (chols[-1], cs[-1]))
         else:
             zs[-1] = jsl.cho_solve(chols[-1], cs[-1].T).T
         for l in range(n_hidden - 1, 0, -1):  # hidden index l-1 (0-based), layer l
             zs[l - 1] = jsl.cho_solve(chols[l - 1], (cs[l - 1] + zs[l] @ ws[l]).T).T
         return tuple(zs), jnp.asarray(1, jnp.int32)
+
+
+class Newton(AbstractSolver):
+    """Damped Newton on the activities, with the block-tridiagonal activity Hessian.
+
+    Each iteration builds every sample's activity Hessian ``d^2 F_i / dz_i^2`` in closed form
+    (block tridiagonal across layers, :func:`pclandscape.activity_hessian.activity_hessian_blocks`),
+    factorises it by block elimination (``O(H n^3)`` per sample) and steps along
+    ``d_i = -(d^2 F_i/dz_i^2)^{-1} dF_i/dz_i`` with a per-sample Armijo backtracking line
+    search (``F_i(z + a d) <= F_i(z) + c a <dF_i/dz, d>``, ``a = 1, 1/2, 1/4, ...``; once the
+    decrease is below the floating-point resolution of ``F_i``, a step is accepted when it
+    lowers the residual ``||dF_i/dz_i||`` instead).
+
+    **Safeguards.** Away from the equilibrium of a nonlinear net the Hessian may be
+    indefinite (the ``f''`` term); where the Newton direction is not a descent direction (or
+    not finite) that sample falls back to the gradient direction ``-dt dF_i/dz_i`` with the
+    same line search, so the energy of every sample never rises. Near an equilibrium with a
+    positive-definite Hessian the iteration converges quadratically, so the number of
+    iterations to ``tol`` does not grow with depth (each iteration costs more with depth and
+    width). Samples whose residual ``||dF_i/dz_i||`` is already ``<= tol`` are frozen; the loop
+    stops when every sample has converged or after ``max_steps`` iterations, and
+    :func:`infer` reports the residual either way.
+
+    For linear nets one exact Newton step from any point lands on the equilibrium
+    (``ExactLinear`` does the same solve with the factorisation shared by the batch).
+
+    **Linear solves.** ``linear_solve="block"`` factorises each sample's Hessian exactly
+    (``O(H n^3)`` per sample and iteration: cheap for narrow nets, dominant for wide ones);
+    ``"cg"`` is a truncated (Hessian-free) Newton method: per-sample conjugate gradients on
+    Hessian-vector products (each costs about two Euler steps), to the relative residual
+    ``min(0.5, sqrt(||dF_i/dz_i||))`` (superlinear convergence), at most ``cg_max_steps``
+    products, stopping at negative curvature. CG needs ``~sqrt(kappa)`` products where gradient
+    flow needs ``~kappa`` steps (``kappa`` the condition number of the activity Hessian), and
+    works for any network (the CNN too).
+
+    Args:
+        tol: stopping residual ``max_i ||dF_i/dz_i||``.
+        max_steps: maximum Newton iterations.
+        linear_solve: ``"block"`` (MLPs) or ``"cg"``.
+        cg_max_steps: Hessian-vector products per CG solve (``"cg"`` only).
+        max_backtracks: line-search halvings per iteration.
+        fallback_dt: step of the gradient fallback before backtracking.
+    """
+
+    tol: float = 1e-5
+    max_steps: int = eqx.field(default=30, static=True)
+    linear_solve: str = eqx.field(default="block", static=True)
+    cg_max_steps: int = eqx.field(default=100, static=True)
+    max_backtracks: int = eqx.field(default=12, static=True)
+    fallback_dt: float = 1.0
+
+    def __check_init__(self):
+        if self.linear_solve not in ("block", "cg"):
+            raise ValueError(f"Newton(linear_solve={self.linear_solve!r}): use 'block' or 'cg'.")
+
+    def check(self, net):
+        if self.linear_solve == "block" and not isinstance(net, MLP):
+            raise ValueError(
+                f"Newton(linear_solve='block') needs an MLP (its activity Hessian is built in closed "
+                f"form), not a {type(net).__name__}; use Newton(linear_solve='cg'), pcl.Heun() or pcl.Euler()."
+            )
+
+    def solve(self, net, x, y, z0):
+        from .activity_hessian import factor_activity_hessian
+
+        tol = self.tol
+        armijo = 1e-4
+
+        def energy_and_grad(z):
+            e, vjp = jax.vjp(lambda zz: _sample_energies(net, zz, x, y), z)
+            return e, vjp(jnp.ones_like(e))[0]
+
+        def dot(a, b):
+            return sum(jnp.sum((u * v).reshape(u.shape[0], -1), axis=1) for u, v in zip(a, b))
+
+        def cond(carry):
+            _, _, g, it = carry
+            return (it < self.max_steps) & jnp.any(_per_sample_norm(g) > tol)
+
+        def body(carry):
+            z, e, g, it = carry
+            active = _per_sample_norm(g) > tol
+            rhs = tuple(-a for a in g)
+            if self.linear_solve == "block":
+                newton = factor_activity_hessian(net, z, x, y).solve(rhs)
+            else:
+                hvp = lambda t: jax.jvp(lambda zz: activity_grad(net, zz, x, y), (z,), (t,))[1]  # noqa: E731
+                forcing = jnp.minimum(0.5, jnp.sqrt(_per_sample_norm(g)))
+                newton = per_sample_cg(hvp, rhs, forcing, self.cg_max_steps)
+            slope_n = dot(g, newton)
+            finite = jnp.isfinite(slope_n)
+            use_newton = finite & (slope_n < 0)
+            d = tuple(
+                jnp.where(_per_row(use_newton, a), jnp.where(jnp.isfinite(a), a, 0.0), -self.fallback_dt * b)
+                for a, b in zip(newton, g)
+            )
+            slope = dot(g, d)
+
+            def ls_cond(state):
+                k, _, ok = state
+                return (k < self.max_backtracks) & ~jnp.all(ok | ~active)
+
+            def ls_body(state):
+                k, alpha, ok = state
+                e_try, g_try = energy_and_grad(tuple(a + _per_row(alpha, a) * b for a, b in zip(z, d)))
+                # Armijo; or, once the decrease is below the precision of F_i, a smaller residual
+                flat = jnp.abs(e_try - e) <= 64 * jnp.finfo(e.dtype).eps * jnp.maximum(jnp.abs(e), 1.0)
+                good = (e_try <= e + armijo * alpha * slope) | (flat & (_per_sample_norm(g_try) < _per_sample_norm(g)))
+                ok_new = ok | good
+                return k + 1, jnp.where(ok_new, alpha, alpha / 2), ok_new
+
+            ones = jnp.ones_like(e)
+            _, alpha, ok = jax.lax.while_loop(ls_cond, ls_body, (0, ones, ~active))
+            step = jnp.where(active & ok, alpha, 0.0)
+            z = tuple(a + _per_row(step, a) * b for a, b in zip(z, d))
+            e, g = energy_and_grad(z)
+            return z, e, g, it + 1
+
+        z0 = tuple(z0)
+        if not z0:
+            return z0, jnp.asarray(0, jnp.int32)
+        e0, g0 = energy_and_grad(z0)
+        z, _, _, it = jax.lax.while_loop(cond, body, (z0, e0, g0, jnp.asarray(0, jnp.int32)))
+        return z, it
 
 
 class Equilibrium(eqx.Module):

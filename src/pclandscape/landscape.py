@@ -20,6 +20,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PyTree
 
+from ._linalg import batch_size_for
 from .curvature import _flat_fn, hessian_operator, lanczos
 
 __all__ = ["Slice1D", "Slice2D", "slice_1d", "slice_2d", "hessian_directions", "random_direction"]
@@ -78,6 +79,7 @@ def slice_1d(
     f, flat = _flat_fn(fn, params)
     d = _flat_dir(direction, flat.size, flat.dtype)
     alphas = np.linspace(*_span(span), resolution)
+    batch_size = batch_size_for(f, (flat,), batch_size)
     vals = _eval_grid(f, flat, d[None], jnp.asarray(alphas, flat.dtype)[:, None], batch_size)
     return Slice1D(alphas, np.asarray(vals))
 
@@ -114,6 +116,7 @@ def slice_2d(
     alphas, betas = np.linspace(*sa, ra), np.linspace(*sb, rb)
     aa, bb = np.meshgrid(alphas, betas)
     coords = jnp.asarray(np.stack([aa.ravel(), bb.ravel()], 1), flat.dtype)
+    batch_size = batch_size_for(f, (flat,), batch_size)
     vals = _eval_grid(f, flat, d, coords, batch_size)
     return Slice2D(alphas, betas, np.asarray(vals).reshape(rb, ra))
 

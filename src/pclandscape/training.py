@@ -18,6 +18,7 @@ checkpoints, and a clear error if the run diverges.
 from __future__ import annotations
 
 import json
+import functools
 import math
 import os
 import tempfile
@@ -39,7 +40,7 @@ from .inference import AbstractSolver, Euler, _infer, default_solver
 from .networks import PCNetwork
 from .objectives import mse_loss, output_error, pc_energy
 
-__all__ = ["StepInfo", "bp_step", "pc_step", "init_opt_state", "train", "History", "evaluate"]
+__all__ = ["StepInfo", "bp_step", "pc_step", "init_opt_state", "train", "train_many", "History", "evaluate"]
 
 
 class StepInfo(eqx.Module):
@@ -76,8 +77,7 @@ def _global_norm(tree) -> Array:
 
 def _apply(net, grads, opt_state, optimizer, grad_scale):
     gnorm = _global_norm(grads)
-    if grad_scale != 1.0:
-        grads = jax.tree_util.tree_map(lambda g: grad_scale * g, grads)
+    grads = jax.tree_util.tree_map(lambda g: (grad_scale * g).astype(g.dtype), grads)
     updates, opt_state = optimizer.update(grads, opt_state, _params(net))
     return eqx.apply_updates(net, updates), opt_state, gnorm
 
@@ -114,7 +114,7 @@ def bp_step(
     Returns ``(net, opt_state, StepInfo)``. Jit-compiled (the optimizer is static).
     """
     net.check_data(x, y)
-    return _bp_step(net, opt_state, x, y, optimizer, float(grad_scale))
+    return _bp_step(net, opt_state, x, y, optimizer, jnp.asarray(grad_scale, jnp.result_type(float)))
 
 
 def pc_step(
@@ -135,7 +135,7 @@ def pc_step(
     """
     net.check_data(x, y)
     solver = (default_solver(net) if solver is None else solver).prepare(net, y)
-    return _pc_step(net, opt_state, x, y, optimizer, solver, float(grad_scale))
+    return _pc_step(net, opt_state, x, y, optimizer, solver, jnp.asarray(grad_scale, jnp.result_type(float)))
 
 
 # --------------------------------------------------------------------------- history
@@ -153,6 +153,7 @@ class History:
         test_loss, test_accuracy: MSE loss and argmax accuracy (NaN for non-one-hot targets)
             at those steps.
         meta: free-form settings (optimizer, solver, seed, ...), JSON-serialisable.
+        extra: per-step values of the ``metrics`` passed to :func:`train`, by name.
     """
 
     rule: str
@@ -164,6 +165,7 @@ class History:
     test_loss: np.ndarray = field(default_factory=lambda: np.zeros(0))
     test_accuracy: np.ndarray = field(default_factory=lambda: np.zeros(0))
     meta: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
 
     _ARRAYS = (
         "loss",
@@ -180,10 +182,11 @@ class History:
 
     def to_dict(self) -> dict:
         """A JSON-serialisable dict (NaN written as null)."""
+        clean = lambda arr: [None if isinstance(v, float) and not math.isfinite(v) else v for v in np.asarray(arr).tolist()]
         out = {"rule": self.rule, "meta": self.meta}
         for name in self._ARRAYS:
-            arr = np.asarray(getattr(self, name))
-            out[name] = [None if isinstance(v, float) and not math.isfinite(v) else v for v in arr.tolist()]
+            out[name] = clean(getattr(self, name))
+        out["extra"] = {k: clean(v) for k, v in self.extra.items()}
         return out
 
     @classmethod
@@ -193,7 +196,8 @@ class History:
             vals = [np.nan if v is None else v for v in d.get(name, [])]
             dtype = np.int64 if name == "eval_step" else np.float64
             kw[name] = np.asarray(vals, dtype=dtype)
-        return cls(rule=d["rule"], meta=d.get("meta", {}), **kw)
+        extra = {k: np.asarray([np.nan if v is None else v for v in vals], np.float64) for k, vals in d.get("extra", {}).items()}
+        return cls(rule=d["rule"], meta=d.get("meta", {}), extra=extra, **kw)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write to ``.json`` or ``.npz`` (by suffix), atomically. Returns the path."""
@@ -208,6 +212,7 @@ class History:
                     f.write(json.dumps(self.to_dict()).encode())
                 else:
                     arrays = {name: np.asarray(getattr(self, name)) for name in self._ARRAYS}
+                    arrays.update({f"extra.{k}": np.asarray(v) for k, v in self.extra.items()})
                     np.savez(f, rule=np.asarray(self.rule), meta=np.asarray(json.dumps(self.meta)), **arrays)
             os.replace(tmp, path)
         finally:
@@ -225,36 +230,21 @@ class History:
             return cls.from_dict(json.loads(path.read_text()))
         with np.load(path, allow_pickle=False) as f:
             kw = {name: f[name] for name in cls._ARRAYS}
-            return cls(rule=str(f["rule"]), meta=json.loads(str(f["meta"])), **kw)
+            extra = {k[len("extra."):]: f[k] for k in f.files if k.startswith("extra.")}
+            return cls(rule=str(f["rule"]), meta=json.loads(str(f["meta"])), extra=extra, **kw)
 
 
 # --------------------------------------------------------------------------- data
 
 
 def _array_batches(x, y, batch_size: int, key, start_step: int):
-    n = x.shape[0]
-    if batch_size > n:
-        raise ValueError(
-            f"batch_size={batch_size} is larger than the data set ({n} samples); lower it."
-        )
-    n_batches = n // batch_size
-    step = start_step
-    while True:
-        epoch, offset = divmod(step, n_batches)
-        if key is None:
-            perm = np.arange(n)
-        else:
-            perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), n))
-        while offset < n_batches:
-            idx = perm[offset * batch_size : (offset + 1) * batch_size]
-            yield x[idx], y[idx]
-            offset += 1
-            step += 1
+    for idx in _index_stream(x.shape[0], batch_size, key, start_step):
+        yield jnp.asarray(x[idx]), jnp.asarray(y[idx])  # host-side gather, one transfer
 
 
 def _iter_batches(data, batch_size, key, start_step):
     if isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape"):
-        x, y = jnp.asarray(data[0]), jnp.asarray(data[1])
+        x, y = np.asarray(data[0]), np.asarray(data[1])
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"data has {x.shape[0]} inputs but {y.shape[0]} targets.")
         return _array_batches(x, y, batch_size, key, start_step)
@@ -278,6 +268,119 @@ def _iter_batches(data, batch_size, key, start_step):
         "data must be a pair (x, y) of arrays or an iterable of (x, y) batches, "
         f"got {type(data).__name__}."
     )
+
+
+def _is_array_pair(data) -> bool:
+    return isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape") and hasattr(data[1], "shape")
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _permutations(key, first_epoch, count: int, n: int):
+    return jax.vmap(lambda e: jax.random.permutation(jax.random.fold_in(key, e), n))(first_epoch + jnp.arange(count))
+
+
+def _index_stream(n: int, batch_size: int, key, start_step: int):
+    """Batch index arrays (resumable by step): epoch ``e`` visits the samples in the order
+    ``jax.random.permutation(fold_in(key, e), n)`` (``arange(n)`` without a key), in
+    ``n // batch_size`` fixed-size batches (the remainder of each epoch is dropped).
+
+    Permutations are drawn for many epochs per call (one call per epoch would cost a
+    dispatch per step in full-batch training).
+    """
+    if batch_size > n:
+        raise ValueError(f"batch_size={batch_size} is larger than the data set ({n} samples); lower it.")
+    n_batches = n // batch_size
+    chunk = max(1, min(256, (1 << 20) // n))
+    cache_start, cache = None, None
+    step = start_step
+    while True:
+        epoch, offset = divmod(step, n_batches)
+        if key is None:
+            perm = np.arange(n)
+        else:
+            if cache is None or not cache_start <= epoch < cache_start + chunk:
+                cache_start, cache = epoch, np.asarray(_permutations(key, epoch, chunk, n))
+            perm = cache[epoch - cache_start]
+        while offset < n_batches:
+            yield perm[offset * batch_size : (offset + 1) * batch_size]
+            offset += 1
+            step += 1
+
+
+def _tree_select(keep, old, new):
+    """``old`` where ``keep`` else ``new``, over the array leaves of two same-structure pytrees."""
+    return jax.tree_util.tree_map(
+        lambda a, b: jnp.where(keep, a, b) if eqx.is_array(a) else a, old, new, is_leaf=lambda v: v is None
+    )
+
+
+def _scan_steps(net, opt_state, x_all, y_all, idx, n_valid, scale, target, rule, optimizer, solver, metric_fns,
+                batch_sharding=None, done=None):
+    """``len(idx)`` training steps fused in one ``lax.scan``; steps past ``n_valid``, after the
+    loss target is met, or that would produce non-finite values leave the state unchanged.
+
+    ``batch_sharding`` (a ``jax.sharding.Sharding`` or None) shards each gathered batch along
+    its sample axis across devices: data parallelism, with the weight-gradient sums reduced
+    across devices by XLA. ``done`` (a boolean, default False) marks a run already finished."""
+
+    def body(carry, inputs):
+        net, state, done = carry
+        i, ids = inputs
+        x, y = x_all[ids], y_all[ids]
+        if batch_sharding is not None:
+            x = jax.lax.with_sharding_constraint(x, batch_sharding)
+            y = jax.lax.with_sharding_constraint(y, batch_sharding)
+        if rule == "bp":
+            new_net, new_state, info = _bp_step(net, state, x, y, optimizer, scale)
+            finite = jnp.isfinite(info.loss) & jnp.isfinite(info.grad_norm)
+        else:
+            new_net, new_state, info = _pc_step(net, state, x, y, optimizer, solver, scale)
+            finite = jnp.isfinite(info.loss) & jnp.isfinite(info.grad_norm) & jnp.isfinite(info.energy)
+        extra = tuple(fn(net, x, y) for fn in metric_fns)
+        active = (~done) & (i < n_valid)
+        apply = active & finite
+        net = _tree_select(~apply, net, new_net)
+        state = _tree_select(~apply, state, new_state)
+        done = done | (active & ~finite) | (apply & (info.loss < target))
+        return (net, state, done), (info, extra, apply, active & ~finite)
+
+    steps = jnp.arange(idx.shape[0])
+    done = jnp.asarray(False) if done is None else done
+    (net, state, done), (info, extra, ran, bad) = jax.lax.scan(body, (net, opt_state, done), (steps, idx))
+    return net, state, info, extra, ran, bad, done
+
+
+_run_steps = eqx.filter_jit(_scan_steps)
+
+
+@eqx.filter_jit
+def _run_steps_many(nets, opt_states, x_all, y_all, idx, n_valid, scale, target, rule, optimizer, solver, metric_fns, done):
+    """:func:`_scan_steps` vmapped over a leading seed axis of ``nets``, ``opt_states``, ``idx`` and ``done``."""
+
+    def one(net, state, ids, d):
+        return _scan_steps(net, state, x_all, y_all, ids, n_valid, scale, target, rule, optimizer, solver, metric_fns, None, d)
+
+    return eqx.filter_vmap(one)(nets, opt_states, idx, done)
+
+
+def _batch_sharding(batch_size: int, data_parallel: bool | None, fused: bool):
+    """The sharding of a batch across the local devices, or None (see ``train(data_parallel=)``)."""
+    devices = jax.local_devices()
+    if data_parallel is False or (data_parallel is None and (len(devices) < 2 or not fused)):
+        return None
+    if data_parallel and not fused:
+        raise ValueError("data_parallel=True needs data as a pair of arrays (x, y) and steps_per_call > 1.")
+    if batch_size % len(devices):
+        if data_parallel:
+            raise ValueError(
+                f"data_parallel=True shards each batch over the {len(devices)} local devices: batch_size="
+                f"{batch_size} must be a multiple of {len(devices)}."
+            )
+        return None
+    if len(devices) < 2:
+        return None
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("data",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
 
 
 def _is_one_hot(y) -> bool:
@@ -346,6 +449,9 @@ def train(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 500,
     meta: dict | None = None,
+    metrics: dict | None = None,
+    steps_per_call: int = 32,
+    data_parallel: bool | None = None,
 ) -> tuple[PCNetwork, History]:
     """Train ``net`` with backprop (``rule="bp"``) or predictive coding (``rule="pc"``).
 
@@ -355,7 +461,9 @@ def train(
             permutation every epoch, incomplete last batch dropped) or any re-iterable of
             ``(x, y)`` batches.
         rule: ``"pc"`` or ``"bp"``.
-        optimizer: an optax optimizer (default ``optax.sgd(1e-3)``, the paper's).
+        optimizer: an optax optimizer (default ``optax.sgd(1e-3)``, the paper's). The compiled
+            training loop is cached on the optimizer object: pass the same object to later
+            calls (not a fresh ``optax.sgd(lr)`` each time) to skip recompilation.
         solver: inference solver for PC (default :func:`pclandscape.default_solver`).
         steps: maximum number of weight updates.
         until_loss: stop early once the batch loss (Eq 1) falls below this value.
@@ -369,6 +477,18 @@ def train(
             ``checkpoint_every`` steps and at the end; if it exists, training resumes from
             it (with the same data order when ``data`` is arrays and ``key`` is given).
         meta: extra JSON-serialisable settings stored in ``History.meta``.
+        metrics: ``{name: fn(net, x, y) -> scalar}`` evaluated on every batch before the
+            update and stored in ``History.extra[name]`` (e.g. the closed-form F* of Fig 1).
+            With array data they run inside the fused steps, so they must be JAX-traceable.
+        steps_per_call: with array data, this many steps run fused in one compiled
+            ``lax.scan`` (batches gathered on the device, one host round trip per call);
+            ``until_loss``, divergence, evaluation and checkpoints still act at the exact step.
+            1 runs one jitted step per call.
+        data_parallel: shard every batch along its samples across the local devices (weights
+            replicated, gradient sums all-reduced by XLA). ``None`` (default): when more than
+            one device is present and ``batch_size`` divides evenly; ``True`` insists (a
+            ``ValueError`` if it cannot). Needs array data and ``steps_per_call > 1``. The
+            number of devices used is stored in ``History.meta["devices"]``.
 
     Returns:
         ``(trained net, History)``.
@@ -382,7 +502,7 @@ def train(
         raise ValueError(f"rule={rule!r} is not known; use 'pc' (predictive coding) or 'bp' (backprop).")
     if not isinstance(steps, (int, np.integer)) or steps < 0:
         raise ValueError(f"steps={steps!r} must be a non-negative integer (the maximum number of updates).")
-    optimizer = optax.sgd(1e-3) if optimizer is None else optimizer
+    optimizer = _DEFAULT_OPTIMIZER if optimizer is None else optimizer
     if rule == "pc":
         solver = default_solver(net) if solver is None else solver
         solver.check(net)  # per-batch preparation (e.g. missing targets) happens in pc_step
@@ -397,63 +517,222 @@ def train(
         hist.meta.setdefault("solver", repr(solver))
     rows: list[StepInfo] = []
     evals: list[tuple[int, float, float]] = []
+    extras: dict[str, list] = {}
     start = 0
     if checkpoint is not None and Path(checkpoint).exists():
         net, opt_state, hist, evals, rows_np = _load_checkpoint(checkpoint, net, opt_state)
         start = len(rows_np["loss"])
+        extras = {k: list(v) for k, v in hist.extra.items()}
         rows = [StepInfo(*(rows_np[k][i] for k in _ROW_KEYS)) for i in range(start)]
 
     if eval_data is not None and start == 0:
         evals.append((0, *evaluate(net, *eval_data)))
 
-    step_fn = (
-        (lambda n, s, x, y: bp_step(n, s, x, y, optimizer, grad_scale=grad_scale))
-        if rule == "bp"
-        else (lambda n, s, x, y: pc_step(n, s, x, y, optimizer, solver, grad_scale=grad_scale))
-    )
-    batches = _iter_batches(data, batch_size, key, start)
     bar = Progress(steps, desc=f"train {rule}", enabled=progress)
     bar.update(start)
     step = start
+    names = tuple((metrics or {}).keys())
+    fused = _is_array_pair(data) and steps_per_call > 1
+    sharding = _batch_sharding(batch_size, data_parallel, fused)
+    hist.meta["devices"] = 1 if sharding is None else len(sharding.mesh.devices.flat)
     try:
-        while step < steps:
-            x, y = next(batches)
-            new_net, new_state, info = step_fn(net, opt_state, x, y)
-            vals = np.array([float(info.loss), float(info.grad_norm)] + ([float(info.energy)] if rule == "pc" else []))
-            if not np.all(np.isfinite(vals)):
-                partial = _finish(hist, rows, evals)
-                raise DivergenceError(
-                    _diverged_message(rule, step, info, optimizer, solver),
-                    step=step,
-                    history=partial,
-                    net=net,
+        if fused:
+            x_all, y_all = jnp.asarray(data[0]), jnp.asarray(data[1])
+            if x_all.shape[0] != y_all.shape[0]:
+                raise ValueError(f"data has {x_all.shape[0]} inputs but {y_all.shape[0]} targets.")
+            net.check_data(x_all[:1], y_all[:1])
+            if rule == "pc":
+                solver = solver.prepare(net, y_all)
+            order = _index_stream(x_all.shape[0], batch_size, key, start)
+            metric_fns = tuple((metrics or {}).values())
+            scale = jnp.asarray(grad_scale, jnp.result_type(float))
+            target = jnp.asarray(-np.inf if until_loss is None else until_loss, jnp.result_type(float))
+            while step < steps:
+                bounds = [steps - step, steps_per_call]
+                if eval_data is not None and eval_every:
+                    bounds.append(eval_every - step % eval_every)
+                if checkpoint is not None:
+                    bounds.append(checkpoint_every - step % checkpoint_every)
+                n_valid = min(bounds)
+                idx = [next(order) for _ in range(n_valid)]
+                idx = np.stack(idx + [idx[0]] * (steps_per_call - n_valid))
+                net, opt_state, info, extra, ran, bad, stop = _run_steps(
+                    net, opt_state, x_all, y_all, jnp.asarray(idx), jnp.asarray(n_valid), scale, target,
+                    rule, optimizer, solver, metric_fns, sharding,
                 )
-            net, opt_state = new_net, new_state
-            rows.append(info)
-            step += 1
-            bar.update(1, loss=vals[0])
-            if eval_data is not None and eval_every and step % eval_every == 0:
-                evals.append((step, *evaluate(net, *eval_data)))
-            if checkpoint is not None and step % checkpoint_every == 0:
-                _save_checkpoint(checkpoint, net, opt_state, _finish(hist, rows, evals), evals)
-            if until_loss is not None and vals[0] < until_loss:
-                break
+                info, extra, ran, bad = jax.device_get((info, extra, ran, bad))
+                m = int(ran.sum())
+                for i in range(m):
+                    rows.append(StepInfo(*(np.asarray(getattr(info, k)[i]) for k in _ROW_KEYS)))
+                    for name, vals in zip(names, extra):
+                        extras.setdefault(name, []).append(vals[i])
+                if bad.any():
+                    k = int(np.argmax(bad))
+                    bad_info = StepInfo(*(np.asarray(getattr(info, key)[k]) for key in _ROW_KEYS))
+                    raise DivergenceError(
+                        _diverged_message(rule, step + m, bad_info, optimizer, solver),
+                        step=step + m,
+                        history=_finish(hist, rows, evals, extras),
+                        net=net,
+                    )
+                step += m
+                bar.update(m, loss=float(info.loss[m - 1]) if m else float("nan"))
+                if eval_data is not None and eval_every and step % eval_every == 0:
+                    evals.append((step, *evaluate(net, *eval_data)))
+                if checkpoint is not None and step % checkpoint_every == 0:
+                    _save_checkpoint(checkpoint, net, opt_state, _finish(hist, rows, evals, extras), evals)
+                if bool(stop):
+                    break
+        else:
+            step_fn = (
+                (lambda n, s, x, y: bp_step(n, s, x, y, optimizer, grad_scale=grad_scale))
+                if rule == "bp"
+                else (lambda n, s, x, y: pc_step(n, s, x, y, optimizer, solver, grad_scale=grad_scale))
+            )
+            batches = _iter_batches(data, batch_size, key, start)
+            while step < steps:
+                x, y = next(batches)
+                new_net, new_state, info = step_fn(net, opt_state, x, y)
+                vals = np.array([float(info.loss), float(info.grad_norm)] + ([float(info.energy)] if rule == "pc" else []))
+                if not np.all(np.isfinite(vals)):
+                    partial = _finish(hist, rows, evals, extras)
+                    raise DivergenceError(
+                        _diverged_message(rule, step, info, optimizer, solver),
+                        step=step,
+                        history=partial,
+                        net=net,
+                    )
+                for name, fn in (metrics or {}).items():
+                    extras.setdefault(name, []).append(fn(net, x, y))
+                net, opt_state = new_net, new_state
+                rows.append(info)
+                step += 1
+                bar.update(1, loss=vals[0])
+                if eval_data is not None and eval_every and step % eval_every == 0:
+                    evals.append((step, *evaluate(net, *eval_data)))
+                if checkpoint is not None and step % checkpoint_every == 0:
+                    _save_checkpoint(checkpoint, net, opt_state, _finish(hist, rows, evals, extras), evals)
+                if until_loss is not None and vals[0] < until_loss:
+                    break
     finally:
         bar.close()
     if eval_data is not None and (not evals or evals[-1][0] != step):
         evals.append((step, *evaluate(net, *eval_data)))
-    hist = _finish(hist, rows, evals)
+    hist = _finish(hist, rows, evals, extras)
     if checkpoint is not None:
         _save_checkpoint(checkpoint, net, opt_state, hist, evals)
     return net, hist
 
 
+_DEFAULT_OPTIMIZER = optax.sgd(1e-3)
+
+
+def train_many(
+    nets: PCNetwork,
+    data: tuple[Array, Array],
+    *,
+    rule: str = "pc",
+    optimizer: optax.GradientTransformation | None = None,
+    solver: AbstractSolver | None = None,
+    steps: int,
+    until_loss: float | None = None,
+    batch_size: int = 64,
+    keys: PRNGKeyArray | None = None,
+    grad_scale: float = 1.0,
+    progress: bool | None = None,
+    metrics: dict | None = None,
+    steps_per_call: int = 32,
+) -> tuple[PCNetwork, list[History]]:
+    """Train several networks (seeds) as one vmapped computation.
+
+    ``nets`` is a network whose array leaves carry a leading seed axis ``S``, e.g.
+    ``eqx.filter_vmap(lambda k: pcl.MLP(k, widths, "tanh"))(jax.random.split(key, S))``;
+    ``keys`` (shape ``(S,)``, or None) are the per-seed shuffling keys. Seed ``s`` follows the
+    trajectory of ``train(net_s, data, key=keys[s], ...)`` with the same arguments (same
+    batches, same early stop at ``until_loss``), but every step of all seeds runs in one
+    compiled call, which keeps an accelerator busy where one small network would not.
+
+    Args: as :func:`train` (array data only; no evaluation, checkpoints or data parallelism).
+
+    Returns:
+        ``(trained nets, stacked like nets; [History per seed])``.
+
+    Raises:
+        ValueError: bad arguments (names the argument).
+        DivergenceError: a seed's loss, energy or gradient became NaN/inf (names the seed and step).
+    """
+    if rule not in ("pc", "bp"):
+        raise ValueError(f"rule={rule!r} is not known; use 'pc' (predictive coding) or 'bp' (backprop).")
+    if not _is_array_pair(data):
+        raise ValueError("train_many needs data as a pair of arrays (x, y).")
+    leaves = [a for a in jax.tree_util.tree_leaves(nets) if eqx.is_array(a)]
+    n_seeds = int(leaves[0].shape[0])
+    if any(a.shape[:1] != (n_seeds,) for a in leaves):
+        raise ValueError("nets must carry a leading seed axis on every array (build them with eqx.filter_vmap).")
+    first = jax.tree_util.tree_map(lambda a: a[0] if eqx.is_array(a) else a, nets)
+    x_all, y_all = jnp.asarray(data[0]), jnp.asarray(data[1])
+    if x_all.shape[0] != y_all.shape[0]:
+        raise ValueError(f"data has {x_all.shape[0]} inputs but {y_all.shape[0]} targets.")
+    first.check_data(x_all[:1], y_all[:1])
+    if keys is not None and len(keys) != n_seeds:
+        raise ValueError(f"keys has {len(keys)} entries but nets has {n_seeds} seeds.")
+    optimizer = _DEFAULT_OPTIMIZER if optimizer is None else optimizer
+    if rule == "pc":
+        solver = (default_solver(first) if solver is None else solver).prepare(first, y_all)
+    opt_states = eqx.filter_vmap(lambda n: init_opt_state(n, optimizer))(nets)
+    orders = [_index_stream(x_all.shape[0], batch_size, None if keys is None else keys[s], 0) for s in range(n_seeds)]
+    names = tuple((metrics or {}).keys())
+    metric_fns = tuple((metrics or {}).values())
+    scale = jnp.asarray(grad_scale, jnp.result_type(float))
+    target = jnp.asarray(-np.inf if until_loss is None else until_loss, jnp.result_type(float))
+    rows = [[] for _ in range(n_seeds)]
+    extras = [{} for _ in range(n_seeds)]
+    done = np.zeros(n_seeds, bool)
+    bar = Progress(steps, desc=f"train {rule} x{n_seeds}", enabled=progress)
+    step = 0
+    try:
+        while step < steps and not done.all():
+            n_valid = min(steps - step, steps_per_call)
+            idx = np.stack([np.stack([next(o) for _ in range(n_valid)] + [np.zeros(batch_size, np.int64)] * (steps_per_call - n_valid))
+                            for o in orders])
+            new_nets, opt_states, info, extra, ran, bad, stop = _run_steps_many(
+                nets, opt_states, x_all, y_all, jnp.asarray(idx), jnp.asarray(n_valid), scale, target,
+                rule, optimizer, solver, metric_fns, jnp.asarray(done),
+            )
+            info, extra, ran, bad, stop = jax.device_get((info, extra, ran, bad, stop))
+            for s in range(n_seeds):
+                for i in np.nonzero(ran[s])[0]:
+                    rows[s].append(StepInfo(*(np.asarray(getattr(info, k)[s, i]) for k in _ROW_KEYS)))
+                    for name, vals in zip(names, extra):
+                        extras[s].setdefault(name, []).append(vals[s, i])
+            if bad.any():
+                s, i = (int(v[0]) for v in np.nonzero(bad))
+                bad_info = StepInfo(*(np.asarray(getattr(info, k)[s, i]) for k in _ROW_KEYS))
+                raise DivergenceError(
+                    f"seed {s}: " + _diverged_message(rule, len(rows[s]), bad_info, optimizer, solver),
+                    step=len(rows[s]),
+                    history=_finish(History(rule=rule), rows[s], [], extras[s]),
+                    net=jax.tree_util.tree_map(lambda a: a[s] if eqx.is_array(a) else a, nets),
+                )
+            nets = new_nets
+            done = np.asarray(stop, bool)
+            step += n_valid
+            bar.update(n_valid, loss=float(np.mean([r[-1].loss for r in rows if r])) if any(rows) else float("nan"))
+    finally:
+        bar.close()
+    meta = {"rule": rule, "grad_scale": grad_scale, "seeds": n_seeds}
+    if rule == "pc":
+        meta["solver"] = repr(solver)
+    return nets, [_finish(History(rule=rule, meta=dict(meta, seed_index=s)), rows[s], [], extras[s]) for s in range(n_seeds)]
+
+
 _ROW_KEYS = ("loss", "energy", "grad_norm", "inference_grad_norm", "converged")
 
 
-def _finish(hist: History, rows: list[StepInfo], evals) -> History:
+def _finish(hist: History, rows: list[StepInfo], evals, extras=None) -> History:
     if rows:
-        stacked = jax.device_get(jax.tree_util.tree_map(lambda *a: jnp.stack(a), *rows))
+        host = jax.device_get(rows)  # stack on the host: a device stack of many scalars compiles for minutes
+        stacked = StepInfo(*(np.asarray([np.asarray(getattr(r, k)) for r in host]) for k in _ROW_KEYS))
     else:
         stacked = StepInfo(*(np.zeros(0) for _ in _ROW_KEYS))
     ev = np.asarray(evals, dtype=np.float64).reshape(-1, 3)
@@ -467,6 +746,7 @@ def _finish(hist: History, rows: list[StepInfo], evals) -> History:
         test_loss=ev[:, 1],
         test_accuracy=ev[:, 2],
         meta=hist.meta,
+        extra={k: np.asarray(jax.device_get(v), np.float64) for k, v in (extras or {}).items()},
     )
 
 

@@ -10,11 +10,13 @@ library.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import optax
 
 import pclandscape as pcl
 
@@ -27,6 +29,7 @@ __all__ = [
     "claim",
     "load_data",
     "fmt",
+    "sgd",
 ]
 
 PROTOCOLS = ("paper", "matched")
@@ -110,6 +113,13 @@ def escape_step(loss: np.ndarray, fraction: float = 0.5, window: int = 5) -> int
     plateau = float(np.median(loss[:window]))
     below = np.nonzero(loss < fraction * plateau)[0]
     return int(below[0]) if below.size else None
+
+
+@functools.lru_cache(maxsize=None)
+def sgd(lr: float) -> optax.GradientTransformation:
+    """``optax.sgd(lr)``, one object per learning rate: the compiled training loops are cached
+    on the optimiser's identity, so a fresh ``optax.sgd`` per call would recompile each time."""
+    return optax.sgd(lr)
 
 
 def fmt(v, digits: int = 3) -> str:

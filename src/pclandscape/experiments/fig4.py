@@ -41,6 +41,8 @@ class Config:
 
 
 def quick_config() -> Config:
+    """A 2-core-CPU variant: MNIST at H = 2 only, MNIST-1D at H = 1, 2, the wide (Lanczos)
+    check at H = 2, and full dense spectra only up to p = 1500."""
     return Config(mnist_depths=(2,), mnist1d_depths=(1, 2), wide_depths=(2,), dense_spectrum_max_p=1500)
 
 
@@ -143,7 +145,7 @@ def plot(res: Results) -> dict:
             tag = f"{dname}_H{h}"
             full = res.series.get(f"{tag}_full_spectrum", True)
             spectra(axes[i, j], res.arrays[f"{tag}_eig_F"], res.arrays[f"{tag}_eig_F_theory"],
-                            f"{dname} H={h}" + ("" if full else " (Lanczos extremes)"), "numerical F*", "Eq 8")
+                    f"{dname} H={h}" + ("" if full else " (Lanczos extremes)"), "numerical F*", "Eq 8")
             axes[i, j].axvline(0, color="grey", lw=0.5)
     fig.suptitle("Fig 4: energy Hessian eigenspectra at the origin, theory vs numerical", fontsize=10)
     fig.tight_layout()

@@ -135,6 +135,9 @@ def _atomic_write(path: Path, write) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are ordinary files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -169,7 +172,7 @@ def is_done(out_dir: str | os.PathLike, name: str, config) -> bool:
         return False
 
 
-def run_experiment(name: str, config, out_dir: str | os.PathLike, *, progress: bool | None = None) -> dict:
+def run_experiment(name: str, config, out_dir: str | os.PathLike, *, progress: bool | None = None, quick: bool = False) -> dict:
     """Run one experiment and write ``out_dir/name/``: results.json, figures (PNG + PDF), arrays.npz.
 
     Every file is written atomically (temporary file + rename); results.json is written
@@ -201,6 +204,7 @@ def run_experiment(name: str, config, out_dir: str | os.PathLike, *, progress: b
         "config": dataclasses.asdict(config),
         "config_hash": config_hash(config),
         "seeds": list(getattr(config, "seeds", ())),
+        "quick": bool(quick),
         "versions": _versions(),
         "device": _device(),
         "wall_time_s": wall,

@@ -1,0 +1,90 @@
+"""Wall time and iterations until a *verified* equilibrium, per solver, per net, per depth.
+
+For MLPs ``784 - W x H - 10`` (activation linear / tanh / ReLU, H in --depths, standard fan-in
+init, batch --batch of Gaussian inputs and one-hot targets) every solver runs from the
+feedforward pass until ``max_i ||dF_i/dz_i|| <= tol`` (1e-5 in float32, 1e-10 with --x64):
+
+- ``Euler(dt=0.1, stop_at_tol=True)``: gradient flow, stopped on the residual;
+- ``Heun(tol)``: diffrax Heun + PID, per-sample steps, stopped on the residual;
+- ``Newton(block)``: damped Newton with the exact block-tridiagonal activity Hessian;
+- ``Newton(cg)``: truncated Newton, per-sample CG on Hessian-vector products;
+- ``ExactLinear``: the direct solve (linear nets).
+
+Each row: median wall time over --repeats solves after compilation, iterations (Euler steps,
+Heun steps, Newton iterations), the residual reached, and the time ratio to Newton's best
+variant. A solver that hits its iteration cap reports the residual it reached (``no``).
+Timed round-robin in one process so machine load affects all solvers alike.
+
+    python benchmarks/inference.py [--width 300] [--depths 2,5,10] [--batch 64] [--x64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _timing import device_name  # noqa: E402
+
+
+def _solvers(pcl, act, tol, max_steps):
+    out = {
+        "Euler dt=0.1": pcl.Euler(dt=0.1, steps=max_steps, tol=tol, stop_at_tol=True),
+        "Heun+PID": pcl.Heun(t1=1e5, rtol=tol / 10, atol=tol / 10, tol=tol, max_steps=max_steps),
+        "Newton block": pcl.Newton(tol=tol, max_steps=50),
+        "Newton cg": pcl.Newton(tol=tol, max_steps=50, linear_solve="cg", cg_max_steps=200),
+    }
+    if act == "linear":
+        out["ExactLinear"] = pcl.ExactLinear(tol=tol)
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--width", type=int, default=300)
+    p.add_argument("--depths", default="2,5,10")
+    p.add_argument("--activations", default="linear,tanh,relu")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--max-steps", type=int, default=5000, help="iteration cap of Euler and Heun")
+    p.add_argument("--x64", action="store_true", help="float64, tol 1e-10 (default float32, tol 1e-5)")
+    args = p.parse_args(argv)
+    jax.config.update("jax_enable_x64", args.x64)
+    import pclandscape as pcl
+
+    dtype = jnp.float64 if args.x64 else jnp.float32
+    tol = 1e-10 if args.x64 else 1e-5
+    x = jax.random.normal(jax.random.key(1), (args.batch, 784), dtype)
+    y = jax.nn.one_hot(jax.random.randint(jax.random.key(2), (args.batch,), 0, 10), 10, dtype=dtype)
+    print(f"# time to max_i ||dF_i/dz_i|| <= {tol:g} ({'float64' if args.x64 else 'float32'}), batch {args.batch}, "
+          f"width {args.width}, device {device_name()}, median of {args.repeats}")
+    print(f"{'net':<18} {'solver':<14} {'ms':>10} {'iters':>7} {'residual':>10} {'conv':>5} {'t/t_Newton':>10}")
+    for act in args.activations.split(","):
+        for h in (int(d) for d in args.depths.split(",")):
+            net = pcl.MLP(jax.random.key(0), [784] + [args.width] * h + [10], act)
+            net = jax.tree_util.tree_map(lambda a: a.astype(dtype) if isinstance(a, jax.Array) else a, net)
+            solvers = _solvers(pcl, act, tol, args.max_steps)
+            fns = {k: (lambda s=s: pcl.infer(net, x, y, s)) for k, s in solvers.items()}
+            results = {k: jax.block_until_ready(f()) for k, f in fns.items()}  # compile + first solve
+            times = {k: [] for k in fns}
+            for _ in range(args.repeats):
+                for k, f in fns.items():
+                    t = time.perf_counter()
+                    jax.block_until_ready(f())
+                    times[k].append(1e3 * (time.perf_counter() - t))
+            med = {k: statistics.median(v) for k, v in times.items()}
+            newton = min(med["Newton block"], med["Newton cg"])
+            for k in fns:
+                eq = results[k]
+                print(f"{f'{act} H={h}':<18} {k:<14} {med[k]:>10.1f} {int(eq.steps):>7d} {float(eq.grad_norm):>10.1e} "
+                      f"{'yes' if bool(eq.converged) else 'no':>5} {med[k] / newton:>10.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""The ``pclandscape`` command: one-line errors (exit 2), run / reproduce / report, resuming after
+an interruption, atomic outputs, and the report built from saved results."""
+
+import json
+
+import pytest
+
+from pclandscape import cli
+from pclandscape.experiments import runner
+from pclandscape.experiments import report as rep
+
+# The two cheapest experiments, shrunk to one small case each (toy data, float64 maths).
+TINY = [
+    "--set", "fig3.depths=1", "--set", "fig3.chain_depths=1", "--set", "fig3.variants=y=-x",
+    "--set", "fig9_10.depths=2", "--set", "fig9_10.datasets=toy", "--set", "fig9_10.variants=y=-x",
+]
+
+
+def _main(capsys, *argv):
+    rc = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["run", "fig99"], "unknown experiment 'fig99'"),
+        (["run", "fig3", "--set", "nope=1"], "--set nope: unknown key for fig3"),
+        (["run", "fig3", "--set", "batch=abc"], "--set batch=abc: expected a value of type int"),
+        (["run", "fig3", "--set", "batch"], "expected key=value"),
+        (["run", "fig3", "--seeds", "4-1"], "--seeds '4-1'"),
+        (["run", "fig4", "--no-fallback", "--set", "mnist_depths=1", "--set", "mnist1d_depths=", "--set", "wide_depths=",
+          "--data-dir", "/nonexistent-pcl"], "mnist not found: place"),
+        (["run", "fig9_10", "--set", "datasets=imagenet"], "unknown data set 'imagenet'"),
+        (["reproduce", "--only", "fig3,figX"], "--only: unknown experiment 'figX'"),
+        (["reproduce", "--only", "fig3", "--set", "bogus=2"], "--set bogus: no selected experiment has this key"),
+        (["report", "/nonexistent-pcl-results"], "does not exist"),
+    ],
+)
+def test_errors_are_one_line_with_exit_code_2(capsys, monkeypatch, tmp_path, argv, needle):
+    monkeypatch.setenv("PCLANDSCAPE_DOWNLOAD", "0")
+    monkeypatch.setenv("HOME", str(tmp_path))  # no cached data sets
+    monkeypatch.delenv("PCLANDSCAPE_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    if argv[0] in ("run", "reproduce"):
+        argv = [*argv, "--out", str(tmp_path / "out")]
+    rc, out, err = _main(capsys, *argv)
+    assert rc == 2
+    assert needle in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pclandscape: error:") and "Traceback" not in err
+
+
+def test_list_names_every_experiment(capsys):
+    rc, out, _ = _main(capsys, "list")
+    assert rc == 0
+    assert [line.split()[0] for line in out.strip().splitlines()] == list(runner.EXPERIMENTS)
+
+
+def test_seed_ranges():
+    assert cli._parse_seeds("0-4") == (0, 1, 2, 3, 4)
+    assert cli._parse_seeds("0,2,5") == (0, 2, 5)
+    assert cli._parse_seeds("7") == (7,)
+
+
+def test_reproduce_resumes_after_an_interruption_and_writes_the_report(capsys, monkeypatch, tmp_path):
+    out = tmp_path / "res"
+    fig9 = runner.get("fig9_10")
+    real_run = fig9.run
+
+    def interrupted(cfg, progress=None):
+        raise KeyboardInterrupt
+
+    # 1. interrupted during the second experiment: the first is complete, the second left nothing
+    monkeypatch.setattr(fig9, "run", interrupted)
+    rc, _, err = _main(capsys, "reproduce", "--quick", "--only", "fig3,fig9_10", "--out", str(out), *TINY)
+    assert rc == 130 and "interrupted" in err
+    assert (out / "fig3" / "results.json").is_file()
+    assert not (out / "fig9_10" / "results.json").exists()
+    assert not [p for p in out.rglob("*.tmp")]  # no half-written files
+    first = (out / "fig3" / "results.json").stat().st_mtime_ns
+
+    # 2. rerun: fig3 is skipped (same config hash), fig9_10 runs, the report is written
+    monkeypatch.setattr(fig9, "run", real_run)
+    rc, stdout, _ = _main(capsys, "reproduce", "--quick", "--only", "fig3,fig9_10", "--out", str(out), *TINY)
+    assert rc == 0, stdout
+    assert "fig3: results for this config exist" in stdout
+    assert (out / "fig3" / "results.json").stat().st_mtime_ns == first
+    res = json.loads((out / "fig9_10" / "results.json").read_text())
+    assert res["quick"] and res["config"]["datasets"] == ["toy"] and res["config_hash"] == runner.config_hash(
+        runner.make_config("fig9_10", quick=True, overrides=["depths=2", "datasets=toy", "variants=y=-x"])
+    )
+    assert res["claims"] and all(c["passed"] for c in res["claims"] if c["category"] == "paper")
+    for name in ("fig3", "fig9_10"):
+        r = json.loads((out / name / "results.json").read_text())
+        for fig in r["figures"]:
+            assert (out / name / fig).is_file() and (out / name / fig.replace(".png", ".pdf")).is_file()
+        assert {"python", "jax", "pclandscape"} <= set(r["versions"]) and r["wall_time_s"] > 0
+
+    # 3. a changed config is not skipped; --force reruns an unchanged one
+    assert not runner.is_done(out, "fig3", runner.make_config("fig3", quick=True, overrides=["depths=2"]))
+    rc, stdout, _ = _main(capsys, "reproduce", "--quick", "--only", "fig3", "--force", "--out", str(out), *TINY)
+    assert rc == 0 and "fig3: running" in stdout
+    assert (out / "fig3" / "results.json").stat().st_mtime_ns != first
+
+    # 4. the report, rebuilt from the saved results alone
+    (out / "report.md").unlink()
+    (out / "report.html").unlink()
+    rc, stdout, _ = _main(capsys, "report", str(out))
+    assert rc == 0
+    md = (out / "report.md").read_text()
+    page = (out / "report.html").read_text()
+    results = rep.collect(out)
+    assert list(results) == ["fig3", "fig9_10"]
+    for row in rep.summary_rows(results):
+        n = sum(c["category"] == "paper" for c in results[row["name"]]["claims"])
+        assert f"| {row['name']} | {n}/{n} |" in md
+    n_figs = sum(len(r["figures"]) for r in results.values())
+    assert page.count("src='data:image/png;base64,") == n_figs and "<img alt='fig3" in page
+    assert "src='fig" not in page  # self-contained: no links to files
+    first_claim = results["fig3"]["claims"][0]
+    assert first_claim["statement"][:40].replace("&", "&amp;") in page.replace("&#x27;", "'")
+    assert md.index("## Summary") < md.index("## fig3")
+
+
+def test_failed_plot_leaves_no_results_json(monkeypatch, tmp_path):
+    """results.json is written last: a run that fails after computing leaves no completed marker."""
+    mod = runner.get("fig3")
+
+    def broken_plot(res):
+        raise RuntimeError("plot failed")
+
+    monkeypatch.setattr(mod, "plot", broken_plot)
+    cfg = runner.make_config("fig3", quick=True, overrides=["depths=1", "chain_depths=1", "variants=y=-x"])
+    with pytest.raises(RuntimeError):
+        runner.run_experiment("fig3", cfg, tmp_path, progress=False)
+    assert not (tmp_path / "fig3" / "results.json").exists()
+    assert not runner.is_done(tmp_path, "fig3", cfg)

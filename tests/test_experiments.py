@@ -1,0 +1,85 @@
+"""Each experiment's quick config, shrunk further, runs end to end and its paper claims pass.
+
+Data sets that are absent (no network in tests) fall back as in ``make demo``: MNIST to
+Fashion-MNIST (when Debian's package is installed) or MNIST-1D (generated). Findings (matched
+protocol, beyond-the-paper checks) carry their own verdicts and are not asserted here; their
+presence is.
+"""
+
+import dataclasses
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from pclandscape.experiments import runner  # noqa: E402
+
+SHRUNK = {
+    "fig1": dict(depths=(2,), width=16, steps=3),
+    "fig2": dict(seeds=(0, 1), wide_seeds=(0, 1), chain_steps=60, wide_steps=120, resolution=8, protocols=("paper",)),
+    "fig3": dict(depths=(1, 2), chain_depths=(1, 2)),
+    "fig4": dict(mnist_depths=(1,), mnist1d_depths=(1,), wide_depths=(1,), wide_width=40),
+    "fig5": dict(activations=("linear", "tanh"), protocols=("paper",), hessian_batch=8),
+    "fig6": dict(protocols=("paper",), classify=False),
+    "fig9_10": dict(depths=(2,), datasets=("toy", "mnist1d"), variants=("y=-x",)),
+    "fig12": dict(activations=("linear",), protocols=("paper",)),
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def offline_data(tmp_path_factory):
+    """The same data on every machine: no MNIST / Fashion-MNIST / CIFAR-10 files are visible,
+    so the image experiments fall back to MNIST-1D (generated), as on a bare CI machine."""
+    from pathlib import Path
+
+    from pclandscape import data as D
+
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(home))
+        mp.setenv("PCLANDSCAPE_DOWNLOAD", "0")
+        mp.delenv("PCLANDSCAPE_DATA", raising=False)
+        mp.chdir(home)
+        mp.setattr(D, "_DEBIAN_FASHION", Path(home) / "absent")
+        yield
+
+
+def test_every_experiment_has_a_shrunk_test():
+    assert set(SHRUNK) == set(runner.EXPERIMENTS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", runner.EXPERIMENTS)
+def test_quick_config_shrunk_passes_its_paper_claims(name):
+    mod = runner.get(name)
+    cfg = dataclasses.replace(mod.quick_config(), **SHRUNK[name])
+    res = mod.run(cfg)
+    assert not any("mnist" in d and "mnist1d" not in d for d in res.data), res.data  # offline fallback
+    paper = [c for c in res.claims if c.category == "paper"]
+    assert paper, f"{name} checks no paper claim"
+    failed = [f"{c.id}: measured {c.measured}, expected {c.expected}" for c in paper if not c.passed]
+    assert not failed, "\n".join(failed)
+    for c in res.claims:
+        assert c.statement and c.expected and c.measured and c.category in ("paper", "finding", "skipped")
+    figs = mod.plot(res)
+    assert figs
+    for fig in figs.values():
+        assert fig.axes
+        plt.close(fig)
+
+
+def test_full_configs_follow_the_paper():
+    """The non-quick defaults are §A.4's settings."""
+    c1 = runner.make_config("fig1")
+    assert (c1.depths, c1.width, c1.lr, c1.batch, c1.t1, c1.rtol, c1.atol) == ((2, 5, 10), 300, 1e-3, 64, 300.0, 1e-3, 1e-3)
+    c5 = runner.make_config("fig5")
+    assert (c5.width, c5.n_layers, c5.lr, c5.batch, c5.T, c5.dt, c5.until_loss) == (500, 5, 1e-3, 64, 50, 0.1, 1e-3)
+    assert c5.datasets == ("mnist", "fashion_mnist") and c5.activations == ("linear", "tanh", "relu") and c5.cnn
+    c6 = runner.make_config("fig6")
+    assert (c6.n, c6.rank, c6.masked, c6.hidden, c6.width, c6.lr) == (10, 3, 0.2, 3, 100, 1e-2)
+    c4 = runner.make_config("fig4")
+    assert (c4.mnist_widths, c4.mnist1d_widths, c4.batch) == ((10, 10, 5), (100, 50, 10), 64)
+    c2 = runner.make_config("fig2")
+    assert (c2.wide_widths, c2.seeds, c2.batch) == ((1, 10, 10, 1), (0, 1, 2, 3, 4), 64)
