@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { $(PYTHON) -m pip install --user virtualenv && $(PYTHON) -m virtualenv $(VENV); }
 	$(PY) -m pip install --upgrade pip >/dev/null
-	$(PY) -m pip install -e '.[test]'
+	$(PY) -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -24,7 +24,7 @@ test: install
 	$(PY) -m pytest -q
 
 bench: install
-	for b in benchmarks/train_step.py benchmarks/inference.py benchmarks/curvature.py; do $(PY) $$b || exit 1; done
+	for b in benchmarks/train_step.py benchmarks/inference.py benchmarks/seeds.py benchmarks/curvature.py; do $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

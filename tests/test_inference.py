@@ -186,7 +186,7 @@ def test_newton_is_one_exact_step_on_linear_nets_and_per_sample(x64, rng):
     net = pcl.MLP.from_weights(ws)
     x, y = jnp.asarray(x), jnp.asarray(y)
     exact = pcl.infer(net, x, y, pcl.ExactLinear())
-    newton = pcl.infer(net, x, y, pcl.Newton(tol=1e-10))
+    newton = pcl.infer(net, x, y, pcl.Newton(tol=1e-10, linear_solve="block"))
     assert int(newton.steps) == 1 and _max_diff(newton.activities, exact.activities) <= 1e-12
     tanh = pcl.MLP.from_weights(ws, "tanh")
     full = pcl.infer(tanh, x, y, pcl.Newton(tol=1e-10))
@@ -197,6 +197,6 @@ def test_newton_is_one_exact_step_on_linear_nets_and_per_sample(x64, rng):
 def test_newton_needs_an_mlp_for_block_solves_and_valid_options():
     cnn = pcl.CNN(jax.random.key(0), "relu", channels=(2, 2, 2), hidden=4)
     with pytest.raises(ValueError, match="linear_solve='cg'"):
-        pcl.infer(cnn, jnp.zeros((1, 3, 32, 32)), jnp.zeros((1, 10)), pcl.Newton())
+        pcl.infer(cnn, jnp.zeros((1, 3, 32, 32)), jnp.zeros((1, 10)), pcl.Newton(linear_solve="block"))
     with pytest.raises(ValueError, match="linear_solve"):
         pcl.Newton(linear_solve="lu")

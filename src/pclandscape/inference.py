@@ -390,7 +390,8 @@ class Newton(AbstractSolver):
     Args:
         tol: stopping residual ``max_i ||dF_i/dz_i||``.
         max_steps: maximum Newton iterations.
-        linear_solve: ``"block"`` (MLPs) or ``"cg"``.
+        linear_solve: ``"cg"`` (the default: fastest in ``benchmarks/inference.py`` for every
+            nonlinear net measured) or ``"block"`` (MLPs).
         cg_max_steps: Hessian-vector products per CG solve (``"cg"`` only).
         max_backtracks: line-search halvings per iteration.
         fallback_dt: step of the gradient fallback before backtracking.
@@ -398,7 +399,7 @@ class Newton(AbstractSolver):
 
     tol: float = 1e-5
     max_steps: int = eqx.field(default=30, static=True)
-    linear_solve: str = eqx.field(default="block", static=True)
+    linear_solve: str = eqx.field(default="cg", static=True)
     cg_max_steps: int = eqx.field(default=100, static=True)
     max_backtracks: int = eqx.field(default=12, static=True)
     fallback_dt: float = 1.0
@@ -560,7 +561,7 @@ def infer(
         net: the network.
         x: inputs ``(N, d_x)`` (``(N, C, H, W)`` for the CNN), clamped as ``z_0``.
         y: targets ``(N, d_y)``, clamped as ``z_L``.
-        solver: :class:`Euler`, :class:`Heun` or :class:`ExactLinear`; default
+        solver: :class:`Euler`, :class:`Heun`, :class:`ExactLinear` or :class:`Newton`; default
             :func:`default_solver`.
         init: optional starting activities ``(z_1, ..., z_{L-1})``.
 

@@ -44,9 +44,12 @@ def collect(out_dir) -> dict[str, dict]:
 
 
 def verdict(c: dict) -> str:
-    """PASS / FAIL / SKIPPED for a claim dict."""
+    """PASS / FAIL for a paper claim, YES / NO for a finding (did the stated expectation hold?),
+    SKIPPED when it could not be measured."""
     if c.get("passed") is None:
         return "SKIPPED"
+    if c.get("category", "paper") == "finding":
+        return "YES" if c["passed"] else "NO"
     return "PASS" if c["passed"] else "FAIL"
 
 
@@ -89,7 +92,7 @@ def _config_text(r: dict) -> str:
 def _markdown(results: dict[str, dict], rows: list[dict], generated: str) -> str:
     lines = ["# pclandscape: claims report", "", f"Generated {generated}.", ""]
     total_p = sum(int(r["paper"].split("/")[0]) for r in rows), sum(int(r["paper"].split("/")[1]) for r in rows)
-    lines += [f"**Paper claims passed: {total_p[0]}/{total_p[1]}.**", ""]
+    lines += [f"**Paper claims passed: {total_p[0]}/{total_p[1]}.**", "", _LEGEND, ""]
     lines += ["## Summary", "", "| experiment | paper claims passed | findings (own verdicts) | wall time (s) | data used |", "|---|---|---|---|---|"]
     for row in rows:
         lines.append(f"| {row['name']} | {row['paper']} | {row['findings']} | {row['wall']:.1f} | {_md_cell(row['data'])} |")
@@ -114,11 +117,18 @@ def _markdown(results: dict[str, dict], rows: list[dict], generated: str) -> str
     return "\n".join(lines) + "\n"
 
 
+_LEGEND = (
+    "Verdicts: PASS / FAIL for the paper's claims (what the reproduction must show); YES / NO for "
+    "findings (results beyond the paper or under the matched protocol: whether the stated expectation "
+    "held, reported as measured and never tuned); SKIPPED where a claim could not be measured here."
+)
+
 _CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:0.9em}
 td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}
 th{background:#f2f2f2} .PASS{color:#070;font-weight:bold} .FAIL{color:#b00;font-weight:bold}
+.YES{color:#036} .NO{color:#a50}
 .SKIPPED{color:#888} img{max-width:100%;border:1px solid #eee;margin:0.5em 0}
 pre{background:#f7f7f7;padding:0.5em;overflow-x:auto;font-size:0.8em} .note{background:#fff8e0;padding:0.4em 0.8em}
 """
@@ -139,6 +149,7 @@ def _html(out: Path, results: dict[str, dict], rows: list[dict], generated: str)
         f"<style>{_CSS}</style></head><body>",
         "<h1>pclandscape: claims report</h1>",
         f"<p>Generated {e(generated)}. <b>Paper claims passed: {total_p[0]}/{total_p[1]}.</b></p>",
+        f"<p>{e(_LEGEND)}</p>",
         "<h2>Summary</h2><table><tr><th>experiment</th><th>paper claims passed</th><th>findings (own verdicts)</th><th>wall time (s)</th><th>data used</th></tr>",
     ]
     for row in rows:
