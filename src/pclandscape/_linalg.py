@@ -74,6 +74,16 @@ def inv_per_sample(a):
     return map_unbatched(jnp.linalg.inv, a)
 
 
+def per_row(v, like):
+    """Reshape a per-sample vector ``(N,)`` to broadcast against an ``(N, ...)`` array."""
+    return v.reshape((-1,) + (1,) * (like.ndim - 1))
+
+
+def per_sample_dot(u, v):
+    """``(N,)`` inner products ``<u_i, v_i>`` of two tuples of ``(N, ...)`` arrays (one per layer)."""
+    return sum(jnp.sum((a * c).reshape(a.shape[0], -1), axis=1) for a, c in zip(u, v))
+
+
 def per_sample_cg(matvec, b, rtol, max_steps):
     """Conjugate gradients run independently for every sample (the operator is block diagonal).
 
@@ -84,8 +94,8 @@ def per_sample_cg(matvec, b, rtol, max_steps):
     zero solution (divisions are guarded), which matters when the solve is vmapped over many
     right-hand sides.
     """
-    dot = lambda u, v: sum(jnp.sum((a * c).reshape(a.shape[0], -1), axis=1) for a, c in zip(u, v))
-    axpy = lambda alpha, u, v: tuple(c + alpha.reshape((-1,) + (1,) * (c.ndim - 1)) * a for a, c in zip(u, v))
+    dot = per_sample_dot
+    axpy = lambda alpha, u, v: tuple(c + per_row(alpha, c) * a for a, c in zip(u, v))
     x = jax.tree_util.tree_map(jnp.zeros_like, b)
     rs = dot(b, b)
     stop = rtol**2 * rs

@@ -70,14 +70,20 @@ def _parse_seeds(text: str) -> tuple[int, ...]:
         raise UsageError(f"--seeds {text!r}: expected a range like 0-4 or a list like 0,1,2.") from None
 
 
+def _check_name(name: str, what: str = "") -> None:
+    from .experiments import runner
+
+    if name not in runner.EXPERIMENTS:
+        raise UsageError(f"{what}unknown experiment {name!r}; choose from: {', '.join(runner.EXPERIMENTS)} (see 'pclandscape list').")
+
+
 def _config(name: str, args):
     """The config for ``name`` from the command line (quick, seeds, data dir, --set)."""
     import dataclasses
 
     from .experiments import runner
 
-    if name not in runner.EXPERIMENTS:
-        raise UsageError(f"unknown experiment {name!r}; choose from: {', '.join(runner.EXPERIMENTS)} (see 'pclandscape list').")
+    _check_name(name)
     seeds = None
     if getattr(args, "seed", None) is not None:
         seeds = (args.seed,)
@@ -88,8 +94,7 @@ def _config(name: str, args):
         key = item.split("=", 1)[0]
         if "." in key:  # NAME.key=value: only for experiment NAME
             target, _, rest = item.partition(".")
-            if target not in runner.EXPERIMENTS:
-                raise UsageError(f"--set {item}: unknown experiment {target!r}; choose from: {', '.join(runner.EXPERIMENTS)}.")
+            _check_name(target, f"--set {item}: ")
             if target == name:
                 overrides.append(rest)
         elif getattr(args, "command", "") != "reproduce" or key in {f.name for f in dataclasses.fields(runner.get(name).Config)}:
@@ -170,8 +175,7 @@ def _cmd_reproduce(args) -> int:
     if args.only:
         names = [n.strip() for n in args.only.split(",") if n.strip()]
         for n in names:
-            if n not in runner.EXPERIMENTS:
-                raise UsageError(f"--only: unknown experiment {n!r}; choose from: {', '.join(runner.EXPERIMENTS)}.")
+            _check_name(n, "--only: ")
     configs = {n: _config(n, args) for n in names}
     for item in args.set or []:  # an unprefixed key must belong to at least one experiment
         key = item.split("=", 1)[0]
@@ -189,8 +193,9 @@ def _cmd_reproduce(args) -> int:
             _print_claims(payload)
         bar.update(1, last=name)
     bar.close()
-    md, page = write_report(args.out)
-    rows = [r for r in summary_rows(collect(args.out)) if r["name"] in names]
+    results = collect(args.out)
+    md, page = write_report(args.out, results)
+    rows = [r for r in summary_rows(results) if r["name"] in names]
     print()
     print(f"{'experiment':10s} {'paper claims':>12s} {'findings':>9s} {'wall (s)':>9s}  data")
     for r in rows:

@@ -245,12 +245,13 @@ def _download_dir(data_dir) -> Path:
 
 def _missing(name: str, data_dir, files: list[str]) -> DataNotFoundError:
     first = search_dirs(data_dir)[0]
+    searched = [str(p) for p in _candidates(name, data_dir)]
     err = DataNotFoundError(
         f"{name} not found: place {', '.join(files)} in {first} (or pass --data-dir DIR / set "
-        f"PCLANDSCAPE_DATA; searched: {', '.join(str(p) for p in _candidates(name, data_dir)[:4])}"
-        f"{' ...' if len(_candidates(name, data_dir)) > 4 else ''}); downloading was {'not possible (no network)' if _NETWORK_FAILED else 'switched off'}."
+        f"PCLANDSCAPE_DATA; searched: {', '.join(searched[:4])}{' ...' if len(searched) > 4 else ''}); "
+        f"downloading was {'not possible (no network)' if _NETWORK_FAILED else 'switched off'}."
     )
-    err.searched = [str(p) for p in _candidates(name, data_dir)]
+    err.searched = searched
     return err
 
 

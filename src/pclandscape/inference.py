@@ -30,7 +30,7 @@ import optimistix as optx
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._linalg import map_unbatched, per_sample_cg
+from ._linalg import map_unbatched, per_row as _per_row, per_sample_cg, per_sample_dot
 from .errors import DivergenceError
 from .networks import MLP, PCNetwork
 from .objectives import _sample_energies, check_activities, pc_energy
@@ -58,14 +58,15 @@ def activity_grad(net: PCNetwork, activities, x: Array, y: Array) -> tuple[Array
     return jax.grad(lambda z: jnp.sum(_sample_energies(net, z, x, y)))(tuple(activities))
 
 
-def _per_row(v: Array, like: Array) -> Array:
-    """Reshape a per-sample vector ``(N,)`` to broadcast against ``(N, ...)``."""
-    return v.reshape((-1,) + (1,) * (like.ndim - 1))
-
-
 def _per_sample_norm(grads) -> Array:
-    sq = sum(jnp.sum(jnp.reshape(g, (g.shape[0], -1)) ** 2, axis=1) for g in grads)
-    return jnp.sqrt(sq)
+    """``(N,)`` norms ``||dF_i/dz_i||`` over all hidden layers of each sample."""
+    return jnp.sqrt(per_sample_dot(grads, grads))
+
+
+def _energies_and_grads(net, z, x, y):
+    """Per-sample energies ``F_i`` ``(N,)`` and activity gradients ``dF_i/dz_i`` in one pass."""
+    e, vjp = jax.vjp(lambda zz: _sample_energies(net, zz, x, y), z)
+    return e, vjp(jnp.ones_like(e))[0]
 
 
 class AbstractSolver(eqx.Module):
@@ -149,8 +150,7 @@ class Euler(AbstractSolver):
             return z, k
 
         def energy_and_grad(z):
-            e, vjp = jax.vjp(lambda zz: _sample_energies(net, zz, x, y), z)
-            return e, vjp(jnp.ones_like(e))[0]
+            return _energies_and_grads(net, z, x, y)
 
         def body_bt(_, carry):
             z, e, g, step = carry
@@ -422,11 +422,9 @@ class Newton(AbstractSolver):
         armijo = 1e-4
 
         def energy_and_grad(z):
-            e, vjp = jax.vjp(lambda zz: _sample_energies(net, zz, x, y), z)
-            return e, vjp(jnp.ones_like(e))[0]
+            return _energies_and_grads(net, z, x, y)
 
-        def dot(a, b):
-            return sum(jnp.sum((u * v).reshape(u.shape[0], -1), axis=1) for u, v in zip(a, b))
+        dot = per_sample_dot
 
         def cond(carry):
             _, _, g, it = carry

@@ -62,6 +62,9 @@ class StepInfo(eqx.Module):
     converged: Array
 
 
+_DEFAULT_OPTIMIZER = optax.sgd(1e-3)  # one object: compiled training loops are cached on it
+
+
 def _params(net):
     return eqx.filter(net, eqx.is_inexact_array)
 
@@ -243,7 +246,7 @@ def _array_batches(x, y, batch_size: int, key, start_step: int):
 
 
 def _iter_batches(data, batch_size, key, start_step):
-    if isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape"):
+    if _is_array_pair(data):
         x, y = np.asarray(data[0]), np.asarray(data[1])
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"data has {x.shape[0]} inputs but {y.shape[0]} targets.")
@@ -563,12 +566,12 @@ def train(
                 info, extra, ran, bad = jax.device_get((info, extra, ran, bad))
                 m = int(ran.sum())
                 for i in range(m):
-                    rows.append(StepInfo(*(np.asarray(getattr(info, k)[i]) for k in _ROW_KEYS)))
+                    rows.append(_host_row(info, i))
                     for name, vals in zip(names, extra):
                         extras.setdefault(name, []).append(vals[i])
                 if bad.any():
                     k = int(np.argmax(bad))
-                    bad_info = StepInfo(*(np.asarray(getattr(info, key)[k]) for key in _ROW_KEYS))
+                    bad_info = _host_row(info, k)
                     raise DivergenceError(
                         _diverged_message(rule, step + m, bad_info, optimizer, solver),
                         step=step + m,
@@ -622,9 +625,6 @@ def train(
     if checkpoint is not None:
         _save_checkpoint(checkpoint, net, opt_state, hist, evals)
     return net, hist
-
-
-_DEFAULT_OPTIMIZER = optax.sgd(1e-3)
 
 
 def train_many(
@@ -702,12 +702,12 @@ def train_many(
             info, extra, ran, bad, stop = jax.device_get((info, extra, ran, bad, stop))
             for s in range(n_seeds):
                 for i in np.nonzero(ran[s])[0]:
-                    rows[s].append(StepInfo(*(np.asarray(getattr(info, k)[s, i]) for k in _ROW_KEYS)))
+                    rows[s].append(_host_row(info, (s, i)))
                     for name, vals in zip(names, extra):
                         extras[s].setdefault(name, []).append(vals[s, i])
             if bad.any():
                 s, i = (int(v[0]) for v in np.nonzero(bad))
-                bad_info = StepInfo(*(np.asarray(getattr(info, k)[s, i]) for k in _ROW_KEYS))
+                bad_info = _host_row(info, (s, i))
                 raise DivergenceError(
                     f"seed {s}: " + _diverged_message(rule, len(rows[s]), bad_info, optimizer, solver),
                     step=len(rows[s]),
@@ -727,6 +727,11 @@ def train_many(
 
 
 _ROW_KEYS = ("loss", "energy", "grad_norm", "inference_grad_norm", "converged")
+
+
+def _host_row(info: StepInfo, index) -> StepInfo:
+    """One step's diagnostics out of host arrays stacked over steps (and seeds)."""
+    return StepInfo(*(np.asarray(getattr(info, k)[index]) for k in _ROW_KEYS))
 
 
 def _finish(hist: History, rows: list[StepInfo], evals, extras=None) -> History:

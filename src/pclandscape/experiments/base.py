@@ -92,10 +92,15 @@ class Results:
             self.data.append(line)
 
 
-def protocol_scales(protocol: str, batch_size: int, d_y: int) -> tuple[float, float]:
-    """Gradient scales ``(bp, pc)`` applied to the gradients of Eq 1 and Eq 2 (see PROTOCOL_NOTE)."""
+def protocol_scales(protocol: str, batch_size: int, d_y: int, n_observed: int | None = None) -> tuple[float, float]:
+    """Gradient scales ``(bp, pc)`` applied to the gradients of Eq 1 and Eq 2 (see PROTOCOL_NOTE).
+
+    Under ``"paper"``, ``nn.MSELoss()`` averages over the ``n_observed`` target entries of the
+    batch (default all ``batch_size * d_y``), which is ``2 N / n_observed`` times Eq 1.
+    """
     if protocol == "paper":
-        return 2.0 / d_y, float(batch_size)
+        n_observed = batch_size * d_y if n_observed is None else n_observed
+        return 2.0 * batch_size / n_observed, float(batch_size)
     if protocol == "matched":
         return 1.0, 1.0
     raise ValueError(f"protocol={protocol!r} must be one of {PROTOCOLS}.")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -122,16 +123,12 @@ def _train_pair(cfg, net, data, protocol, key, max_steps, batch=None, lr=None, T
 def _hessian_lambda_min(cfg, net, x, y):
     """lambda_min of the implicit Hessian of F* at the initial point (Lanczos, float64)."""
     with jax.enable_x64(True):
-        net64 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64) if eqx_is_float(a) else a, net)
+        net64 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64) if eqx.is_inexact_array(a) else a, net)
         xb, yb = jnp.asarray(x[: cfg.hessian_batch], jnp.float64), jnp.asarray(y[: cfg.hessian_batch], jnp.float64)
         solver = pcl.Euler(dt=0.5, steps=400, tol=1e-8)  # near the origin the activity Hessian is ~I
         op = pcl.energy_hessian(net64, xb, yb, "implicit", solver=solver, form="operator")
         lz = pcl.lanczos(op, k=1, which="smallest", max_iter=300)
         return float(lz.eigenvalues[0]), bool(lz.converged), op.size
-
-
-def eqx_is_float(a) -> bool:
-    return isinstance(a, jax.Array) and jnp.issubdtype(a.dtype, jnp.floating)
 
 
 def run(cfg: Config, progress=None) -> Results:

@@ -24,7 +24,7 @@ import numpy as np
 
 import pclandscape as pcl
 
-from .base import PROTOCOL_NOTE, Results, claim, escape_step, fmt, sgd
+from .base import PROTOCOL_NOTE, Results, claim, escape_step, fmt, protocol_scales, sgd
 
 NAME = "fig6"
 DESCRIPTION = "Fig 6: matrix completion (rank 3): BP's saddle-to-saddle path; PC escapes each saddle BP visits"
@@ -68,9 +68,7 @@ def _network_map(net, x, y):
 
 def _scales(protocol, y):
     """Protocol gradient scales for a masked target: nn.MSELoss averages over observed entries."""
-    n = y.shape[0]
-    n_obs = int(np.sum(~np.isnan(np.asarray(y))))
-    return (2.0 * n / n_obs, float(n)) if protocol == "paper" else (1.0, 1.0)
+    return protocol_scales(protocol, y.shape[0], y.shape[1], int(np.sum(~np.isnan(np.asarray(y)))))
 
 
 def _gd(net, data, rule, cfg, steps, scale, solver=None):

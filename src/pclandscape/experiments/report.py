@@ -59,7 +59,8 @@ def _count(claims, category) -> tuple[int, int]:
 
 
 def summary_rows(results: dict[str, dict]) -> list[dict]:
-    """One row per experiment: name, paper claims passed/total, findings passed/total, wall time, data."""
+    """One row per experiment: name, paper claims passed / total (ints and ``"p/t"``), findings
+    ``"p/t"``, skipped count, wall time, data."""
     rows = []
     for name, r in results.items():
         claims = r.get("claims", [])
@@ -69,6 +70,8 @@ def summary_rows(results: dict[str, dict]) -> list[dict]:
         rows.append(
             dict(
                 name=name,
+                paper_passed=pp,
+                paper_total=pt,
                 paper=f"{pp}/{pt}",
                 findings=f"{fp}/{ft}",
                 skipped=skipped,
@@ -81,6 +84,10 @@ def summary_rows(results: dict[str, dict]) -> list[dict]:
     return rows
 
 
+def _paper_totals(rows) -> tuple[int, int]:
+    return sum(r["paper_passed"] for r in rows), sum(r["paper_total"] for r in rows)
+
+
 def _md_cell(s) -> str:
     return str(s).replace("|", "\\|").replace("\n", " ")
 
@@ -91,7 +98,7 @@ def _config_text(r: dict) -> str:
 
 def _markdown(results: dict[str, dict], rows: list[dict], generated: str) -> str:
     lines = ["# pclandscape: claims report", "", f"Generated {generated}.", ""]
-    total_p = sum(int(r["paper"].split("/")[0]) for r in rows), sum(int(r["paper"].split("/")[1]) for r in rows)
+    total_p = _paper_totals(rows)
     lines += [f"**Paper claims passed: {total_p[0]}/{total_p[1]}.**", "", _LEGEND, ""]
     lines += ["## Summary", "", "| experiment | paper claims passed | findings (own verdicts) | wall time (s) | data used |", "|---|---|---|---|---|"]
     for row in rows:
@@ -143,7 +150,7 @@ def _img_tag(path: Path) -> str:
 
 def _html(out: Path, results: dict[str, dict], rows: list[dict], generated: str) -> str:
     e = html.escape
-    total_p = sum(int(r["paper"].split("/")[0]) for r in rows), sum(int(r["paper"].split("/")[1]) for r in rows)
+    total_p = _paper_totals(rows)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>pclandscape claims report</title>",
         f"<style>{_CSS}</style></head><body>",
@@ -184,10 +191,13 @@ def _html(out: Path, results: dict[str, dict], rows: list[dict], generated: str)
     return "\n".join(parts)
 
 
-def write_report(out_dir) -> tuple[Path, Path]:
-    """Write ``out_dir/report.md`` and ``out_dir/report.html`` (atomically); return their paths."""
+def write_report(out_dir, results: dict[str, dict] | None = None) -> tuple[Path, Path]:
+    """Write ``out_dir/report.md`` and ``out_dir/report.html`` (atomically); return their paths.
+
+    ``results`` is what :func:`collect` returns for ``out_dir`` (read when not given).
+    """
     out = Path(out_dir)
-    results = collect(out)
+    results = collect(out) if results is None else results
     rows = summary_rows(results)
     generated = datetime.datetime.now().isoformat(timespec="seconds")
     md = _markdown(results, rows, generated)
