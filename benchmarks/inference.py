@@ -33,6 +33,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _timing import device_name  # noqa: E402
 
 
+_SHORT = {"euler": "Euler dt=0.1", "heun": "Heun+PID", "block": "Newton block", "cg": "Newton cg", "exact": "ExactLinear"}
+
+
 def _solvers(pcl, act, tol, max_steps):
     out = {
         "Euler dt=0.1": pcl.Euler(dt=0.1, steps=max_steps, tol=tol, stop_at_tol=True),
@@ -53,9 +56,15 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--max-steps", type=int, default=5000, help="iteration cap of Euler and Heun")
+    p.add_argument("--solvers", default="all", help="comma-separated subset of: euler,heun,block,cg,exact")
+    p.add_argument("--precision", default="highest", choices=["highest", "default"],
+                   help="float32 matrix products: true float32 (default) or the backend's default (TF32 on recent GPUs, "
+                        "whose rounding floors the residual far above 1e-5)")
     p.add_argument("--x64", action="store_true", help="float64, tol 1e-10 (default float32, tol 1e-5)")
     args = p.parse_args(argv)
     jax.config.update("jax_enable_x64", args.x64)
+    if args.precision == "highest":
+        jax.config.update("jax_default_matmul_precision", "highest")
     import pclandscape as pcl
 
     dtype = jnp.float64 if args.x64 else jnp.float32
@@ -63,13 +72,16 @@ def main(argv=None):
     x = jax.random.normal(jax.random.key(1), (args.batch, 784), dtype)
     y = jax.nn.one_hot(jax.random.randint(jax.random.key(2), (args.batch,), 0, 10), 10, dtype=dtype)
     print(f"# time to max_i ||dF_i/dz_i|| <= {tol:g} ({'float64' if args.x64 else 'float32'}), batch {args.batch}, "
-          f"width {args.width}, device {device_name()}, median of {args.repeats}")
+          f"width {args.width}, device {device_name()}, matmul precision {args.precision}, median of {args.repeats}")
     print(f"{'net':<18} {'solver':<14} {'ms':>10} {'iters':>7} {'residual':>10} {'conv':>5} {'t/t_Newton':>10}")
     for act in args.activations.split(","):
         for h in (int(d) for d in args.depths.split(",")):
             net = pcl.MLP(jax.random.key(0), [784] + [args.width] * h + [10], act)
             net = jax.tree_util.tree_map(lambda a: a.astype(dtype) if isinstance(a, jax.Array) else a, net)
             solvers = _solvers(pcl, act, tol, args.max_steps)
+            if args.solvers != "all":
+                keep = {_SHORT[k] for k in args.solvers.split(",")}
+                solvers = {k: v for k, v in solvers.items() if k in keep}
             fns = {k: (lambda s=s: pcl.infer(net, x, y, s)) for k, s in solvers.items()}
             results = {k: jax.block_until_ready(f()) for k, f in fns.items()}  # compile + first solve
             times = {k: [] for k in fns}
@@ -79,7 +91,7 @@ def main(argv=None):
                     jax.block_until_ready(f())
                     times[k].append(1e3 * (time.perf_counter() - t))
             med = {k: statistics.median(v) for k, v in times.items()}
-            newton = min(med["Newton block"], med["Newton cg"])
+            newton = min([med[k] for k in ("Newton block", "Newton cg") if k in med] or [float("nan")])
             for k in fns:
                 eq = results[k]
                 print(f"{f'{act} H={h}':<18} {k:<14} {med[k]:>10.1f} {int(eq.steps):>7d} {float(eq.grad_norm):>10.1e} "

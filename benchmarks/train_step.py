@@ -1,18 +1,30 @@
 """ms per training step, BP vs PC, on the paper's MNIST MLP (784-500-500-500-500-10, batch 64).
 
-Rows: BP (`pcl.bp_step`), PC with Euler T=50 dt=0.1 (`pcl.pc_step`), PC with ExactLinear
-(linear net only), and the *floor*: a plain hand-written PC step (activities in one
-`lax.fori_loop`, one jit, no diagnostics) measured in the same run. Float32, median of
-`--repeats` steps after compilation, timed round-robin. Prints a table with the PC/BP and
-PC/floor ratios.
+Rows: BP (`pcl.bp_step`), PC with Euler T=50 dt=0.1 (`pcl.pc_step`; activity gradients by
+autodiff or layer-stacked, the loop rolled or unrolled; the backend's default is marked), PC with ExactLinear (linear net only), PC per step inside `pcl.train`'s fused
+loop (`steps_per_call` steps per call), and the *floor*: a plain hand-written PC step
+(activities in one `lax.fori_loop`, one jit, no diagnostics) measured in the same run.
+Float32, median of `--repeats` steps after compilation, timed round-robin. Prints a table
+with the PC/BP and PC/floor ratios.
 
-    python benchmarks/train_step.py [--repeats 30] [--batch 64] [--width 500]
+With ``--variants`` (meant for GPUs) it adds two hand-written probes of where the time goes:
+the floor with its loop unrolled, and a *grouped* floor that stacks the equal-shape hidden
+weight matrices and computes the activity gradients by hand, so each Euler step is a few
+batched matrix products instead of one product per layer. The number of device kernels
+(fusions, library calls) in each compiled probe is printed below the table. The XLA flags in
+force (``XLA_FLAGS``) are printed in the header: run the script once per flag set to compare
+e.g. command buffers (CUDA graphs) on and off.
+
+    python benchmarks/train_step.py [--repeats 30] [--batch 64] [--width 500] [--variants]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -24,9 +36,12 @@ import pclandscape as pcl  # noqa: E402
 from _timing import device_name, interleaved_median_ms  # noqa: E402
 
 
-def floor_step(activation, dt, steps, lr):
+_ACT = {"linear": (lambda a: a, lambda a: jnp.ones_like(a)), "tanh": (jnp.tanh, lambda a: 1 - jnp.tanh(a) ** 2)}
+
+
+def floor_step(activation, dt, steps, lr, unroll=1):
     """A plain PC step written by hand: no validation, no diagnostics."""
-    act = {"linear": lambda a: a, "tanh": jnp.tanh}[activation]
+    act = _ACT[activation][0]
 
     def energy(ws, zs, x, y):
         full = [x, *zs, y]
@@ -48,11 +63,70 @@ def floor_step(activation, dt, steps, lr):
             g = gz(ws, zs, x, y)
             return [z - dt * gi for z, gi in zip(zs, g)]
 
-        zs = jax.lax.fori_loop(0, steps, body, zs)
+        zs = jax.lax.fori_loop(0, steps, body, zs, unroll=unroll)
         gw = jax.grad(lambda ws: energy(ws, zs, x, y) / x.shape[0])(ws)
         return [w - lr * g for w, g in zip(ws, gw)]
 
     return step
+
+
+def grouped_floor_step(activation, dt, steps, lr):
+    """The floor with the equal-shape hidden layers W_2..W_{L-1} stacked: per Euler step one
+    batched product for their predictions, one for their back-projected errors, one product
+    each for the output layer, and hand-written activity gradients
+    ``g_l = e_l - f'(z_l) * (e_{l+1} W_{l+1})``; the loop is unrolled."""
+    act, dact = _ACT[activation]
+
+    @jax.jit
+    def step(ws, x, y):
+        w1, wmid, wout = ws[0], jnp.stack(ws[1:-1]), ws[-1]
+        mu1 = x @ w1.T  # constant during inference
+        z = [mu1]
+        for w in ws[1:-1]:
+            z.append(act(z[-1]) @ w.T)
+        z = jnp.stack(z)  # (H, N, w)
+
+        def errors(z):
+            e_mid = z[1:] - jnp.einsum("knj,kij->kni", act(z[:-1]), wmid)
+            return z[0] - mu1, e_mid, y - act(z[-1]) @ wout.T
+
+        def body(_, z):
+            e1, e_mid, e_out = errors(z)
+            e = jnp.concatenate([e1[None], e_mid])
+            back = jnp.concatenate([jnp.einsum("kni,kij->knj", e_mid, wmid), (e_out @ wout)[None]])
+            return z - dt * (e - dact(z) * back)
+
+        z = jax.lax.fori_loop(0, steps, body, z, unroll=True)
+        e1, e_mid, e_out = errors(z)
+        n = x.shape[0]
+        hz = act(z)
+        g = [-(e1.T @ x)] + [-(e_mid[k].T @ hz[k]) for k in range(e_mid.shape[0])] + [-(e_out.T @ hz[-1])]
+        return [w - lr * gi / n for w, gi in zip(ws, g)]
+
+    return step
+
+
+def kernel_count(jitted, *args) -> int:
+    """Device kernels in the compiled program: fusions, library calls and other top-level ops
+    that launch work (a rough count; loop bodies counted once per unrolled copy)."""
+    text = jitted.lower(*args).compile().as_text()
+    return len(re.findall(r"= [^ ]+ (?:fusion|custom-call|dot|convolution|cublas[^ (]*)\(", text))
+
+
+def train_ms_per_step(net, x, y, opt, solver, steps):
+    """ms per step of ``pcl.train`` with all ``steps`` fused in one call (median of 3 calls)."""
+    import statistics
+
+    data = (jnp.tile(x, (4, 1)), jnp.tile(y, (4, 1)))
+    run = lambda: pcl.train(net, data, rule="pc", optimizer=opt, solver=solver, steps=steps,  # noqa: E731
+                            batch_size=x.shape[0], steps_per_call=steps, progress=False, key=jax.random.key(0))[0]
+    jax.block_until_ready(run())
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        jax.block_until_ready(run())
+        times.append(1e3 * (time.perf_counter() - t) / steps)
+    return statistics.median(times)
 
 
 def main(argv=None):
@@ -62,6 +136,8 @@ def main(argv=None):
     p.add_argument("--width", type=int, default=500)
     p.add_argument("--steps", type=int, default=50, help="Euler inference steps T")
     p.add_argument("--activations", nargs="+", default=["linear", "tanh"])
+    p.add_argument("--variants", action="store_true", help="add the unrolled and grouped hand-written probes")
+    p.add_argument("--train-steps", type=int, default=0, help="also time pcl.train with this many steps fused per call")
     args = p.parse_args(argv)
 
     widths = [784] + [args.width] * 4 + [10]
@@ -69,19 +145,36 @@ def main(argv=None):
     x = jax.random.normal(jax.random.key(1), (args.batch, 784))
     y = jax.nn.one_hot(jax.random.randint(jax.random.key(2), (args.batch,), 0, 10), 10)
     opt = optax.sgd(1e-3)
-    euler = pcl.Euler(dt=0.1, steps=args.steps)
-    print(f"device: {device_name()}  net: {widths}  batch {args.batch}  float32  median of {args.repeats}")
-    print(f"{'activation':<10} {'method':<28} {'ms/step':>9} {'/BP':>7} {'/floor':>7}")
+    euler = pcl.Euler(dt=0.1, steps=args.steps)  # the default: loop form chosen by backend
+    default = (bool(euler._unroll()), jax.default_backend() == "gpu")
+    eulers = {}
+    for stacked in (False, True):
+        for unroll in (False, True):
+            tag = " (default)" if (unroll, stacked) == default else ""
+            name = f"PC Euler {'stacked' if stacked else 'autodiff'}, {'unrolled' if unroll else 'rolled'}{tag}"
+            eulers[name] = pcl.Euler(dt=0.1, steps=args.steps, unroll=True if unroll else 1, stacked=stacked)
+    print(f"device: {device_name()}  net: {widths}  batch {args.batch}  float32  median of {args.repeats}  "
+          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}  matmul precision {jax.config.jax_default_matmul_precision or 'default'}")
+    print(f"{'activation':<10} {'method':<36} {'ms/step':>9} {'/BP':>7} {'/floor':>7}")
     for activation in args.activations:
         net = pcl.MLP(key, widths, activation, init_std=5e-3**0.5)
         state = pcl.init_opt_state(net, opt)
         ws = pcl.weights(net)
         floor = floor_step(activation, 0.1, args.steps, 1e-3)
+        fl_name = f"floor: hand-written PC T={args.steps}"
         fns = {
             "BP (bp_step)": lambda: pcl.bp_step(net, state, x, y, opt),
-            f"PC Euler T={args.steps} (pc_step)": lambda: pcl.pc_step(net, state, x, y, opt, euler),
-            f"floor: hand-written PC T={args.steps}": lambda: floor(ws, x, y),
+            **{name: (lambda e=e: pcl.pc_step(net, state, x, y, opt, e)) for name, e in eulers.items()},
+            fl_name: lambda: floor(ws, x, y),
         }
+        probes = {}
+        if args.variants:
+            probes = {
+                "floor, loop unrolled": floor_step(activation, 0.1, args.steps, 1e-3, unroll=True),
+                "floor, grouped + unrolled": grouped_floor_step(activation, 0.1, args.steps, 1e-3),
+            }
+            for name, f in probes.items():
+                fns[name] = lambda f=f: f(ws, x, y)
         res = interleaved_median_ms(fns, repeats=args.repeats)
         if activation == "linear":
             # Timed on its own: LAPACK's worker threads keep spinning after a Cholesky and
@@ -89,10 +182,15 @@ def main(argv=None):
             res["PC ExactLinear (pc_step)"] = interleaved_median_ms(
                 {"x": lambda: pcl.pc_step(net, state, x, y, opt, pcl.ExactLinear())}, repeats=args.repeats
             )["x"]
+        if args.train_steps:
+            res[f"PC Euler in pcl.train ({args.train_steps} fused)"] = train_ms_per_step(net, x, y, opt, euler, args.train_steps)
         bp = res["BP (bp_step)"]
-        fl = res[f"floor: hand-written PC T={args.steps}"]
+        fl = res[fl_name]
         for name, ms in res.items():
-            print(f"{activation:<10} {name:<28} {ms:>9.2f} {ms / bp:>7.1f} {ms / fl:>7.2f}")
+            print(f"{activation:<10} {name:<36} {ms:>9.2f} {ms / bp:>7.1f} {ms / fl:>7.2f}", flush=True)
+        if probes:
+            counts = {fl_name: kernel_count(floor, ws, x, y)} | {k: kernel_count(f, ws, x, y) for k, f in probes.items()}
+            print(f"{activation:<10} kernels in the compiled program: " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
 
 
 if __name__ == "__main__":

@@ -98,3 +98,32 @@ def test_implicit_operator_on_a_cnn_is_symmetric(x64):
     eps = 1e-5
     fd = (grad_at(flat + eps * v) - grad_at(flat - eps * v)) / (2 * eps)
     np.testing.assert_allclose(op.mv(v), fd, atol=1e-6 * float(jnp.max(jnp.abs(fd))))
+
+
+@pytest.mark.parametrize("rank", [0, 1, 3, 6])
+def test_first_layer_expansion_equals_the_chain_rule(x64, rank):
+    """_expand(H_red) = J^T H_red J for U = X W_1^T, on both of its paths (Kronecker sums for a
+    low-rank set of per-sample blocks, one matrix product otherwise)."""
+    from pclandscape.hessians import _KRON_MAX_RANK, _expand
+
+    rng = np.random.default_rng(rank)
+    n, d_x, n1, r = 6, 5, 3, 4
+    x = rng.standard_normal((n, d_x))
+    basis = rng.standard_normal((max(rank, 1), n1, n1))
+    blocks = np.einsum("ik,kac->iac", rng.standard_normal((n, max(rank, 1))) * (rank > 0), basis)
+    blocks = blocks + blocks.transpose(0, 2, 1)
+    h = np.zeros((n * n1 + r, n * n1 + r))
+    for i in range(n):
+        h[i * n1:(i + 1) * n1, i * n1:(i + 1) * n1] = blocks[i]
+    side = rng.standard_normal((n * n1, r))
+    h[: n * n1, n * n1:], h[n * n1:, : n * n1] = side, side.T
+    h[n * n1:, n * n1:] = np.eye(r)
+    jac = np.zeros((n * n1 + r, n1 * d_x + r))
+    for i in range(n):
+        for a in range(n1):
+            jac[i * n1 + a, a * d_x:(a + 1) * d_x] = x[i]
+    jac[n * n1:, n1 * d_x:] = np.eye(r)
+    expected = jac.T @ h @ jac
+    got = np.asarray(_expand(jnp.asarray(h), jnp.asarray(x), n1))
+    assert np.max(np.abs(got - expected)) <= 1e-12 * max(1.0, np.max(np.abs(expected)))
+    assert (rank <= _KRON_MAX_RANK) == (rank in (0, 1, 3))  # both paths are exercised

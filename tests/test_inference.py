@@ -1,5 +1,6 @@
 """Inference: exact linear solve, Euler, Heun+PID; per-sample step sizes; F* <= L."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -200,3 +201,32 @@ def test_newton_needs_an_mlp_for_block_solves_and_valid_options():
         pcl.infer(cnn, jnp.zeros((1, 3, 32, 32)), jnp.zeros((1, 10)), pcl.Newton(linear_solve="block"))
     with pytest.raises(ValueError, match="linear_solve"):
         pcl.Newton(linear_solve="lu")
+
+
+@pytest.mark.parametrize("activation", ["linear", "tanh", "relu"])
+def test_stacked_gradient_equals_autodiff_with_biases_and_masked_targets(x64, rng, activation):
+    from pclandscape._stacked import stacked_mlp
+
+    net = pcl.MLP(jax.random.key(3), [5, 4, 4, 4, 3], activation, use_bias=True)
+    net = eqx.tree_at(lambda n: n.biases, net, tuple(jnp.asarray(rng.normal(size=b.shape)) for b in net.biases))
+    x, y = jnp.asarray(rng.normal(size=(6, 5))), jnp.asarray(rng.normal(size=(6, 3)))
+    y = y.at[1, 2].set(jnp.nan)  # an unobserved target
+    z = tuple(jnp.asarray(rng.normal(size=(6, 4))) for _ in range(3))
+    stk = stacked_mlp(net, x, y)
+    assert _max_diff(stk.unstack(stk.grad(stk.stack(z))), pcl.activity_grad(net, z, x, y)) <= 1e-13
+    # the solver gives the same activities either way; unrolling changes nothing either
+    ref = pcl.infer(net, x, y, pcl.Euler(dt=0.1, steps=7, stacked=False, unroll=1))
+    for kw in (dict(stacked=True, unroll=1), dict(stacked=True, unroll=True), dict(stacked=False, unroll=3)):
+        got = pcl.infer(net, x, y, pcl.Euler(dt=0.1, steps=7, **kw))
+        assert _max_diff(got.activities, ref.activities) <= 1e-13
+
+
+def test_stacked_form_applies_only_to_equal_hidden_widths():
+    from pclandscape._stacked import stacked_mlp
+
+    x, y = jnp.zeros((2, 5)), jnp.zeros((2, 3))
+    assert stacked_mlp(pcl.MLP(jax.random.key(0), [5, 4, 6, 3]), x, y) is None
+    assert stacked_mlp(pcl.MLP(jax.random.key(0), [5, 4, 3]), x, y) is None
+    assert stacked_mlp(pcl.MLP(jax.random.key(0), [5, 4, 4, 3]), x, y) is not None
+    with pytest.raises(ValueError, match="unroll"):
+        pcl.Euler(unroll=0)

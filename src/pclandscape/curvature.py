@@ -55,16 +55,30 @@ class HessianOperator(eqx.Module):
         """The product ``H v`` for a flat vector ``v`` of length ``size``."""
         return self.fn(self.args, v)
 
-    def as_matrix(self, batch_size: int = 512) -> Float[Array, "p p"]:
+    def as_matrix(self, batch_size: int | None = None) -> Float[Array, "p p"]:
         """The dense matrix, built column by column from products (``batch_size`` at a time;
         one at a time when the product involves LAPACK, see :mod:`pclandscape._linalg`)."""
         return _dense(self, batch_size_for(self.mv, (jnp.zeros((self.size,), self.dtype),), batch_size))
 
 
 @eqx.filter_jit
-def _dense(op: HessianOperator, batch_size: int):
-    eye_col = lambda i: op.mv(jnp.zeros((op.size,), op.dtype).at[i].set(1))
-    cols = jax.lax.map(eye_col, jnp.arange(op.size), batch_size=min(batch_size, op.size))
+def _dense(op: HessianOperator, batch_size: int | None):
+    """``(p, p)`` matrix of ``op`` from products with the unit vectors, ``batch_size`` at a time
+    (``None``: as many as keep ``batch_size * p`` under ``2**24``, at least 64).
+
+    The columns are split into equal batches (the last padded with repeats, then dropped) so
+    that the product is traced and compiled once, not once more for a remainder batch."""
+    n = op.size
+    if batch_size is None:
+        batch_size = max(64, 2**24 // n)
+    k = -(-n // max(1, min(batch_size, n)))  # number of batches
+    b = -(-n // k)  # columns per batch
+    eye_col = lambda i: op.mv(jnp.zeros((n,), op.dtype).at[i].set(1))
+    if k == 1:  # one batch: no loop to compile
+        cols = jax.vmap(eye_col)(jnp.arange(n))
+    else:
+        idx = jnp.minimum(jnp.arange(k * b), n - 1).reshape(k, b)
+        cols = jax.lax.map(jax.vmap(eye_col), idx).reshape(k * b, n)[:n]
     return 0.5 * (cols + cols.T)  # rows are H e_i; symmetrise the rounding
 
 
@@ -105,11 +119,12 @@ def hessian_operator(fn: Callable[[PyTree], Array], params: PyTree) -> HessianOp
     return HessianOperator(fn=_hvp_product, args=(f, flat), size=int(flat.size), dtype=flat.dtype)
 
 
-def hessian(fn: Callable[[PyTree], Array], params: PyTree, *, batch_size: int = 512) -> Float[Array, "p p"]:
+def hessian(fn: Callable[[PyTree], Array], params: PyTree, *, batch_size: int | None = None) -> Float[Array, "p p"]:
     """Dense Hessian ``d^2 fn / d theta^2`` at ``params``, shape ``(p, p)`` (contract).
 
     ``theta`` is the flat parameter vector (DESIGN.md order). Columns are computed as
-    Hessian-vector products, ``batch_size`` at a time (bounds memory for large ``p``).
+    Hessian-vector products, ``batch_size`` at a time (bounds memory for large ``p``;
+    ``None``: as many as keep ``batch_size * p <= 2**24``, at least 64).
     """
     return hessian_operator(fn, params).as_matrix(batch_size)
 

@@ -50,8 +50,8 @@ from .activity_hessian import (
 )
 from ._linalg import batch_size_for, inv_per_sample, per_sample_cg
 from .curvature import HessianOperator, _dense, _hvp_product
-from .errors import NotAtEquilibriumError
-from .inference import AbstractSolver, Euler, default_solver, infer
+from .errors import DivergenceError, NotAtEquilibriumError
+from .inference import AbstractSolver, Euler, _divergence_message, _infer, default_solver, infer
 from .networks import MLP, PCNetwork
 from .objectives import _sample_energies, mse_loss, pc_energy
 
@@ -108,21 +108,59 @@ def _expand(h: Array, x: Array, n1: int) -> Array:
 
     ``U = X W_1^T`` is linear in ``W_1``, so ``H_W1W1 = J^T H_UU J`` and ``H_W1R = J^T H_UR``:
     ``H_W1W1[(a,b),(c,d)] = sum_ij X[i,b] H_UU[(i,a),(j,c)] X[j,d]``. Each sample's ``U_i``
-    enters only its own term of the batch mean, so ``H_UU`` is block diagonal over samples
-    and the sum runs over ``i = j`` only: one ``(n_1 d_x n_1, N) x (N, d_x)`` matrix product.
+    enters only its own term of the batch mean, so ``H_UU`` is block diagonal over samples,
+    with blocks ``D_i`` ``(n_1, n_1)``, and ``H_W1W1 = sum_i D_i (x) x_i x_i^T``.
+
+    The ``N`` blocks often span few dimensions (one for a linear net, whose ``D_i`` are all
+    equal): with the numerical rank ``r`` of the ``(N, n_1^2)`` matrix of blocks,
+    ``D_i = sum_k c_ik B_k``, and ``H_W1W1 = sum_k B_k (x) (X^T diag(c_k) X)`` is ``r``
+    Kronecker products, written in one pass. For larger ``r`` it is one
+    ``(n_1 d_x n_1, N) x (N, d_x)`` matrix product. The split of the blocks (an SVD of an
+    ``N x n_1^2`` matrix) runs on the host; dropped singular values are below
+    ``max(N, n_1^2) * eps`` times the largest, i.e. at the rounding level of ``h``.
     """
     n, d_x = x.shape
     ku = n * n1
-    huu = h[:ku, :ku].reshape(n, n1, n, n1)
-    diag = huu[jnp.arange(n), :, jnp.arange(n), :]  # (N, n1, n1): [i, a, c]
-    hur = h[:ku, ku:].reshape(n, n1, -1)
-    hrr = h[ku:, ku:]
-    lhs = (diag[:, :, None, :] * x[:, None, :, None]).reshape(n, n1 * d_x * n1)  # [i, (a, b, c)]
+    hn = np.asarray(h)
+    blocks = hn[:ku, :ku].reshape(n, n1, n, n1)[np.arange(n), :, np.arange(n), :]  # (N, n1, n1)
+    u, sv, vt = np.linalg.svd(blocks.reshape(n, n1 * n1), full_matrices=False)
+    rank = int(np.sum(sv > max(n, n1 * n1) * np.finfo(hn.dtype).eps * sv[0])) if sv[0] > 0 else 0
+    hur, hrr = h[:ku, ku:].reshape(n, n1, -1), h[ku:, ku:]
+    if rank <= _KRON_MAX_RANK:
+        coef = jnp.asarray(u[:, :rank] * sv[:rank], h.dtype)  # (N, r)
+        basis = jnp.asarray(vt[:rank].reshape(rank, n1, n1), h.dtype)  # (r, n1, n1)
+        return _expand_kron(coef, basis, hur, hrr, x)
+    return _expand_matmul(jnp.asarray(blocks), hur, hrr, x)
+
+
+_KRON_MAX_RANK = 4
+
+
+def _assemble(h11, hur, hrr, x):
+    """``[[H11, H1R], [H1R^T, HRR]]`` written in one pass: the padded ``H11`` (a fusion) with the
+    small blocks updated in place (concatenations would copy the ``(p, p)`` matrix twice)."""
+    k, r = h11.shape[0], hrr.shape[0]
+    h1r = jnp.einsum("ib,iar->abr", x, hur).reshape(k, r)
+    out = jnp.pad(h11, ((0, r), (0, r)))
+    out = jax.lax.dynamic_update_slice(out, h1r, (0, k))
+    out = jax.lax.dynamic_update_slice(out, h1r.T, (k, 0))
+    return jax.lax.dynamic_update_slice(out, hrr, (k, k))
+
+
+@jax.jit
+def _expand_kron(coef, basis, hur, hrr, x):
+    n1, d_x = basis.shape[1], x.shape[1]
+    grams = jnp.einsum("ik,ib,id->kbd", coef, x, x)  # (r, d_x, d_x)
+    h11 = jnp.sum(basis[:, :, None, :, None] * grams[:, None, :, None, :], axis=0).reshape(n1 * d_x, n1 * d_x)
+    return _assemble(h11, hur, hrr, x)
+
+
+@jax.jit
+def _expand_matmul(blocks, hur, hrr, x):
+    (n, n1, _), d_x = blocks.shape, x.shape[1]
+    lhs = (blocks[:, :, None, :] * x[:, None, :, None]).reshape(n, n1 * d_x * n1)  # [i, (a, b, c)]
     h11 = (lhs.T @ x).reshape(n1 * d_x, n1 * d_x)  # [(a, b), (c, d)]
-    h1r = jnp.einsum("ib,iar->abr", x, hur).reshape(n1 * d_x, -1)
-    top = jnp.concatenate([h11, h1r], axis=1)
-    bottom = jnp.concatenate([h1r.T, hrr], axis=1)
-    return jnp.concatenate([top, bottom], axis=0)
+    return _assemble(h11, hur, hrr, x)
 
 
 # --------------------------------------------------------------------------- autodiff objectives
@@ -184,10 +222,14 @@ def _objective_operator_size(net, x, reduced) -> int:
     return (x.shape[0] * net.weights[0].shape[0] + sum(sizes[1:])) if reduced else sum(sizes)
 
 
-@eqx.filter_jit(**_ONE_OFF)
 def _objective_dense_jit(objective, net, x, y, reduced, batch_size):
-    h = _dense(_objective_operator(objective, net, x, y, reduced), batch_size)
+    h = _objective_dense_coords(objective, net, x, y, reduced, batch_size)
     return _expand(h, x, net.weights[0].shape[0]) if reduced else h
+
+
+@eqx.filter_jit(**_ONE_OFF)
+def _objective_dense_coords(objective, net, x, y, reduced, batch_size):
+    return _dense(_objective_operator(objective, net, x, y, reduced), batch_size)
 
 
 @eqx.filter_jit
@@ -277,14 +319,44 @@ def _implicit_operator_jit(net, x, y, z, settings):
 
 
 @eqx.filter_jit(**_ONE_OFF)
-def _implicit_dense(net, x, y, z, reduced, settings, batch_size):
-    h = _dense(_implicit_operator(net, x, y, z, reduced, settings), batch_size)
+def _implicit_dense_coords(net, x, y, solver, reduced, settings, batch_size):
+    """Inference, then the dense implicit Hessian in the Hessian coordinates, as one program
+    (compiled once, at low optimisation: see ``_ONE_OFF``). Returns ``(Equilibrium, H)``."""
+    eq = _infer(net, x, y, solver, None)
+    return eq, _dense(_implicit_operator(net, x, y, eq.activities, reduced, settings), batch_size)
+
+
+def _implicit_dense(net, x, y, solver, tol, linear_solve, reduced, batch_size):
+    solver = _prepared(net, y, solver)
+    settings = _implicit_settings(net, _activity_size(net, x), x, y, linear_solve, None)
+    eq, h = _implicit_dense_coords(net, x, y, solver, reduced, settings, batch_size)
+    _check_equilibrium(eq, solver, tol)  # the formula holds only there: refuse otherwise
     return _expand(h, x, net.weights[0].shape[0]) if reduced else h
+
+
+def _prepared(net, y, solver) -> AbstractSolver:
+    solver = default_solver(net) if solver is None else solver
+    if not isinstance(solver, AbstractSolver):
+        raise ValueError(f"solver must be an inference solver (pcl.Euler(), pcl.Newton(), ...), got {solver!r}.")
+    return solver.prepare(net, y)
+
+
+def _activity_size(net, x) -> int:
+    """Hidden activities per sample (the size of one diagonal block of ``F_zz``)."""
+    shapes = jax.eval_shape(net.feedforward, x)[:-1]
+    return int(sum(np.prod(s.shape[1:]) for s in shapes))
 
 
 def _equilibrium(net, x, y, solver, tol):
     solver = default_solver(net) if solver is None else solver
     eq = infer(net, x, y, solver)
+    _check_equilibrium(eq, solver, tol)
+    return eq
+
+
+def _check_equilibrium(eq, solver, tol) -> None:
+    if not bool(jnp.isfinite(eq.energy)):
+        raise DivergenceError(_divergence_message(solver, float(eq.energy), int(eq.steps)))
     tol = eq.tol if tol is None else tol
     if not float(eq.grad_norm) <= tol:
         raise NotAtEquilibriumError(
@@ -293,15 +365,14 @@ def _equilibrium(net, x, y, solver, tol):
             f"solver that converges (pcl.ExactLinear() for linear nets, pcl.Heun(tol=...) or more "
             f"Euler steps) or pass a larger tol."
         )
-    return eq
 
 
-def _implicit_settings(net, eq, x, y, linear_solve, cg_rtol, cg_max_steps=500) -> _Settings:
+def _implicit_settings(net, m, x, y, linear_solve, cg_rtol, cg_max_steps=500) -> _Settings:
+    """How the activity systems are solved; ``m`` = hidden activities per sample."""
     if linear_solve not in ("auto", "block", "dense", "cg"):
         raise ValueError(f"linear_solve={linear_solve!r} must be 'auto', 'block', 'dense' or 'cg'.")
     if linear_solve == "block" and not isinstance(net, MLP):
         raise ValueError("linear_solve='block' needs an MLP; use 'dense' or 'cg' for this network.")
-    m = sum(a.size // a.shape[0] for a in eq.activities)
     if linear_solve == "auto":
         linear_solve = "block" if isinstance(net, MLP) else ("dense" if m <= 1024 else "cg")
     shared = isinstance(net, MLP) and net.is_linear and not bool(np.isnan(np.asarray(y)).any())
@@ -331,7 +402,7 @@ def implicit_energy_operator(
     """
     net.check_data(x, y)
     eq = _equilibrium(net, x, y, solver, tol)
-    settings = _implicit_settings(net, eq, x, y, linear_solve, cg_rtol, cg_max_steps)
+    settings = _implicit_settings(net, _activity_size(net, x), x, y, linear_solve, cg_rtol, cg_max_steps)
     return _implicit_operator_jit(net, x, y, tuple(eq.activities), settings)
 
 
@@ -350,7 +421,7 @@ def loss_hessian(
     *,
     form: str = "dense",
     reduce_first_layer: bool | str = "auto",
-    batch_size: int = 256,
+    batch_size: int | None = None,
 ):
     """Hessian of the MSE loss (Eq 1) with respect to the weights ``W_1..W_L``.
 
@@ -376,7 +447,7 @@ def energy_hessian(
     form: str = "dense",
     linear_solve: str = "auto",
     reduce_first_layer: bool | str = "auto",
-    batch_size: int = 256,
+    batch_size: int | None = None,
 ):
     """Hessian of the equilibrated energy ``F*(theta)`` with respect to ``W_1..W_L``.
 
@@ -396,7 +467,8 @@ def energy_hessian(
             or ``"auto"`` (see :func:`implicit_energy_operator`).
         reduce_first_layer: use the ``U = X W_1^T`` coordinates for dense Hessians
             (``"auto"``: when ``N < d_x`` for an MLP).
-        batch_size: Hessian-vector products evaluated at once when forming a dense Hessian.
+        batch_size: Hessian-vector products evaluated at once when forming a dense Hessian
+            (``None``: as many as keep ``batch_size * p <= 2**24``, at least 64).
 
     Returns:
         ``(p, p)`` array in the DESIGN.md order, or a ``HessianOperator``.
@@ -407,12 +479,11 @@ def energy_hessian(
     _check_form(form)
     reduced = form == "dense" and _use_reduction(net, x, reduce_first_layer)
     if method == "implicit":
+        if form == "dense":
+            return _implicit_dense(net, x, y, solver, tol, linear_solve, reduced, batch_size)
         eq = _equilibrium(net, x, y, solver, tol)
-        settings = _implicit_settings(net, eq, x, y, linear_solve, None)
-        z = tuple(eq.activities)
-        if form == "operator":
-            return _implicit_operator_jit(net, x, y, z, settings)
-        return _implicit_dense(net, x, y, z, reduced, settings, batch_size)
+        settings = _implicit_settings(net, _activity_size(net, x), x, y, linear_solve, None)
+        return _implicit_operator_jit(net, x, y, tuple(eq.activities), settings)
     if method == "theory":
         if not (isinstance(net, MLP) and net.is_linear and net.biases is None):
             raise ValueError(

@@ -103,6 +103,21 @@ def _pc_step(net, opt_state, x, y, optimizer, solver, grad_scale):
     return net, opt_state, StepInfo(loss, energy, gnorm, eq.grad_norm, eq.converged)
 
 
+# The per-step entry points call methods unbound (``type(net).check_data(net, ...)``): every
+# bound-method access on an equinox Module builds a wrapper Module (~50 us each on a small CPU),
+# which a Python loop of training steps would pay on every step.
+
+
+def _scalar(value) -> Array:
+    """``value`` as a scalar array of the default float type, cached (no transfer per step)."""
+    return _scalar_cached(float(value), jnp.dtype(jnp.result_type(float)))
+
+
+@functools.lru_cache(maxsize=64)
+def _scalar_cached(value: float, dtype) -> Array:
+    return jnp.asarray(value, dtype)
+
+
 def bp_step(
     net: PCNetwork,
     opt_state,
@@ -116,8 +131,8 @@ def bp_step(
 
     Returns ``(net, opt_state, StepInfo)``. Jit-compiled (the optimizer is static).
     """
-    net.check_data(x, y)
-    return _bp_step(net, opt_state, x, y, optimizer, jnp.asarray(grad_scale, jnp.result_type(float)))
+    type(net).check_data(net, x, y)
+    return _bp_step(net, opt_state, x, y, optimizer, _scalar(grad_scale))
 
 
 def pc_step(
@@ -136,9 +151,10 @@ def pc_step(
     ``solver`` (default :func:`pcl.default_solver <pclandscape.default_solver>`), held fixed.
     Returns ``(net, opt_state, StepInfo)``. Jit-compiled.
     """
-    net.check_data(x, y)
-    solver = (default_solver(net) if solver is None else solver).prepare(net, y)
-    return _pc_step(net, opt_state, x, y, optimizer, solver, jnp.asarray(grad_scale, jnp.result_type(float)))
+    type(net).check_data(net, x, y)
+    solver = default_solver(net) if solver is None else solver
+    solver = type(solver).prepare(solver, net, y)
+    return _pc_step(net, opt_state, x, y, optimizer, solver, _scalar(grad_scale))
 
 
 # --------------------------------------------------------------------------- history
