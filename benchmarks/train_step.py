@@ -7,6 +7,9 @@ loop (`steps_per_call` steps per call), and the *floor*: a plain hand-written PC
 Float32, median of `--repeats` steps after compilation, timed round-robin. Prints a table
 with the PC/BP and PC/floor ratios.
 
+Peers: if ``jpc`` imports, its Euler PC step (``jpc.make_pc_step``, same T and dt) is timed
+in the same run (``pcx`` is not timed: its model API needs a separate port).
+
 With ``--variants`` (meant for GPUs) it adds two hand-written probes of where the time goes:
 the floor with its loop unrolled, and a *grouped* floor that stacks the equal-shape hidden
 weight matrices and computes the activity gradients by hand, so each Euler step is a few
@@ -27,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
@@ -106,6 +110,29 @@ def grouped_floor_step(activation, dt, steps, lr):
     return step
 
 
+def peer_steps(activation, widths, x, y, steps, dt, lr) -> dict:
+    """Zero-argument callables for the same PC step in peer libraries that import here.
+
+    jpc (``make_pc_step`` with diffrax Euler, ``dt``, ``steps * dt`` time, constant steps): the
+    same number of activity steps and one SGD update. Note that jpc differentiates the
+    batch-*mean* energy, so its activities move ``dt / N`` per step (see DESIGN.md): the rows
+    compare cost per step, not equal dynamics."""
+    out = {}
+    try:
+        import diffrax
+        import jpc
+    except ImportError:
+        return out
+    model = jpc.make_mlp(jax.random.key(0), input_dim=widths[0], width=widths[1], depth=len(widths) - 1,
+                         output_dim=widths[-1], act_fn="linear" if activation == "linear" else activation)
+    optim = optax.sgd(lr)
+    opt_state = optim.init((eqx.filter(model, eqx.is_array), None))
+    kw = dict(input=x, ode_solver=diffrax.Euler(), max_t1=steps * dt, dt=dt, stepsize_controller=diffrax.ConstantStepSize())
+    out[f"jpc {getattr(jpc, '__version__', '')} Euler T={steps} (make_pc_step)"] = (
+        lambda: jpc.make_pc_step(model, optim, opt_state, y, **kw)["model"])
+    return out
+
+
 def kernel_count(jitted, *args) -> int:
     """Device kernels in the compiled program: fusions, library calls and other top-level ops
     that launch work (a rough count; loop bodies counted once per unrolled copy)."""
@@ -167,6 +194,7 @@ def main(argv=None):
             **{name: (lambda e=e: pcl.pc_step(net, state, x, y, opt, e)) for name, e in eulers.items()},
             fl_name: lambda: floor(ws, x, y),
         }
+        fns.update(peer_steps(activation, widths, x, y, args.steps, 0.1, 1e-3))
         probes = {}
         if args.variants:
             probes = {

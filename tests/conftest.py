@@ -1,14 +1,15 @@
 """Shared fixtures. Float64 is switched on per test (fixture ``x64``) so it never leaks."""
 
-import jax
 import numpy as np
 import pytest
+
+from pclandscape._compat import enable_x64
 
 
 @pytest.fixture
 def x64():
     """Run the test with 64-bit floats (for the checks of mathematical identities)."""
-    with jax.enable_x64(True):
+    with enable_x64(True):
         yield
 
 

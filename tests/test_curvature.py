@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import pclandscape as pcl
+from pclandscape._compat import enable_x64
 from conftest import random_linear_problem
 
 
@@ -42,7 +43,7 @@ def test_eigenspectrum_and_density(x64, rng):
 @pytest.fixture(scope="module")
 def indefinite_problem():
     """The Hessian of the closed-form F* of a linear net at a random point: p = 2100, indefinite."""
-    with jax.enable_x64(True):
+    with enable_x64(True):
         rng = np.random.default_rng(7)
         ws, x, y = random_linear_problem(rng, [20, 30, 30, 20], n=32)
         ws = [jnp.asarray(w) for w in ws]

@@ -206,7 +206,12 @@ def _objective_operator(objective, net, x, y, reduced) -> HessianOperator:
 
 # Dense Hessians are one-off computations whose run time is dominated by library matrix
 # products; LLVM's optimisation passes then cost more compile time than they save (measured:
-# first call 3.1 s -> 2.2 s, later calls 1.33 s -> 1.46 s for an MNIST 784-10-10-10 net).
+# first call 3.1 s -> 2.2 s, later calls 1.33 s -> 1.46 s for an MNIST 784-10-10-10 net). The
+# implicit method compiles its inference into the same program; dense Hessians are only
+# formed for small nets, whose inference loops are cheap even unoptimised. The expansion to
+# the full first layer (element-wise work on a (p, p) matrix) is compiled normally.
+# Dense Hessians are formed eagerly (host-side checks and the expansion's rank split): call
+# them outside jax.jit; the operator form is the one to use inside traced code.
 _ONE_OFF = {"compiler_options": {"xla_backend_optimization_level": 0}}
 
 
@@ -427,7 +432,7 @@ def loss_hessian(
 
     Returns a dense ``(p, p)`` matrix in the DESIGN.md order (``form="dense"``, with the
     first-layer reduction when it pays) or a :class:`~pclandscape.curvature.HessianOperator`
-    (``form="operator"``).
+    (``form="operator"``). The dense form is computed eagerly (call it outside ``jax.jit``).
     """
     net.check_data(x, y)
     _check_form(form)
@@ -471,7 +476,8 @@ def energy_hessian(
             (``None``: as many as keep ``batch_size * p <= 2**24``, at least 64).
 
     Returns:
-        ``(p, p)`` array in the DESIGN.md order, or a ``HessianOperator``.
+        ``(p, p)`` array in the DESIGN.md order, or a ``HessianOperator``. The dense form is
+        computed eagerly (inference residual checked on the host): call it outside ``jax.jit``.
     """
     net.check_data(x, y)
     if method not in _METHODS:

@@ -19,6 +19,7 @@ import numpy as np
 import pclandscape as pcl
 from pclandscape import theory
 
+from .._compat import enable_x64
 from .base import Results, claim, fmt
 
 NAME = "fig3"
@@ -65,7 +66,7 @@ def _hessians(widths, x, y, cfg):
 def run(cfg: Config, progress=None) -> Results:
     res = Results(NAME, cfg)
     seed = cfg.seeds[0]
-    with jax.enable_x64(True):
+    with enable_x64(True):
         worst = {"L": 0.0, "F": 0.0, "unrolled": 0.0}
         lam = {}
         for variant in cfg.variants:

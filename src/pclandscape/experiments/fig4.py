@@ -18,6 +18,7 @@ import numpy as np
 import pclandscape as pcl
 from pclandscape import theory
 
+from .._compat import enable_x64
 from .base import Results, claim, fmt, load_data
 
 NAME = "fig4"
@@ -67,7 +68,7 @@ def run(cfg: Config, progress=None) -> Results:
     res = Results(NAME, cfg)
     seed = cfg.seeds[0]
     worst_l, worst_f, strict, flat, lam_match = 0.0, 0.0, {}, {}, {}
-    with jax.enable_x64(True):
+    with enable_x64(True):
         datasets = {
             "mnist": load_data(res, "mnist", cfg.data_dir, fallback=("fashion_mnist", "mnist1d")),
             "mnist1d": load_data(res, "mnist1d", cfg.data_dir),

@@ -26,6 +26,7 @@ import numpy as np
 
 import pclandscape as pcl
 
+from .._compat import enable_x64
 from .base import PROTOCOL_NOTE, Results, claim, escape_step, fmt, load_data, protocol_scales, sgd
 
 NAME = "fig5"
@@ -122,7 +123,7 @@ def _train_pair(cfg, net, data, protocol, key, max_steps, batch=None, lr=None, T
 
 def _hessian_lambda_min(cfg, net, x, y):
     """lambda_min of the implicit Hessian of F* at the initial point (Lanczos, float64)."""
-    with jax.enable_x64(True):
+    with enable_x64(True):
         net64 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64) if eqx.is_inexact_array(a) else a, net)
         xb, yb = jnp.asarray(x[: cfg.hessian_batch], jnp.float64), jnp.asarray(y[: cfg.hessian_batch], jnp.float64)
         solver = pcl.Euler(dt=0.5, steps=400, tol=1e-8)  # near the origin the activity Hessian is ~I

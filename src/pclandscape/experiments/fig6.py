@@ -24,6 +24,7 @@ import numpy as np
 
 import pclandscape as pcl
 
+from .._compat import enable_x64
 from .base import PROTOCOL_NOTE, Results, claim, escape_step, fmt, protocol_scales, sgd
 
 NAME = "fig6"
@@ -158,7 +159,7 @@ def run(cfg: Config, progress=None) -> Results:
 
 def _classify(net, x, y):
     """Classify the BP saddle for L and F* (float64; the gradient tolerance follows the measured norm)."""
-    with jax.enable_x64(True):
+    with enable_x64(True):
         ws = [w.astype(jnp.float64) for w in pcl.weights(net)]
         x64, y64 = x.astype(jnp.float64), y.astype(jnp.float64)
         template = pcl.MLP.from_weights(ws)

@@ -17,6 +17,7 @@ import numpy as np
 import pclandscape as pcl
 from pclandscape import theory
 
+from .._compat import enable_x64
 from .base import Results, claim, fmt, load_data
 
 NAME = "fig9_10"
@@ -67,7 +68,7 @@ def run(cfg: Config, progress=None) -> Results:
     res = Results(NAME, cfg)
     seed = cfg.seeds[0]
     grads, lam, curv, loss_zero = {}, {}, {}, {}
-    with jax.enable_x64(True):
+    with enable_x64(True):
         for tag0, x, y, width_of in _problems(cfg, res, seed):
             x, y = jnp.asarray(x, jnp.float64), jnp.asarray(y, jnp.float64)
             for h in cfg.depths:
