@@ -82,12 +82,12 @@ def test_implicit_operator_on_a_cnn_is_symmetric(x64):
     net = pcl.CNN(jax.random.key(0), "tanh", channels=(2, 2, 2), hidden=4, n_classes=3, in_shape=(1, 8, 8), init_std=0.5)
     x = jax.random.normal(jax.random.key(1), (2, 1, 8, 8))
     y = jax.nn.one_hot(jnp.array([0, 2]), 3)
-    op = pcl.energy_hessian(net, x, y, solver=pcl.Euler(dt=0.2, steps=400, tol=1e-10), form="operator")
+    op = pcl.energy_hessian(net, x, y, solver=pcl.Euler(dt=0.2, steps=1500, tol=1e-10), form="operator")
     u, v = jax.random.normal(jax.random.key(2), (2, op.size))
     assert float(u @ op.mv(v)) == pytest.approx(float(v @ op.mv(u)), rel=1e-9)
     # H v is the derivative of the envelope gradient dF/dtheta|_{z*(theta)} along v
     flat, unravel = jax.flatten_util.ravel_pytree(pcl.weights(net))
-    solver = pcl.Euler(dt=0.2, steps=400, tol=1e-10)
+    solver = pcl.Euler(dt=0.2, steps=1500, tol=1e-10)
 
     @jax.jit
     def grad_at(th):
