@@ -10,8 +10,9 @@ For an MLP ``d_x - w x H - d_y`` (``H >= 2``) the hidden activities are held as 
 contributing 0) then costs two batched matrix products for all hidden-to-hidden layers plus
 one product each way for the output layer, instead of one product per layer and direction
 (the first layer's prediction ``x W_1^T`` is constant during inference). On a GPU, where
-a PC step of the paper's nets is bound by kernel launches, this halves the launches per
-inference step; the values equal the autodiff gradient up to rounding.
+a PC step of the paper's nets is bound by kernel launches, this cut the kernels per Euler
+step from ~21 to ~13 and the step of the 784-500x4-10 MLP from 2.6 to 1.8 ms on an H100
+(``benchmarks/README.md``); the values equal the autodiff gradient up to rounding.
 """
 
 from __future__ import annotations

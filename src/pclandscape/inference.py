@@ -121,10 +121,11 @@ class Euler(AbstractSolver):
     on GPUs, where a step is bound by kernel launches.
 
     ``unroll`` (fixed-step loops only) is passed to ``lax.fori_loop``: each loop iteration
-    runs that many steps (``True``: all of them, a straight-line program). On a GPU every loop
-    iteration costs a device-to-host round trip for its condition, so unrolling removes
-    ``steps`` such syncs per inference at the price of a longer compilation; ``None`` (the
-    default) unrolls fully on GPUs when ``steps <= 128`` and not at all elsewhere.
+    runs that many steps (``True``: all of them, a straight-line program XLA can schedule as
+    a whole, at the price of a longer compilation). ``None`` (the default) unrolls fully on
+    GPUs when ``steps <= 128`` and not at all elsewhere. Measured on an H100
+    (``benchmarks/README.md``): unrolling took a hand-written 50-step PC step from 2.3 to
+    1.8 ms and left this solver's step unchanged (1.8 ms either way, stacked).
 
     Args:
         dt: step size (per sample).
@@ -148,7 +149,8 @@ class Euler(AbstractSolver):
     def __check_init__(self):
         if not self.steps >= 0:
             raise ValueError(f"Euler(steps={self.steps}) must be a non-negative integer.")
-        if self.unroll is not None and not (isinstance(self.unroll, bool) or (isinstance(self.unroll, int) and self.unroll >= 1)):
+        valid = isinstance(self.unroll, bool) or (isinstance(self.unroll, int) and self.unroll >= 1)
+        if self.unroll is not None and not valid:
             raise ValueError(f"Euler(unroll={self.unroll!r}) must be None, a bool or a positive integer.")
 
     def _unroll(self):
