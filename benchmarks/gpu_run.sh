@@ -6,7 +6,9 @@
 #     OUT=gpu-out benchmarks/gpu_run.sh [BUDGET_S=540] [DATA_DIR=.gpu/data] [STEP ...]
 #
 # STEPs (default: all, in this order): train_step, train_step_cmdbuf, train_step_fp32, seeds,
-# seeds_no_triton, inference, fig5.
+# seeds_no_triton, inference, fig5. DATA_DIR is passed to fig5's --data-dir: a folder with
+# the data files (e.g. fashion-mnist/*.gz) copied to the GPU machine with the working tree,
+# since such a machine often has no network (keep it out of git, e.g. in .git/info/exclude).
 #
 # It uses the python3 on PATH (JAX with CUDA, equinox, optax, diffrax, lineax, optimistix,
 # jaxtyping, matplotlib) and the package from src/ (no install). Each step has a time cap;
