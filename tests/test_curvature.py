@@ -1,6 +1,5 @@
 """Dense Hessians, HVPs, spectra and Lanczos against exact linear algebra."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

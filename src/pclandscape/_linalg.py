@@ -57,7 +57,7 @@ def has_linalg(fn, *args) -> bool:
         return True
 
 
-def batch_size_for(fn, args, default: int) -> int:
+def batch_size_for(fn, args, default: int | None) -> int | None:
     """``default``, or 1 when ``fn`` contains linear algebra (see the module docstring)."""
     return 1 if has_linalg(fn, *args) else default
 

@@ -192,7 +192,7 @@ def classify_critical_point(
     if op.size != p:
         raise ValueError(f"hessian has size {op.size} but params has {p} entries.")
     if p <= dense_max:
-        evals, evecs = _eigh(op, batch_size_for(op.mv, (flat,), 512))
+        evals, evecs = _eigh(op, batch_size_for(op.mv, (flat,), None))
         evals_np, evecs_np = np.asarray(evals), np.asarray(evecs)
         lam_min, lam_max = float(evals_np[0]), float(evals_np[-1])
         v_min = evecs_np[:, 0]

@@ -51,7 +51,7 @@ from .activity_hessian import (
 from ._linalg import batch_size_for, inv_per_sample, per_sample_cg
 from .curvature import HessianOperator, _dense, _hvp_product
 from .errors import DivergenceError, NotAtEquilibriumError
-from .inference import AbstractSolver, Euler, _divergence_message, _infer, default_solver, infer
+from .inference import AbstractSolver, Euler, _divergence_message, _infer, _resolve_solver, default_solver, infer
 from .networks import MLP, PCNetwork
 from .objectives import _sample_energies, mse_loss, pc_energy
 
@@ -219,17 +219,13 @@ def _objective_dense(objective, net, x, y, reduced, batch_size):
     probe = lambda v: _objective_operator(objective, net, x, y, reduced).mv(v)
     size = _objective_operator_size(net, x, reduced)
     batch_size = batch_size_for(probe, (jnp.zeros((size,), jnp.result_type(x)),), batch_size)
-    return _objective_dense_jit(objective, net, x, y, reduced, batch_size)
+    h = _objective_dense_coords(objective, net, x, y, reduced, batch_size)
+    return _expand(h, x, net.weights[0].shape[0]) if reduced else h
 
 
 def _objective_operator_size(net, x, reduced) -> int:
     sizes = [int(w.size) for w in net.weights]
     return (x.shape[0] * net.weights[0].shape[0] + sum(sizes[1:])) if reduced else sum(sizes)
-
-
-def _objective_dense_jit(objective, net, x, y, reduced, batch_size):
-    h = _objective_dense_coords(objective, net, x, y, reduced, batch_size)
-    return _expand(h, x, net.weights[0].shape[0]) if reduced else h
 
 
 @eqx.filter_jit(**_ONE_OFF)
@@ -332,18 +328,11 @@ def _implicit_dense_coords(net, x, y, solver, reduced, settings, batch_size):
 
 
 def _implicit_dense(net, x, y, solver, tol, linear_solve, reduced, batch_size):
-    solver = _prepared(net, y, solver)
-    settings = _implicit_settings(net, _activity_size(net, x), x, y, linear_solve, None)
+    solver = _resolve_solver(net, y, solver)
+    settings = _implicit_settings(net, x, y, linear_solve, None)
     eq, h = _implicit_dense_coords(net, x, y, solver, reduced, settings, batch_size)
     _check_equilibrium(eq, solver, tol)  # the formula holds only there: refuse otherwise
     return _expand(h, x, net.weights[0].shape[0]) if reduced else h
-
-
-def _prepared(net, y, solver) -> AbstractSolver:
-    solver = default_solver(net) if solver is None else solver
-    if not isinstance(solver, AbstractSolver):
-        raise ValueError(f"solver must be an inference solver (pcl.Euler(), pcl.Newton(), ...), got {solver!r}.")
-    return solver.prepare(net, y)
 
 
 def _activity_size(net, x) -> int:
@@ -372,13 +361,14 @@ def _check_equilibrium(eq, solver, tol) -> None:
         )
 
 
-def _implicit_settings(net, m, x, y, linear_solve, cg_rtol, cg_max_steps=500) -> _Settings:
-    """How the activity systems are solved; ``m`` = hidden activities per sample."""
+def _implicit_settings(net, x, y, linear_solve, cg_rtol, cg_max_steps=500) -> _Settings:
+    """How the activity systems are solved."""
     if linear_solve not in ("auto", "block", "dense", "cg"):
         raise ValueError(f"linear_solve={linear_solve!r} must be 'auto', 'block', 'dense' or 'cg'.")
     if linear_solve == "block" and not isinstance(net, MLP):
         raise ValueError("linear_solve='block' needs an MLP; use 'dense' or 'cg' for this network.")
     if linear_solve == "auto":
+        m = _activity_size(net, x)
         linear_solve = "block" if isinstance(net, MLP) else ("dense" if m <= 1024 else "cg")
     shared = isinstance(net, MLP) and net.is_linear and not bool(np.isnan(np.asarray(y)).any())
     rtol = float(cg_rtol if cg_rtol is not None else 100 * jnp.finfo(jnp.result_type(x)).eps)
@@ -407,7 +397,7 @@ def implicit_energy_operator(
     """
     net.check_data(x, y)
     eq = _equilibrium(net, x, y, solver, tol)
-    settings = _implicit_settings(net, _activity_size(net, x), x, y, linear_solve, cg_rtol, cg_max_steps)
+    settings = _implicit_settings(net, x, y, linear_solve, cg_rtol, cg_max_steps)
     return _implicit_operator_jit(net, x, y, tuple(eq.activities), settings)
 
 
@@ -488,7 +478,7 @@ def energy_hessian(
         if form == "dense":
             return _implicit_dense(net, x, y, solver, tol, linear_solve, reduced, batch_size)
         eq = _equilibrium(net, x, y, solver, tol)
-        settings = _implicit_settings(net, _activity_size(net, x), x, y, linear_solve, None)
+        settings = _implicit_settings(net, x, y, linear_solve, None)
         return _implicit_operator_jit(net, x, y, tuple(eq.activities), settings)
     if method == "theory":
         if not (isinstance(net, MLP) and net.is_linear and net.biases is None):

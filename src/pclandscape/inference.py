@@ -396,12 +396,12 @@ class ExactLinear(AbstractSolver):
 
 
 class Newton(AbstractSolver):
-    """Damped Newton on the activities, with the block-tridiagonal activity Hessian.
+    """Damped Newton on the activities of each sample.
 
-    Each iteration builds every sample's activity Hessian ``d^2 F_i / dz_i^2`` in closed form
-    (block tridiagonal across layers, :func:`pclandscape.activity_hessian.activity_hessian_blocks`),
-    factorises it by block elimination (``O(H n^3)`` per sample) and steps along
-    ``d_i = -(d^2 F_i/dz_i^2)^{-1} dF_i/dz_i`` with a per-sample Armijo backtracking line
+    Each iteration solves the Newton system of every sample's activity Hessian
+    ``d^2 F_i / dz_i^2`` (by conjugate gradients on Hessian-vector products, the default, or
+    by block elimination of its closed-form block-tridiagonal matrix, see *Linear solves*) and
+    steps along ``d_i = -(d^2 F_i/dz_i^2)^{-1} dF_i/dz_i`` with a per-sample Armijo backtracking line
     search (``F_i(z + a d) <= F_i(z) + c a <dF_i/dz, d>``, ``a = 1, 1/2, 1/4, ...``; once the
     decrease is below the floating-point resolution of ``F_i``, a step is accepted when it
     lowers the residual ``||dF_i/dz_i||`` instead).
@@ -473,13 +473,14 @@ class Newton(AbstractSolver):
 
         def body(carry):
             z, e, g, it = carry
-            active = _per_sample_norm(g) > tol
+            gnorm = _per_sample_norm(g)
+            active = gnorm > tol
             rhs = tuple(-a for a in g)
             if self.linear_solve == "block":
                 newton = factor_activity_hessian(net, z, x, y).solve(rhs)
             else:
                 hvp = lambda t: jax.jvp(lambda zz: activity_grad(net, zz, x, y), (z,), (t,))[1]  # noqa: E731
-                forcing = jnp.minimum(0.5, jnp.sqrt(_per_sample_norm(g)))
+                forcing = jnp.minimum(0.5, jnp.sqrt(gnorm))
                 newton = per_sample_cg(hvp, rhs, forcing, self.cg_max_steps)
             slope_n = dot(g, newton)
             finite = jnp.isfinite(slope_n)
@@ -499,7 +500,7 @@ class Newton(AbstractSolver):
                 e_try, g_try = energy_and_grad(tuple(a + _per_row(alpha, a) * b for a, b in zip(z, d)))
                 # Armijo; or, once the decrease is below the precision of F_i, a smaller residual
                 flat = jnp.abs(e_try - e) <= 64 * jnp.finfo(e.dtype).eps * jnp.maximum(jnp.abs(e), 1.0)
-                good = (e_try <= e + armijo * alpha * slope) | (flat & (_per_sample_norm(g_try) < _per_sample_norm(g)))
+                good = (e_try <= e + armijo * alpha * slope) | (flat & (_per_sample_norm(g_try) < gnorm))
                 ok_new = ok | good
                 return k + 1, jnp.where(ok_new, alpha, alpha / 2), ok_new
 
@@ -547,6 +548,20 @@ def default_solver(net: PCNetwork) -> AbstractSolver:
     if isinstance(net, MLP) and net.is_linear:
         return ExactLinear()
     return Heun()
+
+
+def _resolve_solver(net: PCNetwork, y: Array, solver: AbstractSolver | None) -> AbstractSolver:
+    """``solver`` (default :func:`default_solver`) validated and prepared for ``net`` and ``y``.
+
+    Methods are called unbound: every bound-method access on an equinox Module builds a
+    wrapper Module (~50 us each on a small CPU), which per-step callers would pay each step."""
+    solver = default_solver(net) if solver is None else solver
+    if not isinstance(solver, AbstractSolver):
+        raise ValueError(
+            f"solver must be an inference solver (pcl.Euler(), pcl.Heun(), pcl.Newton() or "
+            f"pcl.ExactLinear()), got {solver!r}."
+        )
+    return type(solver).prepare(solver, net, y)
 
 
 @eqx.filter_jit
@@ -612,12 +627,7 @@ def infer(
         DivergenceError: if inference produced NaN or inf.
     """
     net.check_data(x, y)
-    solver = default_solver(net) if solver is None else solver
-    if not isinstance(solver, AbstractSolver):
-        raise ValueError(
-            f"solver must be pcl.Euler(...), pcl.Heun(...) or pcl.ExactLinear(), got {solver!r}."
-        )
-    solver = solver.prepare(net, y)
+    solver = _resolve_solver(net, y, solver)
     if init is not None:
         init = check_activities(net, init, x)
     eq = _infer(net, x, y, solver, init)

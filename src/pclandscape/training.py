@@ -36,7 +36,7 @@ from jaxtyping import Array, PRNGKeyArray
 
 from ._progress import Progress
 from .errors import DivergenceError
-from .inference import AbstractSolver, Euler, _infer, default_solver
+from .inference import AbstractSolver, Euler, _infer, _resolve_solver, default_solver
 from .networks import PCNetwork
 from .objectives import mse_loss, output_error, pc_energy
 
@@ -103,9 +103,9 @@ def _pc_step(net, opt_state, x, y, optimizer, solver, grad_scale):
     return net, opt_state, StepInfo(loss, energy, gnorm, eq.grad_norm, eq.converged)
 
 
-# The per-step entry points call methods unbound (``type(net).check_data(net, ...)``): every
-# bound-method access on an equinox Module builds a wrapper Module (~50 us each on a small CPU),
-# which a Python loop of training steps would pay on every step.
+# The per-step entry points call methods unbound (``type(net).check_data(net, ...)``, see
+# ``inference._resolve_solver``): a Python loop of training steps would pay for equinox's
+# bound-method wrappers on every step.
 
 
 def _scalar(value) -> Array:
@@ -152,8 +152,7 @@ def pc_step(
     Returns ``(net, opt_state, StepInfo)``. Jit-compiled.
     """
     type(net).check_data(net, x, y)
-    solver = default_solver(net) if solver is None else solver
-    solver = type(solver).prepare(solver, net, y)
+    solver = _resolve_solver(net, y, solver)
     return _pc_step(net, opt_state, x, y, optimizer, solver, _scalar(grad_scale))
 
 
@@ -324,6 +323,15 @@ def _index_stream(n: int, batch_size: int, key, start_step: int):
             yield perm[offset * batch_size : (offset + 1) * batch_size]
             offset += 1
             step += 1
+
+
+def _device_data(net, data) -> tuple[Array, Array]:
+    """An ``(x, y)`` pair of arrays on the device, checked against ``net`` (fused training)."""
+    x_all, y_all = jnp.asarray(data[0]), jnp.asarray(data[1])
+    if x_all.shape[0] != y_all.shape[0]:
+        raise ValueError(f"data has {x_all.shape[0]} inputs but {y_all.shape[0]} targets.")
+    net.check_data(x_all[:1], y_all[:1])
+    return x_all, y_all
 
 
 def _tree_select(keep, old, new):
@@ -556,16 +564,12 @@ def train(
     hist.meta["devices"] = 1 if sharding is None else len(sharding.mesh.devices.flat)
     try:
         if fused:
-            x_all, y_all = jnp.asarray(data[0]), jnp.asarray(data[1])
-            if x_all.shape[0] != y_all.shape[0]:
-                raise ValueError(f"data has {x_all.shape[0]} inputs but {y_all.shape[0]} targets.")
-            net.check_data(x_all[:1], y_all[:1])
+            x_all, y_all = _device_data(net, data)
             if rule == "pc":
-                solver = solver.prepare(net, y_all)
+                solver = _resolve_solver(net, y_all, solver)
             order = _index_stream(x_all.shape[0], batch_size, key, start)
             metric_fns = tuple((metrics or {}).values())
-            scale = jnp.asarray(grad_scale, jnp.result_type(float))
-            target = jnp.asarray(-np.inf if until_loss is None else until_loss, jnp.result_type(float))
+            scale, target = _scalar(grad_scale), _scalar(-np.inf if until_loss is None else until_loss)
             while step < steps:
                 bounds = [steps - step, steps_per_call]
                 if eval_data is not None and eval_every:
@@ -686,21 +690,17 @@ def train_many(
     if any(a.shape[:1] != (n_seeds,) for a in leaves):
         raise ValueError("nets must carry a leading seed axis on every array (build them with eqx.filter_vmap).")
     first = jax.tree_util.tree_map(lambda a: a[0] if eqx.is_array(a) else a, nets)
-    x_all, y_all = jnp.asarray(data[0]), jnp.asarray(data[1])
-    if x_all.shape[0] != y_all.shape[0]:
-        raise ValueError(f"data has {x_all.shape[0]} inputs but {y_all.shape[0]} targets.")
-    first.check_data(x_all[:1], y_all[:1])
+    x_all, y_all = _device_data(first, data)
     if keys is not None and len(keys) != n_seeds:
         raise ValueError(f"keys has {len(keys)} entries but nets has {n_seeds} seeds.")
     optimizer = _DEFAULT_OPTIMIZER if optimizer is None else optimizer
     if rule == "pc":
-        solver = (default_solver(first) if solver is None else solver).prepare(first, y_all)
+        solver = _resolve_solver(first, y_all, solver)
     opt_states = eqx.filter_vmap(lambda n: init_opt_state(n, optimizer))(nets)
     orders = [_index_stream(x_all.shape[0], batch_size, None if keys is None else keys[s], 0) for s in range(n_seeds)]
     names = tuple((metrics or {}).keys())
     metric_fns = tuple((metrics or {}).values())
-    scale = jnp.asarray(grad_scale, jnp.result_type(float))
-    target = jnp.asarray(-np.inf if until_loss is None else until_loss, jnp.result_type(float))
+    scale, target = _scalar(grad_scale), _scalar(-np.inf if until_loss is None else until_loss)
     rows = [[] for _ in range(n_seeds)]
     extras = [{} for _ in range(n_seeds)]
     done = np.zeros(n_seeds, bool)
