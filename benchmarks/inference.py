@@ -10,10 +10,16 @@ feedforward pass until ``max_i ||dF_i/dz_i|| <= tol`` (1e-5 in float32, 1e-10 wi
 - ``Newton(cg)``: truncated Newton, per-sample CG on Hessian-vector products;
 - ``ExactLinear``: the direct solve (linear nets).
 
+For ReLU nets the residual is the min-norm subgradient (:mod:`pclandscape.kinks`): their
+equilibria sit on kinks, where the gradient jumps and gradient flow (Euler, Heun) only
+chatters; Newton solves them by its active-set iteration.
+
 Each row: median wall time over --repeats solves after compilation, iterations (Euler steps,
 Heun steps, Newton iterations), the residual reached, and the time ratio to Newton's best
 variant. A solver that hits its iteration cap reports the residual it reached (``no``).
-Timed round-robin in one process so machine load affects all solvers alike.
+Timed round-robin in one process so machine load affects all solvers alike; the solvers that
+call LAPACK (Newton block, ExactLinear) are timed on their own after the others, since
+LAPACK's worker threads slow down whatever runs right after them on a small machine.
 
     python benchmarks/inference.py [--width 300] [--depths 2,5,10] [--batch 64] [--x64]
 """
@@ -36,11 +42,25 @@ from _timing import device_name  # noqa: E402
 _SHORT = {"euler": "Euler dt=0.1", "heun": "Heun+PID", "block": "Newton block", "cg": "Newton cg", "exact": "ExactLinear"}
 
 
+_LAPACK = {"Newton block", "ExactLinear"}
+
+
+def _interleaved(fns, repeats, skip=frozenset()):
+    """Median ms per callable (timed round-robin), leaving out the names in ``skip``."""
+    times = {k: [] for k in fns if k not in skip}
+    for _ in range(repeats):
+        for k in times:
+            t = time.perf_counter()
+            jax.block_until_ready(fns[k]())
+            times[k].append(1e3 * (time.perf_counter() - t))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def _solvers(pcl, act, tol, max_steps):
     out = {
         "Euler dt=0.1": pcl.Euler(dt=0.1, steps=max_steps, tol=tol, stop_at_tol=True),
         "Heun+PID": pcl.Heun(t1=1e5, rtol=tol / 10, atol=tol / 10, tol=tol, max_steps=max_steps),
-        "Newton block": pcl.Newton(tol=tol, max_steps=50),
+        "Newton block": pcl.Newton(tol=tol, max_steps=50, linear_solve="block"),
         "Newton cg": pcl.Newton(tol=tol, max_steps=50, linear_solve="cg", cg_max_steps=200),
     }
     if act == "linear":
@@ -84,13 +104,9 @@ def main(argv=None):
                 solvers = {k: v for k, v in solvers.items() if k in keep}
             fns = {k: (lambda s=s: pcl.infer(net, x, y, s)) for k, s in solvers.items()}
             results = {k: jax.block_until_ready(f()) for k, f in fns.items()}  # compile + first solve
-            times = {k: [] for k in fns}
-            for _ in range(args.repeats):
-                for k, f in fns.items():
-                    t = time.perf_counter()
-                    jax.block_until_ready(f())
-                    times[k].append(1e3 * (time.perf_counter() - t))
-            med = {k: statistics.median(v) for k, v in times.items()}
+            med = _interleaved(fns, args.repeats, skip=_LAPACK)
+            for k in _LAPACK & fns.keys():  # LAPACK's worker threads keep spinning after a solve and
+                med.update(_interleaved({k: fns[k]}, args.repeats))  # slow whatever runs next: alone
             newton = min([med[k] for k in ("Newton block", "Newton cg") if k in med] or [float("nan")])
             for k in fns:
                 eq = results[k]

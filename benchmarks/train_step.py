@@ -8,7 +8,8 @@ Float32, median of `--repeats` steps after compilation, timed round-robin. Print
 with the PC/BP and PC/floor ratios.
 
 Peers: if ``jpc`` imports, its Euler PC step (``jpc.make_pc_step``, same T and dt) is timed
-in the same run (``pcx`` is not timed: its model API needs a separate port).
+in the same run; if ``pcx`` imports, its tutorial training step on the same weights (checked
+to give the same update as ``pcl.pc_step``).
 
 With ``--variants`` (meant for GPUs) it adds two hand-written probes of where the time goes:
 the floor with its loop unrolled, and a *grouped* floor that stacks the equal-shape hidden
@@ -110,27 +111,115 @@ def grouped_floor_step(activation, dt, steps, lr):
     return step
 
 
-def peer_steps(activation, widths, x, y, steps, dt, lr) -> dict:
+def peer_steps(activation, widths, x, y, steps, dt, lr, ws) -> dict:
     """Zero-argument callables for the same PC step in peer libraries that import here.
 
     jpc (``make_pc_step`` with diffrax Euler, ``dt``, ``steps * dt`` time, constant steps): the
     same number of activity steps and one SGD update. Note that jpc differentiates the
     batch-*mean* energy, so its activities move ``dt / N`` per step (see DESIGN.md): the rows
-    compare cost per step, not equal dynamics."""
+    compare cost per step, not equal dynamics.
+
+    pcx (its tutorials' training step: value nodes (``Vode``) initialised by the forward pass,
+    ``steps`` SGD steps of size ``dt`` on the batch-summed energy, one SGD step of the weights on
+    the batch-mean energy, in one ``pcx.functional.jit``): per-sample steps as here, so with the
+    weights ``ws`` copied in it computes the same update as ``pcl.pc_step`` (checked, printed)."""
     out = {}
     try:
         import diffrax
         import jpc
     except ImportError:
+        pass
+    else:
+        model = jpc.make_mlp(jax.random.key(0), input_dim=widths[0], width=widths[1], depth=len(widths) - 1,
+                             output_dim=widths[-1], act_fn="linear" if activation == "linear" else activation)
+        optim = optax.sgd(lr)
+        opt_state = optim.init((eqx.filter(model, eqx.is_array), None))
+        kw = dict(input=x, ode_solver=diffrax.Euler(), max_t1=steps * dt, dt=dt, stepsize_controller=diffrax.ConstantStepSize())
+        out[f"jpc {getattr(jpc, '__version__', '')} Euler T={steps} (make_pc_step)"] = (
+            lambda: jpc.make_pc_step(model, optim, opt_state, y, **kw)["model"])
+    try:
+        import pcx  # noqa: F401
+    except ImportError:
         return out
-    model = jpc.make_mlp(jax.random.key(0), input_dim=widths[0], width=widths[1], depth=len(widths) - 1,
-                         output_dim=widths[-1], act_fn="linear" if activation == "linear" else activation)
-    optim = optax.sgd(lr)
-    opt_state = optim.init((eqx.filter(model, eqx.is_array), None))
-    kw = dict(input=x, ode_solver=diffrax.Euler(), max_t1=steps * dt, dt=dt, stepsize_controller=diffrax.ConstantStepSize())
-    out[f"jpc {getattr(jpc, '__version__', '')} Euler T={steps} (make_pc_step)"] = (
-        lambda: jpc.make_pc_step(model, optim, opt_state, y, **kw)["model"])
+    step, weights_after = _pcx_step(activation, ws, x, y, steps, dt, lr)
+    net = pcl.MLP.from_weights(ws, activation)
+    ours = pcl.pc_step(net, pcl.init_opt_state(net, optax.sgd(lr)), x, y, optax.sgd(lr), pcl.Euler(dt=dt, steps=steps))[0]
+    step()
+    diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(weights_after(), ours.weights))
+    print(f"# pcx step vs pcl.pc_step from the same weights: max |W_pcx - W_pcl| = {diff:.1e}", flush=True)
+    out["pcx Euler T={} (tutorial step)".format(steps)] = step
     return out
+
+
+def _pcx_step(activation, ws, x, y, steps, dt, lr):
+    """pcx's tutorial PC training step for the MLP with weights ``ws``; returns ``(step, weights)``.
+
+    Every call of ``step`` re-initialises the activities by the forward pass and updates the
+    weights once (so repeated calls keep changing them, like the other rows)."""
+    import pcx as px
+    import pcx.functional as pxf
+    import pcx.nn as pxnn
+    import pcx.predictive_coding as pxc
+    import pcx.utils as pxu
+
+    act = _ACT[activation][0]
+    widths = [ws[0].shape[1]] + [w.shape[0] for w in ws]
+
+    class Model(pxc.EnergyModule):
+        def __init__(self):
+            super().__init__()
+            self.act = px.static(act)
+            self.layers = [pxnn.Linear(a, b, bias=False) for a, b in zip(widths[:-1], widths[1:])]
+            self.vodes = [pxc.Vode() for _ in self.layers]
+
+        def __call__(self, xb, yb=None):
+            h = xb
+            for i, (layer, vode) in enumerate(zip(self.layers, self.vodes)):
+                h = vode(layer(h if i == 0 else self.act.get()(h)))
+            if yb is not None:
+                self.vodes[-1].set("h", yb)
+            return self.vodes[-1].get("u")
+
+    model = Model()
+    for layer, w in zip(model.layers, ws):
+        layer.nn.weight.set(w)
+    target = model.vodes[-1].h
+    hidden = pxu.M(lambda p: isinstance(p, pxc.VodeParam) and p is not target)  # the clamped output is not inferred
+    batched = pxu.M(pxc.VodeParam | pxc.VodeParam.Cache).to((None, 0))
+
+    @pxf.vmap(batched, in_axes=(0, 0), out_axes=0)
+    def forward(xb, yb, *, model):
+        return model(xb, yb)
+
+    @pxf.vmap(batched, in_axes=(0,), out_axes=(None, 0), axis_name="batch")
+    def energy(xb, *, model):
+        out = model(xb, None)
+        return jax.lax.psum(model.energy(), "batch"), out
+
+    @pxf.jit()
+    def train_on_batch(xb, yb, *, model, optim_w, optim_h):
+        model.train()
+        with pxu.step(model, pxc.STATUS.INIT, clear_params=pxc.VodeParam.Cache):
+            forward(xb, yb, model=model)
+        optim_h.init(hidden(model))
+        for _ in range(steps):
+            with pxu.step(model, clear_params=pxc.VodeParam.Cache):
+                _, g = pxf.value_and_grad(hidden.to([False, True]), has_aux=True)(energy)(xb, model=model)
+            optim_h.step(model, g["model"])
+        with pxu.step(model, clear_params=pxc.VodeParam.Cache):
+            _, g = pxf.value_and_grad(pxu.M(pxnn.LayerParam).to([False, True]), has_aux=True)(energy)(xb, model=model)
+        optim_w.step(model, g["model"], scale_by=1.0 / xb.shape[0])
+
+    with pxu.step(model, pxc.STATUS.INIT, clear_params=pxc.VodeParam.Cache):
+        forward(x, y, model=model)  # fixes the batch shape of the value nodes
+    optim_h = pxu.Optim(lambda: optax.sgd(dt))
+    optim_w = pxu.Optim(lambda: optax.sgd(lr), pxu.M(pxnn.LayerParam)(model))
+
+    def step():
+        train_on_batch(x, y, model=model, optim_w=optim_w, optim_h=optim_h)
+        return model.layers[-1].nn.weight.get()
+
+    return step, lambda: [layer.nn.weight.get() for layer in model.layers]
 
 
 def kernel_count(jitted, *args) -> int:
@@ -194,7 +283,7 @@ def main(argv=None):
             **{name: (lambda e=e: pcl.pc_step(net, state, x, y, opt, e)) for name, e in eulers.items()},
             fl_name: lambda: floor(ws, x, y),
         }
-        fns.update(peer_steps(activation, widths, x, y, args.steps, 0.1, 1e-3))
+        fns.update(peer_steps(activation, widths, x, y, args.steps, 0.1, 1e-3, ws))
         probes = {}
         if args.variants:
             probes = {

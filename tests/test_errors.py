@@ -34,7 +34,7 @@ def test_fewer_than_two_widths():
 
 def test_exact_linear_on_nonlinear_net():
     net = pcl.MLP(jax.random.key(0), [3, 4, 2], "tanh")
-    with pytest.raises(ValueError, match=r"solver=ExactLinear\(\) needs a linear MLP.*'tanh'.*pcl.Heun"):
+    with pytest.raises(ValueError, match=r"solver=ExactLinear\(\) needs a linear MLP.*'tanh'.*pcl.Newton"):
         pcl.infer(net, jnp.ones((2, 3)), jnp.ones((2, 2)), pcl.ExactLinear())
     with pytest.raises(ValueError, match=r"solver=ExactLinear\(\)"):
         pcl.train(net, (jnp.ones((4, 3)), jnp.ones((4, 2))), rule="pc", solver=pcl.ExactLinear(), steps=1, batch_size=2)

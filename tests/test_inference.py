@@ -152,7 +152,7 @@ def test_infer_under_jit_and_default_solver(x64, rng):
     ws, x, y = random_linear_problem(rng, [3, 4, 2], n=4)
     net = pcl.MLP.from_weights(ws)
     assert isinstance(pcl.default_solver(net), pcl.ExactLinear)
-    assert isinstance(pcl.default_solver(pcl.MLP.from_weights(ws, "tanh")), pcl.Heun)
+    assert isinstance(pcl.default_solver(pcl.MLP.from_weights(ws, "tanh")), pcl.Newton)
     f = jax.jit(lambda n, a, b: pcl.infer(n, a, b).energy)
     assert float(f(net, jnp.asarray(x), jnp.asarray(y))) == pytest.approx(
         float(pcl.theory.equilibrated_energy(ws, jnp.asarray(x), jnp.asarray(y))), rel=1e-12
@@ -230,3 +230,35 @@ def test_stacked_form_applies_only_to_equal_hidden_widths():
     assert stacked_mlp(pcl.MLP(jax.random.key(0), [5, 4, 4, 3]), x, y) is not None
     with pytest.raises(ValueError, match="unroll"):
         pcl.Euler(unroll=0)
+
+
+def test_closed_form_activity_hvp_equals_autodiff_and_the_blocks(x64, rng):
+    """``mlp_activity_hvp`` (used by Newton-CG) equals forward-over-reverse autodiff for a
+    smooth net (biases, a masked target), and on a ReLU piece with held activities equals the
+    product with the block-tridiagonal matrix of ``activity_hessian_blocks``."""
+    from pclandscape.activity_hessian import activity_hessian_blocks, mlp_activity_hvp
+
+    widths = [3, 4, 5, 4, 2]
+    ws = [jnp.asarray(rng.normal(size=(o, i))) for i, o in zip(widths[:-1], widths[1:])]
+    bs = [jnp.asarray(rng.normal(size=(o,))) for o in widths[1:]]
+    x, y = jnp.asarray(rng.normal(size=(6, 3))), jnp.asarray(rng.normal(size=(6, 2))).at[2, 1].set(jnp.nan)
+    z = tuple(jnp.asarray(rng.normal(size=(6, n))) for n in widths[1:-1])
+    v = tuple(jnp.asarray(rng.normal(size=(6, n))) for n in widths[1:-1])
+    net = pcl.MLP.from_weights(ws, "tanh", biases=bs)
+    auto = jax.jvp(lambda zz: pcl.activity_grad(net, zz, x, y), (z,), (v,))[1]
+    assert _max_diff(mlp_activity_hvp(net, z, x, y)(v), auto) <= 1e-12
+    relu = pcl.MLP.from_weights(ws, "relu", biases=bs)
+    slopes = [(a > 0).astype(a.dtype) for a in z]
+    held = [jnp.asarray(rng.random(a.shape) < 0.3) for a in z]
+    diag, off = activity_hessian_blocks(relu, z, x, y, slopes=slopes, fixed=held)
+    blocks = []
+    for l in range(len(z)):
+        b = jnp.einsum("nij,nj->ni", diag[l], v[l])
+        if l > 0:
+            b = b + jnp.einsum("nij,nj->ni", off[l - 1], v[l - 1])
+        if l < len(z) - 1:
+            b = b + jnp.einsum("nji,nj->ni", off[l], v[l + 1])
+        blocks.append(b)
+    assert _max_diff(mlp_activity_hvp(relu, z, x, y, slopes=slopes, fixed=held)(v), blocks) <= 1e-12
+    assert _max_diff(mlp_activity_hvp(relu, z, x, y, slopes=slopes)(v),
+                     jax.jvp(lambda zz: pcl.activity_grad(relu, zz, x, y), (z,), (v,))[1]) <= 1e-12

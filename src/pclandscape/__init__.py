@@ -8,7 +8,7 @@ The public API (see DESIGN.md; names marked *contract* there are stable)::
     net, history = pcl.train(net, (x, y), rule="pc", steps=1000)
 """
 
-from . import curvature, data, landscape, theory
+from . import curvature, data, kinks, landscape, theory
 from ._version import __version__
 from .critical_points import CriticalPoint, classify_critical_point, directional_derivatives
 from .curvature import (
@@ -37,6 +37,7 @@ from .inference import (
     equilibrated_energy,
     infer,
 )
+from .kinks import stationarity_residual
 from .networks import CNN, MLP, PCNetwork, weights
 from .objectives import layer_energies, mse_loss, pc_energy, sample_energies
 from .training import History, StepInfo, bp_step, evaluate, init_opt_state, pc_step, train, train_many
@@ -47,6 +48,7 @@ __all__ = [
     "curvature",
     "data",
     "landscape",
+    "kinks",
     # networks
     "PCNetwork",
     "MLP",
@@ -67,6 +69,7 @@ __all__ = [
     "infer",
     "equilibrated_energy",
     "activity_grad",
+    "stationarity_residual",
     "default_solver",
     # training
     "StepInfo",

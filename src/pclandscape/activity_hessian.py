@@ -28,6 +28,7 @@ __all__ = [
     "activity_hessian_blocks",
     "dense_activity_hessian",
     "factor_activity_hessian",
+    "mlp_activity_hvp",
     "BlockTridiagonalInverse",
     "per_sample_flat",
     "unflatten_per_sample",
@@ -59,7 +60,7 @@ def _derivatives(fn, z):
 
 
 def activity_hessian_blocks(
-    net: MLP, z, x: Array, y: Array, *, shared: bool = False
+    net: MLP, z, x: Array, y: Array, *, shared: bool = False, slopes=None, fixed=None
 ) -> tuple[list[Array], list[Array]]:
     """Per-sample block-tridiagonal ``d^2 F_i / dz_i^2`` of an MLP, in closed form.
 
@@ -68,6 +69,12 @@ def activity_hessian_blocks(
     layers ``l+2`` and ``l+1``. Unobserved (NaN) targets drop out of the last block. With
     ``shared=True`` (a linear network whose targets are all observed) every block is the
     same for all samples and is returned once, with a leading axis of size 1.
+
+    For a piecewise-linear activation (:mod:`pclandscape.kinks`), ``slopes`` (one
+    ``(N, n_l)`` array per hidden layer) gives ``f'`` on the quadratic piece to use
+    (``f'' = 0`` there), and ``fixed`` (boolean, same shapes) marks activities held fixed:
+    their rows and columns are replaced by those of the identity, so a solve leaves them
+    where they are (a Newton step on a face of the piece).
     """
     ws = net.weights
     n_hidden = len(ws) - 1
@@ -84,7 +91,11 @@ def activity_hessian_blocks(
             gram = jnp.einsum("no,oi,oj->nij", observed, w_out, w_out)
         else:
             gram = (w_out.T @ w_out)[None]
-        if net.is_linear:
+        if slopes is not None:
+            fp = slopes[l - 1]
+            d = eye + fp[:, :, None] * gram * fp[:, None, :]
+            c = -w_out[None] * fp[:, None, :]
+        elif net.is_linear:
             d = jnp.broadcast_to(eye + gram, (n, n_l, n_l))
             c = jnp.broadcast_to(-w_out, (n,) + w_out.shape)
         else:
@@ -95,10 +106,61 @@ def activity_hessian_blocks(
             d = eye + fp[:, :, None] * gram * fp[:, None, :]
             d = d - jax.vmap(jnp.diag)(fpp * back)
             c = -w_out[None] * fp[:, None, :]
+        if fixed is not None:
+            keep = 1.0 - fixed[l - 1].astype(d.dtype)
+            d = keep[:, :, None] * d * keep[:, None, :] + jax.vmap(jnp.diag)(1.0 - keep)
+            c = c * keep[:, None, :]
+            if l < n_hidden:
+                c = c * (1.0 - fixed[l].astype(d.dtype))[:, :, None]
         diag.append(d)
         if l < n_hidden:
             off.append(c)
     return diag, off
+
+
+def mlp_activity_hvp(net: MLP, z, x: Array, y: Array, *, slopes=None, fixed=None):
+    """Closed-form products with the per-sample activity Hessian of an MLP (matrix-free).
+
+    Returns ``v -> H v`` for tuples ``v = (v_1, ..., v_H)`` of ``(N, n_l)`` arrays, with
+    ``H v = J^T J v - (f''(z) * W^T e) v``, where ``J v`` is the derivative of the prediction
+    errors, ``(J v)_l = v_l - W_l (f'(z_{l-1}) v_{l-1})`` (output errors of unobserved targets
+    dropped). The derivatives and back-projected errors are computed once, so a product costs
+    two matrix products per layer (forward-over-reverse autodiff recomputes the gradient in
+    each product: about three times as many). ``slopes`` and ``fixed``: as in
+    :func:`activity_hessian_blocks` (the quadratic piece of a piecewise-linear activation,
+    activities held fixed: identity rows and columns).
+    """
+    ws = net.weights
+    zs = (x, *z, y)
+    n_hidden = len(ws) - 1
+    observed = (~jnp.isnan(y)).astype(ws[-1].dtype)
+    if slopes is not None:
+        fp, curv = list(slopes), [None] * n_hidden
+    elif net.is_linear:
+        fp, curv = [None] * n_hidden, [None] * n_hidden
+    else:
+        fp, curv = [], []
+        for l in range(1, n_hidden + 1):
+            d1, d2 = _derivatives(net.activation, zs[l])
+            e_next = jnp.where(jnp.isnan(zs[l + 1]), 0.0, zs[l + 1] - net.predict(l + 1, zs[l]))
+            fp.append(d1)
+            curv.append(d2 * (e_next @ ws[l]))
+    if fixed is not None:
+        free = [~f for f in fixed]
+        fp = [jnp.where(f, 1.0 if s is None else s, 0.0) for f, s in zip(free, fp)]
+    scale = lambda s, v: v if s is None else s * v  # noqa: E731
+
+    def mv(v_all):
+        v = list(v_all) if fixed is None else [jnp.where(f, a, 0.0) for f, a in zip(free, v_all)]
+        u = [v[0]] + [v[l] - scale(fp[l - 1], v[l - 1]) @ ws[l].T for l in range(1, n_hidden)]
+        u.append(-observed * (scale(fp[-1], v[-1]) @ ws[-1].T))
+        w = [u[l] - scale(fp[l], u[l + 1] @ ws[l + 1]) for l in range(n_hidden)]
+        w = [a if c is None else a - c * b for a, c, b in zip(w, curv, v)]
+        if fixed is None:
+            return tuple(w)
+        return tuple(jnp.where(f, a, b) for f, a, b in zip(free, w, v_all))
+
+    return mv
 
 
 def dense_activity_hessian(net: PCNetwork, z, x: Array, y: Array) -> Array:
@@ -163,14 +225,17 @@ class BlockTridiagonalInverse(eqx.Module):
         return tuple(w)
 
 
-def factor_activity_hessian(net: MLP, z, x: Array, y: Array, *, shared: bool = False) -> BlockTridiagonalInverse:
+def factor_activity_hessian(
+    net: MLP, z, x: Array, y: Array, *, shared: bool = False, slopes=None, fixed=None
+) -> BlockTridiagonalInverse:
     """Factorise the per-sample activity Hessian of an MLP.
 
     ``shared=True`` (only for a linear network whose targets are all observed) factorises
     the single block-tridiagonal matrix common to all samples. Cost ``O(N H n^3)``
-    (``O(H n^3)`` shared); each later solve is ``O(N H n^2)``.
+    (``O(H n^3)`` shared); each later solve is ``O(N H n^2)``. ``slopes`` and ``fixed``: see
+    :func:`activity_hessian_blocks`.
     """
-    diag, off = activity_hessian_blocks(net, z, x, y, shared=shared)
+    diag, off = activity_hessian_blocks(net, z, x, y, shared=shared, slopes=slopes, fixed=fixed)
     s_inv = []
     for l, d in enumerate(diag):
         if l > 0:

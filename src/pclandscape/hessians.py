@@ -51,6 +51,7 @@ from .activity_hessian import (
 from ._linalg import batch_size_for, inv_per_sample, per_sample_cg
 from .curvature import HessianOperator, _dense, _hvp_product
 from .errors import DivergenceError, NotAtEquilibriumError
+from .kinks import activities_on_kinks
 from .inference import AbstractSolver, Euler, _divergence_message, _infer, _resolve_solver, default_solver, infer
 from .networks import MLP, PCNetwork
 from .objectives import _sample_energies, mse_loss, pc_energy
@@ -331,7 +332,7 @@ def _implicit_dense(net, x, y, solver, tol, linear_solve, reduced, batch_size):
     solver = _resolve_solver(net, y, solver)
     settings = _implicit_settings(net, x, y, linear_solve, None)
     eq, h = _implicit_dense_coords(net, x, y, solver, reduced, settings, batch_size)
-    _check_equilibrium(eq, solver, tol)  # the formula holds only there: refuse otherwise
+    _check_equilibrium(net, eq, solver, tol)  # the formula holds only there: refuse otherwise
     return _expand(h, x, net.weights[0].shape[0]) if reduced else h
 
 
@@ -344,11 +345,11 @@ def _activity_size(net, x) -> int:
 def _equilibrium(net, x, y, solver, tol):
     solver = default_solver(net) if solver is None else solver
     eq = infer(net, x, y, solver)
-    _check_equilibrium(eq, solver, tol)
+    _check_equilibrium(net, eq, solver, tol)
     return eq
 
 
-def _check_equilibrium(eq, solver, tol) -> None:
+def _check_equilibrium(net, eq, solver, tol) -> None:
     if not bool(jnp.isfinite(eq.energy)):
         raise DivergenceError(_divergence_message(solver, float(eq.energy), int(eq.steps)))
     tol = eq.tol if tol is None else tol
@@ -356,8 +357,16 @@ def _check_equilibrium(eq, solver, tol) -> None:
         raise NotAtEquilibriumError(
             f"inference residual ||dF/dz|| = {float(eq.grad_norm):.3g} exceeds tol = {tol:g}: the "
             f"implicit Hessian H = F_tt - F_tz F_zz^-1 F_zt holds only at an equilibrium. Use a "
-            f"solver that converges (pcl.ExactLinear() for linear nets, pcl.Heun(tol=...) or more "
-            f"Euler steps) or pass a larger tol."
+            f"solver that converges (pcl.ExactLinear() for linear nets, pcl.Newton(tol=...) for "
+            f"nonlinear ones) or pass a larger tol."
+        )
+    on_kinks = int(activities_on_kinks(net, eq.activities))
+    if on_kinks:
+        raise NotAtEquilibriumError(
+            f"{on_kinks} activities of this equilibrium sit exactly at the kink of "
+            f"{net.activation_name} (z = 0), where the energy is not twice differentiable: the "
+            f"implicit Hessian (implicit function theorem) does not exist there. Use the loss "
+            f"Hessian, or a smooth activation such as 'tanh'."
         )
 
 

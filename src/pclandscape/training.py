@@ -450,7 +450,7 @@ def _diverged_message(rule, step, info: StepInfo, optimizer_name, solver) -> str
     if rule == "pc" and isinstance(solver, Euler):
         cause += (
             f", or the inference step size dt={solver.dt} is too large for the current weights "
-            f"(Euler is unstable when dt * lambda_max(d^2F/dz^2) > 2): lower dt or use pcl.Heun()"
+            f"(Euler is unstable when dt * lambda_max(d^2F/dz^2) > 2): lower dt or use pcl.Newton()"
         )
     return (
         f"Training ({rule.upper()}) diverged at step {step}: {what}. Likely cause: {cause}. "

@@ -1,0 +1,144 @@
+"""Kinks of piecewise-linear activations: stationarity of the energy where it is not smooth.
+
+With ``f = ReLU`` the energy of an MLP is piecewise quadratic in the activities: on each
+region where the sign pattern of the hidden activities is fixed, ``f(z_l) = S_l z_l``
+(``S_l`` a diagonal 0/1 matrix) and ``F_i`` is a convex quadratic. Its minima often sit on
+a *kink*, an activity ``z_{l,j} = 0`` with the energy V-shaped along it: there
+``dF_i/dz_{l,j}`` jumps from ``e_{l,j}`` (left, ``f' = 0``) to ``e_{l,j} - c_{l,j}`` (right,
+``f' = 1``), where ``e_l = z_l - mu_l`` and ``c_l = W_{l+1}^T e_{l+1}``, and no point has a
+zero gradient. Gradient flow then chatters across the kink and its residual
+``||dF_i/dz_i||`` stalls (at ~0.1-0.2 on the width-300 ReLU nets of ``benchmarks/inference.py``).
+
+The residual that measures the distance to such an equilibrium is the norm of the
+*min-norm element of the Clarke subdifferential* (:func:`stationarity_residual`): the
+gradient wherever ``F_i`` is differentiable, and, for an activity exactly at a kink, the
+point of the interval between the two one-sided derivatives ``[D^-, D^+]`` closest to 0.
+It is zero exactly at the Clarke-stationary points; a V-shaped kink with
+``D^- <= 0 <= D^+`` is a minimum along that activity. :class:`pclandscape.Newton` finds
+these equilibria for ReLU MLPs exactly, by Newton steps within one quadratic piece that
+stop on the kinks they reach (an active-set method).
+
+Kinks are known for MLPs whose activation is given by name (:data:`KINKS`; the CNN's
+max-pooling has kinks of its own and is treated as smooth).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .networks import ACTIVATIONS, MLP, PCNetwork
+from .objectives import check_activities, output_error
+
+__all__ = ["KINKS", "kink_slopes", "stationarity_residual", "activities_on_kinks"]
+
+
+KINKS: dict[str, tuple[float, float]] = {"relu": (0.0, 1.0)}
+"""Activations (by name) with one kink at 0: ``(slope left of 0, slope right of 0)``."""
+
+
+def kink_slopes(net: PCNetwork) -> tuple[float, float] | None:
+    """``(f'(0^-), f'(0^+))`` when ``net`` is an MLP whose activation has a kink at 0, else None."""
+    if not isinstance(net, MLP):
+        return None
+    name = net.activation_name
+    if name in KINKS and net.activation is ACTIVATIONS[name]:
+        return KINKS[name]
+    return None
+
+
+def _errors_and_backprojections(net: MLP, z, x, y):
+    """Per hidden layer ``l``: ``e_l = z_l - mu_l`` and ``c_l = W_{l+1}^T e_{l+1}``, each ``(N, n_l)``;
+    and the per-sample energies ``F_i`` ``(N,)``. No autodiff: the kinked MLP's closed form."""
+    zs = (x, *z, y)
+    n_layers = net.n_layers
+    errors = [zs[l] - net.predict(l, zs[l - 1]) for l in range(1, n_layers)]
+    errors.append(output_error(y, net.predict(n_layers, zs[-2])))
+    energies = 0.5 * sum(jnp.sum(e**2, axis=1) for e in errors)
+    backs = [errors[l] @ net.weights[l] for l in range(1, n_layers)]
+    return errors[:-1], backs, energies
+
+
+def _one_sided(net: MLP, z, x, y, slopes):
+    """One-sided derivatives ``D^- = e - f'(0^-) c`` and ``D^+ = e - f'(0^+) c`` per hidden layer,
+    and the per-sample energies."""
+    left, right = slopes
+    errors, backs, energies = _errors_and_backprojections(net, z, x, y)
+    dminus = tuple(e - left * c for e, c in zip(errors, backs))
+    dplus = tuple(e - right * c for e, c in zip(errors, backs))
+    return dminus, dplus, energies
+
+
+def _min_norm(z, dminus, dplus):
+    """Min-norm Clarke subgradient per layer: the gradient off the kink (``D^+`` right of it,
+    ``D^-`` left of it), the point of ``[min(D^-, D^+), max(D^-, D^+)]`` closest to 0 on it."""
+    out = []
+    for a, dm, dp in zip(z, dminus, dplus):
+        on = jnp.clip(0.0, jnp.minimum(dm, dp), jnp.maximum(dm, dp))
+        out.append(jnp.where(a == 0, on, jnp.where(a > 0, dp, dm)))
+    return tuple(out)
+
+
+def _pieces(z, dminus, dplus):
+    """Per hidden layer, the piece a descent step lives in and the gradient on it.
+
+    Returns ``(side, held, grad)``: ``side`` is True for the piece right of the kink (the
+    sign of ``z`` off the kink; on it, the side whose one-sided derivative descends, the
+    steeper one if both do); ``held`` marks activities on a V-shaped kink
+    (``D^- <= 0 <= D^+``: a minimum along that activity, to be kept at 0); ``grad`` is the
+    derivative on the chosen piece, 0 where held. Its norm bounds the min-norm subgradient
+    from above and is zero only where no activity can descend (not at a Lambda-shaped kink).
+    """
+    side, held, grad = [], [], []
+    for a, m, p in zip(z, dminus, dplus):
+        on = a == 0
+        held_l = on & (m <= 0) & (p >= 0)
+        side_l = jnp.where(on, (p < 0) & ((m <= 0) | (-p >= m)), a > 0)
+        side.append(side_l)
+        held.append(held_l)
+        grad.append(jnp.where(held_l, 0.0, jnp.where(side_l, p, m)))
+    return side, held, grad
+
+
+def stationarity_residual(
+    net: PCNetwork, activities, x: Float[Array, "N ..."], y: Float[Array, "N dy"]
+) -> tuple[Array, ...]:
+    """Min-norm element of the Clarke subdifferential of each ``F_i`` in its activities.
+
+    Equal to :func:`pclandscape.activity_grad` (the per-sample gradient ``dF_i/dz_i``)
+    wherever the energy is differentiable, which is everywhere for smooth activations.
+    For an MLP with a kinked activation (:data:`KINKS`), an activity exactly at the kink
+    contributes the point of ``[min(D^-, D^+), max(D^-, D^+)]`` nearest 0, where
+    ``D^-`` and ``D^+`` are the one-sided derivatives ``e_l - f'(0^\\mp) W_{l+1}^T e_{l+1}``:
+    zero where the energy is V-shaped (a minimum along that activity) or Lambda-shaped.
+
+    Args:
+        net: the network.
+        activities: hidden activities ``(z_1, ..., z_{L-1})``, each ``(N, n_l)``.
+        x: inputs ``(N, d_x)``.
+        y: targets ``(N, d_y)`` (NaN entries unobserved).
+
+    Returns:
+        A tuple shaped like ``activities``; its per-sample norm is the residual that
+        :func:`pclandscape.infer` reports as ``grad_norm``.
+    """
+    activities = check_activities(net, activities, x)
+    slopes = kink_slopes(net)
+    if slopes is None or not activities:
+        from .inference import activity_grad
+
+        return activity_grad(net, activities, x, y)
+    dminus, dplus, _ = _one_sided(net, activities, x, y, slopes)
+    return _min_norm(activities, dminus, dplus)
+
+
+def activities_on_kinks(net: PCNetwork, activities) -> Array:
+    """Number of activities exactly at a kink (``z_{l,j} = 0`` for ReLU), over the batch.
+
+    Zero for networks without kinks. Where it is positive the energy is not twice
+    differentiable at these activities, so Hessian formulas that differentiate through the
+    equilibrium (the implicit function theorem) do not apply.
+    """
+    if kink_slopes(net) is None or not len(activities):
+        return jnp.zeros((), jnp.int32)
+    return sum(jnp.sum(a == 0).astype(jnp.int32) for a in activities)

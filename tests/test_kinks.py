@@ -1,0 +1,113 @@
+"""Kinks of ReLU: one-sided derivatives, the min-norm subgradient residual, and Newton's
+active-set solve to equilibria that sit on kinks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import pclandscape as pcl
+from pclandscape.kinks import KINKS, _one_sided, activities_on_kinks, kink_slopes, stationarity_residual
+from pclandscape.objectives import _sample_energies
+
+
+def _relu_problem(h, *, bias=True, masked=True):
+    key = jax.random.key(h)
+    net = pcl.MLP(key, [4] + [6] * h + [3], "relu", use_bias=bias)
+    if bias:
+        bs = tuple(0.3 * jax.random.normal(jax.random.fold_in(key, 10 + i), b.shape) for i, b in enumerate(net.biases))
+        net = pcl.MLP.from_weights(net.weights, "relu", biases=bs)
+    x = jax.random.normal(jax.random.fold_in(key, 1), (5, 4))
+    y = jax.random.normal(jax.random.fold_in(key, 2), (5, 3))
+    if masked:
+        y = y.at[1, 2].set(jnp.nan)
+    return net, x, y
+
+
+def test_kinks_are_known_for_relu_mlps_only():
+    assert kink_slopes(pcl.MLP(jax.random.key(0), [3, 4, 2], "relu")) == (0.0, 1.0)
+    assert kink_slopes(pcl.MLP(jax.random.key(0), [3, 4, 2], "tanh")) is None
+    assert kink_slopes(pcl.MLP(jax.random.key(0), [3, 4, 2], lambda v: jnp.maximum(v, 0.0))) is None
+    assert kink_slopes(pcl.CNN(jax.random.key(0), "relu", channels=(2, 2, 2), hidden=4)) is None
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_residual_is_the_gradient_where_the_energy_is_smooth(x64, activation):
+    net, x, y = _relu_problem(2)
+    net = pcl.MLP.from_weights(net.weights, activation, biases=net.biases)
+    z = tuple(jax.random.normal(jax.random.key(7 + i), (5, 6)) for i in range(2))  # no exact zeros
+    r = stationarity_residual(net, z, x, y)
+    g = pcl.activity_grad(net, z, x, y)
+    assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(r, g)) <= 1e-14
+    assert int(activities_on_kinks(net, z)) == 0
+
+
+def test_one_sided_derivatives_and_min_norm_subgradient_on_kinks(x64):
+    """On a kink the energy is quadratic on each side, so Richardson extrapolation of one-sided
+    difference quotients gives the one-sided derivatives exactly (up to rounding)."""
+    net, x, y = _relu_problem(2)
+    z = [jax.random.normal(jax.random.key(3 + i), (5, 6)) for i in range(2)]
+    z[0] = z[0].at[:, :3].set(0.0)  # 15 activities of layer 1 and 10 of layer 2 on the kink
+    z[1] = z[1].at[:, 4:].set(0.0)
+    z = tuple(z)
+    dm, dp, _ = _one_sided(net, z, x, y, KINKS["relu"])
+    f = lambda zz: _sample_energies(net, zz, x, y)  # noqa: E731
+    f0, h = f(z), 1e-3
+    for l, cols in ((0, range(3)), (1, range(4, 6))):
+        for j in cols:
+            def q(step):
+                zz = list(z)
+                zz[l] = zz[l].at[:, j].add(step)
+                return (f(tuple(zz)) - f0) / step
+
+            right = 2 * q(h) - q(2 * h)
+            left = 2 * q(-h) - q(-2 * h)
+            np.testing.assert_allclose(right, dp[l][:, j], atol=1e-9)
+            np.testing.assert_allclose(left, dm[l][:, j], atol=1e-9)
+    r = stationarity_residual(net, z, x, y)
+    for a, m, p, rr in zip(z, dm, dp, r):
+        on = np.asarray(a == 0)
+        lo, hi = np.minimum(m, p), np.maximum(m, p)
+        expect = np.where(lo > 0, lo, np.where(hi < 0, hi, 0.0))
+        np.testing.assert_array_equal(np.asarray(rr)[on], expect[on])
+    assert int(activities_on_kinks(net, z)) == 25
+
+
+@pytest.mark.parametrize("linear_solve", ["block", "cg"])
+def test_newton_reaches_equilibria_on_relu_kinks(x64, linear_solve):
+    """Newton's active-set solve ends at a point where the min-norm subgradient vanishes
+    although the plain gradient does not (activities pinned at the kink, where gradient
+    flow only chatters), and that point is a local minimum of every F_i."""
+    for h in (2, 5):
+        net, x, y = _relu_problem(h)
+        eq = pcl.infer(net, x, y, pcl.Newton(tol=1e-10, linear_solve=linear_solve))
+        assert bool(eq.converged) and float(eq.grad_norm) <= 1e-10 and int(eq.steps) <= 15
+        z = eq.activities
+        assert int(activities_on_kinks(net, z)) > 0
+        g = pcl.activity_grad(net, z, x, y)
+        assert max(float(jnp.max(jnp.abs(a))) for a in g) > 1e-2  # not a zero of the gradient
+        dm, dp, _ = _one_sided(net, z, x, y, KINKS["relu"])
+        for a, m, p in zip(z, dm, dp):  # V-shaped along every pinned activity
+            on = a == 0
+            assert bool(jnp.all(jnp.where(on, m, 0.0) <= 1e-12)) and bool(jnp.all(jnp.where(on, p, 0.0) >= -1e-12))
+        f0 = _sample_energies(net, z, x, y)
+        keys = jax.random.split(jax.random.key(100), len(z))
+        for eps in (1e-3, 1e-6):  # no nearby point is lower: 200 random directions
+            vs = tuple(eps * jax.random.normal(kk, (200,) + a.shape) for kk, a in zip(keys, z))
+            f1 = jax.vmap(lambda v: _sample_energies(net, tuple(a + b for a, b in zip(z, v)), x, y))(vs)
+            assert bool(jnp.all(f1 >= f0 - 1e-13)), (h, eps, float(jnp.min(f1 - f0)))
+
+
+def test_euler_only_chatters_around_a_relu_kink_equilibrium(x64):
+    net, x, y = _relu_problem(2, bias=False, masked=False)
+    newton = pcl.infer(net, x, y, pcl.Newton(tol=1e-10))
+    flow = pcl.infer(net, x, y, pcl.Euler(dt=0.1, steps=5000, tol=1e-10, stop_at_tol=True))
+    assert int(flow.steps) == 5000 and float(flow.grad_norm) > 1e-3  # never lands on the kink
+    assert float(flow.energy) == pytest.approx(float(newton.energy), rel=1e-2)  # ... though close to it
+    assert float(newton.energy) <= float(flow.energy)
+
+
+def test_implicit_hessian_is_refused_on_kinks(x64):
+    net, x, y = _relu_problem(2, bias=False, masked=False)
+    with pytest.raises(pcl.NotAtEquilibriumError, match="kink"):
+        pcl.energy_hessian(net, x, y, solver=pcl.Newton(tol=1e-10))
