@@ -183,8 +183,6 @@ def _pcx_step(activation, ws, x, y, steps, dt, lr):
     model = Model()
     for layer, w in zip(model.layers, ws):
         layer.nn.weight.set(w)
-    target = model.vodes[-1].h
-    hidden = pxu.M(lambda p: isinstance(p, pxc.VodeParam) and p is not target)  # the clamped output is not inferred
     batched = pxu.M(pxc.VodeParam | pxc.VodeParam.Cache).to((None, 0))
 
     @pxf.vmap(batched, in_axes=(0, 0), out_axes=0)
@@ -198,6 +196,9 @@ def _pcx_step(activation, ws, x, y, steps, dt, lr):
 
     @pxf.jit()
     def train_on_batch(xb, yb, *, model, optim_w, optim_h):
+        # the hidden value nodes (the clamped output is not inferred); parameters are matched
+        # by identity, so the mask must see the model inside the transformation
+        hidden = pxu.M(lambda p: isinstance(p, pxc.VodeParam) and p is not model.vodes[-1].h)
         model.train()
         with pxu.step(model, pxc.STATUS.INIT, clear_params=pxc.VodeParam.Cache):
             forward(xb, yb, model=model)
