@@ -62,7 +62,7 @@ step 70 train_step_cmdbuf env XLA_FLAGS="--xla_gpu_enable_command_buffer=FUSION,
 step 70 train_step_fp32 env JAX_DEFAULT_MATMUL_PRECISION=highest "$PY" benchmarks/train_step.py --activations tanh --repeats 30 --train-steps 64
 step 100 seeds "$PY" benchmarks/seeds.py --seeds 5 --steps 64 --repeats 3
 step 100 seeds_no_triton env XLA_FLAGS=--xla_gpu_enable_triton_gemm=false "$PY" benchmarks/seeds.py --seeds 5 --steps 64 --repeats 3
-step 120 inference "$PY" benchmarks/inference.py --width 500 --depths 2,5,10 --activations tanh --max-steps 2000 --repeats 3
+step 150 inference "$PY" benchmarks/inference.py --width 500 --depths 2,5,10 --activations tanh,relu --solvers euler,heun,cg --max-steps 2000 --repeats 3
 rm -rf /tmp/pcl-fig5
 step 100000 fig5 "$PY" -c "
 import sys

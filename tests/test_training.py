@@ -55,6 +55,13 @@ def test_pc_step_on_linear_net_follows_the_gradient_of_F_star(x64):
     # grad_scale multiplies the update
     new2, _, _ = pcl.pc_step(net, pcl.init_opt_state(net, opt), x, y, opt, pcl.ExactLinear(), grad_scale=3.0)
     np.testing.assert_allclose(pcl.weights(new2)[0], ws[0] - 3 * lr * g[0], atol=1e-12)
+    # a solver holding an array (unhashable: no plain-jit dispatch) takes the filtered path
+    tanh = pcl.MLP.from_weights(ws, "tanh")
+    state = pcl.init_opt_state(tanh, opt)
+    by_float = pcl.pc_step(tanh, state, x, y, opt, pcl.Euler(dt=0.1, steps=20))
+    by_array = pcl.pc_step(tanh, state, x, y, opt, pcl.Euler(dt=jnp.asarray(0.1), steps=20))
+    for a, b in zip(jax.tree_util.tree_leaves(by_float), jax.tree_util.tree_leaves(by_array)):
+        np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-15)
 
 
 def test_bp_step_is_sgd_on_the_loss(x64):

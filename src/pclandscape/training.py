@@ -85,22 +85,39 @@ def _apply(net, grads, opt_state, optimizer, grad_scale):
     return eqx.apply_updates(net, updates), opt_state, gnorm
 
 
-@eqx.filter_jit
-def _bp_step(net, opt_state, x, y, optimizer, grad_scale):
+def _bp_step_impl(net, opt_state, x, y, optimizer, grad_scale):
     loss, grads = eqx.filter_value_and_grad(mse_loss)(net, x, y)
     net, opt_state, gnorm = _apply(net, grads, opt_state, optimizer, grad_scale)
     nan = jnp.full((), jnp.nan, loss.dtype)
     return net, opt_state, StepInfo(loss, nan, gnorm, nan, jnp.asarray(True))
 
 
-@eqx.filter_jit
-def _pc_step(net, opt_state, x, y, optimizer, solver, grad_scale):
+def _pc_step_impl(net, opt_state, x, y, optimizer, solver, grad_scale):
     eq = _infer(net, x, y, solver, None)
     z = jax.lax.stop_gradient(eq.activities)
     energy, grads = eqx.filter_value_and_grad(lambda n: pc_energy(n, z, x, y))(net)
     loss = mse_loss(net, x, y)
     net, opt_state, gnorm = _apply(net, grads, opt_state, optimizer, grad_scale)
     return net, opt_state, StepInfo(loss, energy, gnorm, eq.grad_norm, eq.converged)
+
+
+_bp_step = eqx.filter_jit(_bp_step_impl)
+_pc_step = eqx.filter_jit(_pc_step_impl)
+# Per-call entry points: a plain jax.jit with the optimizer (and solver) static dispatches in
+# less than half the time of eqx.filter_jit (measured: 209 vs 439 us per call of a tiny PC
+# step on a 2-core CPU), but needs every other argument to be a pytree of arrays; anything
+# else falls back to the filtered form (see _dispatch).
+_bp_step_plain = jax.jit(_bp_step_impl, static_argnums=(4,))
+_pc_step_plain = jax.jit(_pc_step_impl, static_argnums=(4, 5))
+
+
+def _dispatch(plain, filtered, *args):
+    """``plain(*args)``, or ``filtered(*args)`` where plain jit cannot take the arguments (a
+    leaf that is not an array, an unhashable optimizer or solver)."""
+    try:
+        return plain(*args)
+    except (TypeError, ValueError):  # raised before tracing for such arguments; a genuine
+        return filtered(*args)  # error inside the step is raised again by the filtered call
 
 
 # The per-step entry points call methods unbound (``type(net).check_data(net, ...)``, see
@@ -132,7 +149,7 @@ def bp_step(
     Returns ``(net, opt_state, StepInfo)``. Jit-compiled (the optimizer is static).
     """
     type(net).check_data(net, x, y)
-    return _bp_step(net, opt_state, x, y, optimizer, _scalar(grad_scale))
+    return _dispatch(_bp_step_plain, _bp_step, net, opt_state, x, y, optimizer, _scalar(grad_scale))
 
 
 def pc_step(
@@ -153,7 +170,7 @@ def pc_step(
     """
     type(net).check_data(net, x, y)
     solver = _resolve_solver(net, y, solver)
-    return _pc_step(net, opt_state, x, y, optimizer, solver, _scalar(grad_scale))
+    return _dispatch(_pc_step_plain, _pc_step, net, opt_state, x, y, optimizer, solver, _scalar(grad_scale))
 
 
 # --------------------------------------------------------------------------- history
