@@ -140,9 +140,10 @@ def test_divergence_names_the_step_and_the_cause(regression):
         pcl.train(net, (x, y * 100), rule="pc", optimizer=optax.sgd(10.0), solver=pcl.Euler(dt=0.1, steps=5), steps=200)
 
 
-def test_train_many_follows_each_seed_exactly(x64):
-    """Seeds trained as one vmapped computation follow the trajectories of separate runs,
-    including per-seed early stopping at until_loss."""
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_train_many_follows_each_seed_exactly(x64, vectorize):
+    """Seeds trained as one computation (vmapped, or mapped one after the other) follow the
+    trajectories of separate runs, including per-seed early stopping at until_loss."""
     import equinox as eqx
 
     keys = jax.random.split(jax.random.key(0), 3)
@@ -152,7 +153,7 @@ def test_train_many_follows_each_seed_exactly(x64):
     opt, shuffle = optax.sgd(0.2), jax.random.split(jax.random.key(5), 3)
     for rule, solver in (("pc", pcl.Euler(dt=0.1, steps=20)), ("bp", None)):
         common = dict(rule=rule, optimizer=opt, solver=solver, steps=60, batch_size=8, until_loss=0.03, progress=False)
-        out, hists = pcl.train_many(nets, (x, y), keys=shuffle, **common)
+        out, hists = pcl.train_many(nets, (x, y), keys=shuffle, vectorize=vectorize, **common)
         lengths = []
         for s in range(3):
             pick = lambda tree: jax.tree_util.tree_map(lambda a: a[s] if eqx.is_array(a) else a, tree)  # noqa: B023
