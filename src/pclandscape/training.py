@@ -698,7 +698,7 @@ def train_many(
     and ``vectorize``: run the seeds as one vmapped computation (batched products) or one
     after the other inside the compiled call (``lax.map``). ``None`` (the default) vmaps on
     accelerators and maps on CPUs, where batched products were slower than a loop: 5 seeds of
-    the paper's MNIST MLP took 7.5x one seed vmapped and 4.6x mapped on a 2-core CPU
+    the paper's MNIST MLP took 7.5-7.7x one seed vmapped and 4.6-5.6x mapped on a 2-core CPU
     (``benchmarks/seeds.py``).
 
     Returns:
