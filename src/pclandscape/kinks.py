@@ -18,8 +18,8 @@ It is zero exactly at the Clarke-stationary points; a V-shaped kink with
 these equilibria for ReLU MLPs exactly, by Newton steps within one quadratic piece that
 stop on the kinks they reach (an active-set method).
 
-Kinks are known for MLPs whose activation is given by name (:data:`KINKS`; the CNN's
-max-pooling has kinks of its own and is treated as smooth).
+Kinks are known for MLPs whose activation is given by name (:data:`KINKS`); the CNN (ReLU
+and max-pooling) is treated as smooth, its residual the plain gradient.
 """
 
 from __future__ import annotations
