@@ -233,10 +233,11 @@ def test_stacked_form_applies_only_to_equal_hidden_widths():
 
 
 def test_closed_form_activity_hvp_equals_autodiff_and_the_blocks(x64, rng):
-    """``mlp_activity_hvp`` (used by Newton-CG) equals forward-over-reverse autodiff for a
+    """``mlp_errors`` gives the activity gradient and energies in closed form; ``mlp_activity_hvp``
+    (used by Newton-CG) equals forward-over-reverse autodiff for a
     smooth net (biases, a masked target), and on a ReLU piece with held activities equals the
     product with the block-tridiagonal matrix of ``activity_hessian_blocks``."""
-    from pclandscape.activity_hessian import activity_hessian_blocks, mlp_activity_hvp
+    from pclandscape.activity_hessian import activity_hessian_blocks, mlp_activity_hvp, mlp_errors
 
     widths = [3, 4, 5, 4, 2]
     ws = [jnp.asarray(rng.normal(size=(o, i))) for i, o in zip(widths[:-1], widths[1:])]
@@ -245,6 +246,10 @@ def test_closed_form_activity_hvp_equals_autodiff_and_the_blocks(x64, rng):
     z = tuple(jnp.asarray(rng.normal(size=(6, n))) for n in widths[1:-1])
     v = tuple(jnp.asarray(rng.normal(size=(6, n))) for n in widths[1:-1])
     net = pcl.MLP.from_weights(ws, "tanh", biases=bs)
+    errors, backs, energies = mlp_errors(net, z, x, y)  # dF/dz_l = e_l - f'(z_l) W_{l+1}^T e_{l+1}
+    grads = tuple(e - (1 - jnp.tanh(a) ** 2) * c for e, c, a in zip(errors, backs, z))
+    assert _max_diff(grads, pcl.activity_grad(net, z, x, y)) <= 1e-12
+    np.testing.assert_allclose(energies, pcl.sample_energies(net, z, x, y), rtol=1e-14)
     auto = jax.jvp(lambda zz: pcl.activity_grad(net, zz, x, y), (z,), (v,))[1]
     assert _max_diff(mlp_activity_hvp(net, z, x, y)(v), auto) <= 1e-12
     relu = pcl.MLP.from_weights(ws, "relu", biases=bs)

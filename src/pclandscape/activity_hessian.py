@@ -22,13 +22,14 @@ from jaxtyping import Array
 
 from ._linalg import inv_per_sample
 from .networks import MLP, PCNetwork
-from .objectives import _sample_energies
+from .objectives import _sample_energies, output_error
 
 __all__ = [
     "activity_hessian_blocks",
     "dense_activity_hessian",
     "factor_activity_hessian",
     "mlp_activity_hvp",
+    "mlp_errors",
     "BlockTridiagonalInverse",
     "per_sample_flat",
     "unflatten_per_sample",
@@ -59,6 +60,37 @@ def _derivatives(fn, z):
     return jax.vmap(d1)(flat).reshape(z.shape), jax.vmap(d2)(flat).reshape(z.shape)
 
 
+def mlp_errors(net: MLP, z, x: Array, y: Array):
+    """Closed-form pieces of an MLP's energy, per hidden layer ``l = 1..H``.
+
+    Returns ``(errors, backs, energies)``: ``errors[l-1] = e_l = z_l - mu_l`` and
+    ``backs[l-1] = c_l = W_{l+1}^T e_{l+1}`` (each ``(N, n_l)``; the output error of an
+    unobserved (NaN) target is 0), and the per-sample energies ``F_i = 1/2 sum_l ||e_l||^2``
+    ``(N,)``. The activity gradient is ``dF_i/dz_l = e_l - f'(z_l) c_l``.
+    """
+    zs = (x, *z, y)
+    n_layers = net.n_layers
+    errors = [zs[l] - net.predict(l, zs[l - 1]) for l in range(1, n_layers)]
+    errors.append(output_error(y, net.predict(n_layers, zs[-2])))
+    energies = 0.5 * sum(jnp.sum(e**2, axis=1) for e in errors)
+    backs = [errors[l] @ net.weights[l] for l in range(1, n_layers)]
+    return errors[:-1], backs, energies
+
+
+def _slopes_and_curvature(net: MLP, z, x, y, slopes):
+    """Per hidden layer ``f'(z_l)`` and the diagonal curvature term ``f''(z_l) * c_l`` of the
+    activity Hessian; ``None`` entries stand for ``f' = 1`` / no curvature term (a linear net,
+    or the given ``slopes`` of a quadratic piece, where ``f'' = 0``)."""
+    n_hidden = net.n_layers - 1
+    if slopes is not None:
+        return list(slopes), [None] * n_hidden
+    if net.is_linear:
+        return [None] * n_hidden, [None] * n_hidden
+    _, backs, _ = mlp_errors(net, z, x, y)
+    derivs = [_derivatives(net.activation, a) for a in z]
+    return [d1 for d1, _ in derivs], [d2 * c for (_, d2), c in zip(derivs, backs)]
+
+
 def activity_hessian_blocks(
     net: MLP, z, x: Array, y: Array, *, shared: bool = False, slopes=None, fixed=None
 ) -> tuple[list[Array], list[Array]]:
@@ -78,9 +110,9 @@ def activity_hessian_blocks(
     """
     ws = net.weights
     n_hidden = len(ws) - 1
-    zs = (x, *z, y)
     n = 1 if shared else x.shape[0]
     observed = (~jnp.isnan(y)).astype(ws[-1].dtype)
+    fps, curvs = _slopes_and_curvature(net, z, x, y, slopes)
     diag, off = [], []
     for l in range(1, n_hidden + 1):  # hidden layer l; outgoing weight W_{l+1} = ws[l]
         w_out = ws[l]
@@ -91,21 +123,15 @@ def activity_hessian_blocks(
             gram = jnp.einsum("no,oi,oj->nij", observed, w_out, w_out)
         else:
             gram = (w_out.T @ w_out)[None]
-        if slopes is not None:
-            fp = slopes[l - 1]
-            d = eye + fp[:, :, None] * gram * fp[:, None, :]
-            c = -w_out[None] * fp[:, None, :]
-        elif net.is_linear:
+        fp, curv = fps[l - 1], curvs[l - 1]
+        if fp is None:  # linear: the same blocks for every sample
             d = jnp.broadcast_to(eye + gram, (n, n_l, n_l))
             c = jnp.broadcast_to(-w_out, (n,) + w_out.shape)
         else:
-            fp, fpp = _derivatives(net.activation, zs[l])
-            pred = net.predict(l + 1, zs[l])
-            e_next = jnp.where(jnp.isnan(zs[l + 1]), 0.0, zs[l + 1] - pred)
-            back = e_next @ w_out  # (N, n_l) = W^T e per sample
             d = eye + fp[:, :, None] * gram * fp[:, None, :]
-            d = d - jax.vmap(jnp.diag)(fpp * back)
             c = -w_out[None] * fp[:, None, :]
+        if curv is not None:
+            d = d - jax.vmap(jnp.diag)(curv)
         if fixed is not None:
             keep = 1.0 - fixed[l - 1].astype(d.dtype)
             d = keep[:, :, None] * d * keep[:, None, :] + jax.vmap(jnp.diag)(1.0 - keep)
@@ -131,20 +157,9 @@ def mlp_activity_hvp(net: MLP, z, x: Array, y: Array, *, slopes=None, fixed=None
     activities held fixed: identity rows and columns).
     """
     ws = net.weights
-    zs = (x, *z, y)
     n_hidden = len(ws) - 1
     observed = (~jnp.isnan(y)).astype(ws[-1].dtype)
-    if slopes is not None:
-        fp, curv = list(slopes), [None] * n_hidden
-    elif net.is_linear:
-        fp, curv = [None] * n_hidden, [None] * n_hidden
-    else:
-        fp, curv = [], []
-        for l in range(1, n_hidden + 1):
-            d1, d2 = _derivatives(net.activation, zs[l])
-            e_next = jnp.where(jnp.isnan(zs[l + 1]), 0.0, zs[l + 1] - net.predict(l + 1, zs[l]))
-            fp.append(d1)
-            curv.append(d2 * (e_next @ ws[l]))
+    fp, curv = _slopes_and_curvature(net, z, x, y, slopes)
     if fixed is not None:
         free = [~f for f in fixed]
         fp = [jnp.where(f, 1.0 if s is None else s, 0.0) for f, s in zip(free, fp)]

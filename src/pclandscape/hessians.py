@@ -52,7 +52,7 @@ from ._linalg import batch_size_for, inv_per_sample, per_sample_cg
 from .curvature import HessianOperator, _dense, _hvp_product
 from .errors import DivergenceError, NotAtEquilibriumError
 from .kinks import activities_on_kinks
-from .inference import AbstractSolver, Euler, _divergence_message, _infer, _resolve_solver, default_solver, infer
+from .inference import AbstractSolver, Euler, _divergence_message, _infer, _resolve_solver, infer
 from .networks import MLP, PCNetwork
 from .objectives import _sample_energies, mse_loss, pc_energy
 
@@ -343,7 +343,7 @@ def _activity_size(net, x) -> int:
 
 
 def _equilibrium(net, x, y, solver, tol):
-    solver = default_solver(net) if solver is None else solver
+    solver = _resolve_solver(net, y, solver)
     eq = infer(net, x, y, solver)
     _check_equilibrium(net, eq, solver, tol)
     return eq
@@ -486,9 +486,7 @@ def energy_hessian(
     if method == "implicit":
         if form == "dense":
             return _implicit_dense(net, x, y, solver, tol, linear_solve, reduced, batch_size)
-        eq = _equilibrium(net, x, y, solver, tol)
-        settings = _implicit_settings(net, x, y, linear_solve, None)
-        return _implicit_operator_jit(net, x, y, tuple(eq.activities), settings)
+        return implicit_energy_operator(net, x, y, solver=solver, tol=tol, linear_solve=linear_solve)
     if method == "theory":
         if not (isinstance(net, MLP) and net.is_linear and net.biases is None):
             raise ValueError(

@@ -411,8 +411,9 @@ class Newton(AbstractSolver):
 
     **Safeguards.** Away from the equilibrium of a nonlinear net the Hessian may be
     indefinite (the ``f''`` term); where the Newton direction is not a descent direction (or
-    not finite) that sample falls back to the gradient direction ``-dt dF_i/dz_i`` with the
-    same line search, so the energy of every sample never rises. Near an equilibrium with a
+    not finite), or the sample's previous line search failed, that sample falls back to the
+    gradient direction ``-dt dF_i/dz_i`` with the same line search, so the energy of every
+    sample never rises. Near an equilibrium with a
     positive-definite Hessian the iteration converges quadratically, so the number of
     iterations to ``tol`` does not grow with depth (each iteration costs more with depth and
     width). Samples whose residual ``||dF_i/dz_i||`` is already ``<= tol`` are frozen; the loop
@@ -467,40 +468,97 @@ class Newton(AbstractSolver):
             )
 
     def solve(self, net, x, y, z0):
+        z0 = tuple(z0)
+        if not z0:
+            return z0, jnp.asarray(0, jnp.int32)
+        slopes = kink_slopes(net)
+        pieces = self._smooth(net, x, y) if slopes is None else self._kinked(net, x, y, slopes)
+        return self._iterate(*pieces, z0)
+
+    def _newton_direction(self, hvp, rhs, gnorm):
+        """Truncated CG on ``hvp`` to the relative residual ``min(0.5, sqrt(||g_i||))``."""
+        return per_sample_cg(hvp, rhs, jnp.minimum(0.5, jnp.sqrt(gnorm)), self.cg_max_steps)
+
+    def _smooth(self, net, x, y):
+        """``(evaluate, direction, project)`` for a smooth energy: the gradient, the Newton
+        direction of the activity Hessian, and the plain step ``z + a d``."""
         from .activity_hessian import factor_activity_hessian, mlp_activity_hvp
 
-        slopes = kink_slopes(net)
-        if slopes is not None and len(z0):
-            return self._solve_kinked(net, x, y, tuple(z0), slopes)
-        tol = self.tol
-        armijo = 1e-4
+        def evaluate(z):
+            e, g = _energies_and_grads(net, z, x, y)
+            return e, None, g, _per_sample_norm(g)
 
-        def energy_and_grad(z):
-            return _energies_and_grads(net, z, x, y)
-
-        dot = per_sample_dot
-
-        def cond(carry):
-            _, _, g, it = carry
-            return (it < self.max_steps) & jnp.any(_per_sample_norm(g) > tol)
-
-        def body(carry):
-            z, e, g, it = carry
-            gnorm = _per_sample_norm(g)
-            active = gnorm > tol
+        def direction(z, _, g, gnorm):
             rhs = tuple(-a for a in g)
             if self.linear_solve == "block":
-                newton = factor_activity_hessian(net, z, x, y).solve(rhs)
+                return factor_activity_hessian(net, z, x, y).solve(rhs)
+            if isinstance(net, MLP):  # closed form: two matrix products per layer
+                hvp = mlp_activity_hvp(net, z, x, y)
             else:
-                if isinstance(net, MLP):  # closed form: two matrix products per layer
-                    hvp = mlp_activity_hvp(net, z, x, y)
-                else:
-                    hvp = lambda t: jax.jvp(lambda zz: activity_grad(net, zz, x, y), (z,), (t,))[1]  # noqa: E731
-                forcing = jnp.minimum(0.5, jnp.sqrt(gnorm))
-                newton = per_sample_cg(hvp, rhs, forcing, self.cg_max_steps)
+                hvp = lambda t: jax.jvp(lambda zz: activity_grad(net, zz, x, y), (z,), (t,))[1]  # noqa: E731
+            return self._newton_direction(hvp, rhs, gnorm)
+
+        def project(z, d, alpha, _):
+            return tuple(a + _per_row(alpha, a) * b for a, b in zip(z, d))
+
+        return evaluate, direction, project
+
+    def _kinked(self, net, x, y, slopes):
+        """``(evaluate, direction, project)`` of the active-set iteration for a piecewise-
+        quadratic energy (ReLU MLPs, :mod:`pclandscape.kinks`).
+
+        Per activity, the quadratic piece a step lives in: the sign of ``z`` off the kink; on
+        the kink (``z = 0`` exactly) the side whose one-sided derivative descends, or none
+        (held at 0) where the energy is V-shaped there (``D^- <= 0 <= D^+``). The direction is
+        the Newton step on that face of the piece (exact: ``F_i`` is quadratic there, with
+        ``f'' = 0``), and a step is projected back onto the piece -- an activity that would
+        cross 0 stops at 0. The residual is the gradient on the chosen pieces, which bounds
+        the min-norm subgradient (:func:`pclandscape.kinks.stationarity_residual`) from above
+        and is not zero on a Lambda-shaped kink, so the iteration does not stop there.
+        """
+        from .activity_hessian import factor_activity_hessian, mlp_activity_hvp
+
+        left, right = slopes
+
+        def evaluate(z):
+            dm, dp, e = _one_sided(net, z, x, y, slopes)
+            side, held, geff = _pieces(z, dm, dp)
+            return e, (side, held), geff, _per_sample_norm(geff)
+
+        def direction(z, aux, g, gnorm):
+            side, held = aux
+            rhs = tuple(-a for a in g)
+            fp = [jnp.where(r, right, left).astype(x.dtype) for r in side]
+            if self.linear_solve == "block":
+                return factor_activity_hessian(net, z, x, y, slopes=fp, fixed=held).solve(rhs)
+            return self._newton_direction(mlp_activity_hvp(net, z, x, y, slopes=fp, fixed=held), rhs, gnorm)
+
+        def project(z, d, alpha, aux):
+            out = []
+            for a, dd, r in zip(z, d, aux[0]):
+                t = a + _per_row(alpha, a) * dd
+                out.append(jnp.where(jnp.where(r, t < 0, t > 0), 0.0, t))
+            return tuple(out)
+
+        return evaluate, direction, project
+
+    def _iterate(self, evaluate, direction, project, z0):
+        """The damped Newton loop shared by both energies.
+
+        ``evaluate(z) -> (F_i, aux, g, ||g_i||)`` (``g`` the gradient to descend, ``aux`` what
+        ``direction`` and ``project`` need), ``direction(z, aux, g, ||g_i||)`` the Newton
+        direction, ``project(z, d, alpha, aux)`` the point reached by steps ``alpha`` (per
+        sample) along ``d``. Per-sample Armijo backtracking; the gradient direction where
+        Newton's is not a descent direction, or after a failed line search.
+        """
+        tol, armijo, dot = self.tol, 1e-4, per_sample_dot
+
+        def body(carry):
+            z, e, aux, g, gnorm, stalled, it = carry
+            active = gnorm > tol
+            newton = direction(z, aux, g, gnorm)
             slope_n = dot(g, newton)
-            finite = jnp.isfinite(slope_n)
-            use_newton = finite & (slope_n < 0)
+            use_newton = jnp.isfinite(slope_n) & (slope_n < 0) & ~stalled
             d = tuple(
                 jnp.where(_per_row(use_newton, a), jnp.where(jnp.isfinite(a), a, 0.0), -self.fallback_dt * b)
                 for a, b in zip(newton, g)
@@ -513,97 +571,22 @@ class Newton(AbstractSolver):
 
             def ls_body(state):
                 k, alpha, ok = state
-                e_try, g_try = energy_and_grad(tuple(a + _per_row(alpha, a) * b for a, b in zip(z, d)))
+                e_try, _, _, gnorm_try = evaluate(project(z, d, alpha, aux))
                 # Armijo; or, once the decrease is below the precision of F_i, a smaller residual
                 flat = jnp.abs(e_try - e) <= 64 * jnp.finfo(e.dtype).eps * jnp.maximum(jnp.abs(e), 1.0)
-                good = (e_try <= e + armijo * alpha * slope) | (flat & (_per_sample_norm(g_try) < gnorm))
-                ok_new = ok | good
-                return k + 1, jnp.where(ok_new, alpha, alpha / 2), ok_new
-
-            ones = jnp.ones_like(e)
-            _, alpha, ok = jax.lax.while_loop(ls_cond, ls_body, (0, ones, ~active))
-            step = jnp.where(active & ok, alpha, 0.0)
-            z = tuple(a + _per_row(step, a) * b for a, b in zip(z, d))
-            e, g = energy_and_grad(z)
-            return z, e, g, it + 1
-
-        z0 = tuple(z0)
-        if not z0:
-            return z0, jnp.asarray(0, jnp.int32)
-        e0, g0 = energy_and_grad(z0)
-        z, _, _, it = jax.lax.while_loop(cond, body, (z0, e0, g0, jnp.asarray(0, jnp.int32)))
-        return z, it
-
-    def _solve_kinked(self, net, x, y, z0, slopes):
-        """Active-set Newton for a piecewise-quadratic energy (ReLU MLPs, :mod:`pclandscape.kinks`).
-
-        Each iteration picks, per activity, the quadratic piece the step lives in: the sign
-        of ``z`` off the kink; on the kink (``z = 0`` exactly) the side whose one-sided
-        derivative descends, or none (held at 0) where the energy is V-shaped there
-        (``D^- <= 0 <= D^+``). A Newton step on that face of the piece (exact: ``F_i`` is
-        quadratic there, with ``f'' = 0``) is projected back onto the piece -- an activity
-        that would cross 0 stops at 0 -- and a per-sample Armijo line search on ``F_i``
-        accepts it. A sample whose line search fails takes a projected gradient step next.
-        The residual is the min-norm subgradient (:func:`pclandscape.kinks.stationarity_residual`).
-        """
-        from .activity_hessian import factor_activity_hessian, mlp_activity_hvp
-
-        left, right = slopes
-        tol, armijo, dot = self.tol, 1e-4, per_sample_dot
-
-        def evaluate(z):  # energies, pieces and the descent residual (>= the min-norm subgradient)
-            dm, dp, e = _one_sided(net, z, x, y, slopes)
-            side, held, geff = _pieces(z, dm, dp)
-            return e, (side, held, geff), _per_sample_norm(geff)
-
-        def body(carry):
-            z, e, (side, held, geff), rnorm, stalled, it = carry
-            active = rnorm > tol
-            rhs = tuple(-g for g in geff)
-            fp = [jnp.where(r, right, left).astype(x.dtype) for r in side]
-            if self.linear_solve == "block":
-                newton = factor_activity_hessian(net, z, x, y, slopes=fp, fixed=held).solve(rhs)
-            else:
-                hvp = mlp_activity_hvp(net, z, x, y, slopes=fp, fixed=held)
-                newton = per_sample_cg(hvp, rhs, jnp.minimum(0.5, jnp.sqrt(_per_sample_norm(geff))), self.cg_max_steps)
-            slope_n = dot(geff, newton)
-            use_newton = jnp.isfinite(slope_n) & (slope_n < 0) & ~stalled
-            d = tuple(
-                jnp.where(_per_row(use_newton, a), jnp.where(jnp.isfinite(a), a, 0.0), -self.fallback_dt * g)
-                for a, g in zip(newton, geff)
-            )
-            slope = dot(geff, d)
-
-            def project(alpha):
-                out = []
-                for a, dd, r in zip(z, d, side):
-                    t = a + _per_row(alpha, a) * dd
-                    out.append(jnp.where(jnp.where(r, t < 0, t > 0), 0.0, t))
-                return tuple(out)
-
-            def ls_cond(state):
-                k, _, ok = state
-                return (k < self.max_backtracks) & ~jnp.all(ok | ~active)
-
-            def ls_body(state):
-                k, alpha, ok = state
-                e_try, _, r_try = evaluate(project(alpha))
-                flat = jnp.abs(e_try - e) <= 64 * jnp.finfo(e.dtype).eps * jnp.maximum(jnp.abs(e), 1.0)
-                good = (e_try <= e + armijo * alpha * slope) | (flat & (r_try < rnorm))
+                good = (e_try <= e + armijo * alpha * slope) | (flat & (gnorm_try < gnorm))
                 ok_new = ok | good
                 return k + 1, jnp.where(ok_new, alpha, alpha / 2), ok_new
 
             _, alpha, ok = jax.lax.while_loop(ls_cond, ls_body, (0, jnp.ones_like(e), ~active))
-            step = jnp.where(active & ok, alpha, 0.0)
-            z = project(step)
-            e, pieces, rnorm = evaluate(z)
-            return z, e, pieces, rnorm, active & ~ok, it + 1
+            z = project(z, d, jnp.where(active & ok, alpha, 0.0), aux)
+            return (z, *evaluate(z), active & ~ok, it + 1)
 
         def cond(carry):
-            return (carry[-1] < self.max_steps) & jnp.any(carry[3] > tol)
+            return (carry[-1] < self.max_steps) & jnp.any(carry[4] > tol)
 
-        e0, pieces0, r0 = evaluate(z0)
-        init = (z0, e0, pieces0, r0, jnp.zeros(e0.shape, bool), jnp.asarray(0, jnp.int32))
+        e0, aux0, g0, gnorm0 = evaluate(z0)
+        init = (z0, e0, aux0, g0, gnorm0, jnp.zeros(e0.shape, bool), jnp.asarray(0, jnp.int32))
         z, *_, it = jax.lax.while_loop(cond, body, init)
         return z, it
 

@@ -27,8 +27,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .activity_hessian import mlp_errors
 from .networks import ACTIVATIONS, MLP, PCNetwork
-from .objectives import check_activities, output_error
+from .objectives import check_activities
 
 __all__ = ["KINKS", "kink_slopes", "stationarity_residual", "activities_on_kinks"]
 
@@ -47,23 +48,11 @@ def kink_slopes(net: PCNetwork) -> tuple[float, float] | None:
     return None
 
 
-def _errors_and_backprojections(net: MLP, z, x, y):
-    """Per hidden layer ``l``: ``e_l = z_l - mu_l`` and ``c_l = W_{l+1}^T e_{l+1}``, each ``(N, n_l)``;
-    and the per-sample energies ``F_i`` ``(N,)``. No autodiff: the kinked MLP's closed form."""
-    zs = (x, *z, y)
-    n_layers = net.n_layers
-    errors = [zs[l] - net.predict(l, zs[l - 1]) for l in range(1, n_layers)]
-    errors.append(output_error(y, net.predict(n_layers, zs[-2])))
-    energies = 0.5 * sum(jnp.sum(e**2, axis=1) for e in errors)
-    backs = [errors[l] @ net.weights[l] for l in range(1, n_layers)]
-    return errors[:-1], backs, energies
-
-
 def _one_sided(net: MLP, z, x, y, slopes):
     """One-sided derivatives ``D^- = e - f'(0^-) c`` and ``D^+ = e - f'(0^+) c`` per hidden layer,
     and the per-sample energies."""
     left, right = slopes
-    errors, backs, energies = _errors_and_backprojections(net, z, x, y)
+    errors, backs, energies = mlp_errors(net, z, x, y)
     dminus = tuple(e - left * c for e, c in zip(errors, backs))
     dplus = tuple(e - right * c for e, c in zip(errors, backs))
     return dminus, dplus, energies
