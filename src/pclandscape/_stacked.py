@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
-from .networks import MLP, PCNetwork
+from .networks import MLP, PCNetwork, is_standard_mlp
 from .objectives import output_error
 
 
@@ -61,7 +61,7 @@ class StackedMLP(eqx.Module):
 def stacked_mlp(net: PCNetwork, x: Array, y: Array) -> StackedMLP | None:
     """The stacked form of ``net`` for data ``(x, y)``, or None where it does not apply
     (not an MLP, fewer than two hidden layers, or hidden layers of different widths)."""
-    if not isinstance(net, MLP) or net.n_layers < 3 or len(set(net.widths[1:-1])) != 1:
+    if not is_standard_mlp(net) or net.n_layers < 3 or len(set(net.widths[1:-1])) != 1:
         return None
     ws, bs = net.weights, net.biases
     return StackedMLP(

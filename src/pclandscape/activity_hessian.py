@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from ._linalg import inv_per_sample
-from .networks import MLP, PCNetwork
+from .networks import MLP, PCNetwork, is_standard_mlp
 from .objectives import _sample_energies, output_error
 
 __all__ = [
@@ -67,7 +67,15 @@ def mlp_errors(net: MLP, z, x: Array, y: Array):
     ``backs[l-1] = c_l = W_{l+1}^T e_{l+1}`` (each ``(N, n_l)``; the output error of an
     unobserved (NaN) target is 0), and the per-sample energies ``F_i = 1/2 sum_l ||e_l||^2``
     ``(N,)``. The activity gradient is ``dF_i/dz_l = e_l - f'(z_l) c_l``.
+
+    Raises ``ValueError`` for an MLP predicting ``f(W z)`` (these formulas are for ``W f(z)``).
     """
+    if not is_standard_mlp(net):
+        raise ValueError(
+            "the closed-form MLP energy pieces are written for layers predicting W f(z); this network "
+            "predicts f(W z) (or is not an MLP): use the autodiff paths (pcl.Newton(linear_solve='cg'), "
+            "pcl.Euler, pcl.Heun)."
+        )
     zs = (x, *z, y)
     n_layers = net.n_layers
     errors = [zs[l] - net.predict(l, zs[l - 1]) for l in range(1, n_layers)]
@@ -183,7 +191,7 @@ def dense_activity_hessian(net: PCNetwork, z, x: Array, y: Array) -> Array:
 
     Assembled from :func:`activity_hessian_blocks` for MLPs; by autodiff for other networks.
     """
-    if isinstance(net, MLP):
+    if is_standard_mlp(net):
         diag, off = activity_hessian_blocks(net, z, x, y)
         n = x.shape[0]
         diag = [jnp.broadcast_to(d, (n,) + d.shape[1:]) for d in diag]

@@ -53,7 +53,7 @@ from .curvature import HessianOperator, _dense, _hvp_product
 from .errors import DivergenceError, NotAtEquilibriumError
 from .kinks import activities_on_kinks
 from .inference import AbstractSolver, Euler, _divergence_message, _infer, _resolve_solver, infer
-from .networks import MLP, PCNetwork
+from .networks import MLP, PCNetwork, is_standard_mlp
 from .objectives import _sample_energies, mse_loss, pc_energy
 
 __all__ = ["energy_hessian", "loss_hessian", "implicit_energy_operator"]
@@ -98,9 +98,9 @@ def _make_coords(net, x, reduced) -> _Coords:
 
 def _use_reduction(net, x, reduce_first_layer) -> bool:
     if reduce_first_layer == "auto":
-        return isinstance(net, MLP) and x.shape[0] < x.shape[1]
-    if reduce_first_layer and not isinstance(net, MLP):
-        raise ValueError("reduce_first_layer=True needs an MLP (its first layer is a dense matrix).")
+        return is_standard_mlp(net) and x.shape[0] < x.shape[1]
+    if reduce_first_layer and not is_standard_mlp(net):
+        raise ValueError("reduce_first_layer=True needs an MLP predicting W f(z) (its first layer a dense matrix applied to x).")
     return bool(reduce_first_layer)
 
 
@@ -374,11 +374,11 @@ def _implicit_settings(net, x, y, linear_solve, cg_rtol, cg_max_steps=500) -> _S
     """How the activity systems are solved."""
     if linear_solve not in ("auto", "block", "dense", "cg"):
         raise ValueError(f"linear_solve={linear_solve!r} must be 'auto', 'block', 'dense' or 'cg'.")
-    if linear_solve == "block" and not isinstance(net, MLP):
+    if linear_solve == "block" and not is_standard_mlp(net):
         raise ValueError("linear_solve='block' needs an MLP; use 'dense' or 'cg' for this network.")
     if linear_solve == "auto":
         m = _activity_size(net, x)
-        linear_solve = "block" if isinstance(net, MLP) else ("dense" if m <= 1024 else "cg")
+        linear_solve = "block" if is_standard_mlp(net) else ("dense" if m <= 1024 else "cg")
     shared = isinstance(net, MLP) and net.is_linear and not bool(np.isnan(np.asarray(y)).any())
     rtol = float(cg_rtol if cg_rtol is not None else 100 * jnp.finfo(jnp.result_type(x)).eps)
     return _Settings(linear_solve, shared, rtol, int(cg_max_steps))

@@ -43,12 +43,13 @@ from ._linalg import map_unbatched, per_row as _per_row, per_sample_cg, per_samp
 from ._stacked import stacked_mlp
 from .errors import DivergenceError
 from .kinks import _one_sided, _pieces, kink_slopes, stationarity_residual
-from .networks import MLP, PCNetwork
+from .networks import MLP, PCNetwork, is_standard_mlp
 from .objectives import _sample_energies, check_activities, pc_energy
 
 __all__ = [
     "AbstractSolver",
     "Euler",
+    "PaperEuler",
     "Heun",
     "ExactLinear",
     "Newton",
@@ -101,6 +102,18 @@ class AbstractSolver(eqx.Module):
     def solve(self, net: PCNetwork, x: Array, y: Array, z0: tuple[Array, ...]):
         """Return ``(activities, steps)`` starting from the activities ``z0``."""
 
+    def init_state(self) -> Array | None:
+        """State the solver carries from one training step to the next (None: none).
+
+        Only :class:`PaperEuler` has one (its batch step size, halved during inference and
+        kept for the next call); :func:`pclandscape.train` threads it through every step."""
+        return None
+
+    def solve_with_state(self, net: PCNetwork, x: Array, y: Array, z0: tuple[Array, ...], state):
+        """``(activities, steps, new_state)``: :meth:`solve` for a solver carrying ``state``."""
+        z, steps = self.solve(net, x, y, z0)
+        return z, steps, state
+
 
 class Euler(AbstractSolver):
     """Explicit Euler on the inference dynamics, ``z <- z - dt * dF_i/dz`` for ``steps`` steps.
@@ -150,8 +163,9 @@ class Euler(AbstractSolver):
     stacked: bool | None = eqx.field(default=None, static=True)
 
     def __check_init__(self):
-        if not self.steps >= 0:
-            raise ValueError(f"Euler(steps={self.steps}) must be a non-negative integer.")
+        _check_positive("Euler", "dt", self.dt)
+        if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)) or not self.steps >= 0:
+            raise ValueError(f"Euler(steps={self.steps!r}) must be a non-negative integer.")
         valid = isinstance(self.unroll, bool) or (isinstance(self.unroll, int) and self.unroll >= 1)
         if self.unroll is not None and not valid:
             raise ValueError(f"Euler(unroll={self.unroll!r}) must be None, a bool or a positive integer.")
@@ -218,6 +232,91 @@ class Euler(AbstractSolver):
             (jnp.asarray(0, jnp.int32), (z0, e0, g0, step0)),
         )
         return z, k
+
+
+class PaperEuler(AbstractSolver):
+    """The inference loop of the paper's PyTorch notebooks (``PCN.infer_train``), exactly.
+
+    Unlike :class:`Euler` (per-sample, fixed ``dt``), the notebooks control one step size for
+    the whole batch. Starting from the feedforward activities, iteration ``t = 0, 1, ...``:
+
+    1. computes the prediction errors at the current activities ``z_t`` and the batch's total
+       energy ``E_t = sum_i sum_l ||e_{l,i}||^2``;
+    2. takes the step ``z_{t+1} = z_t - dt * dF_i/dz_i`` (every sample, the current ``dt``);
+    3. if ``t > 0``, ``E_t >= E_{t-1}`` and ``dt > min_dt``: halves ``dt`` (the step just taken
+       is kept); if that brings ``dt`` to ``<= min_dt``, ``dt`` is reset to its value at the
+       start of this call and the loop stops.
+
+    It runs at most ``steps`` iterations. The weight gradient of the notebooks (``set_grads``)
+    uses the errors computed at the start of the last iteration run, i.e. *before* its
+    activity update: :meth:`solve` therefore returns the activities ``z_t`` of the start of
+    the last iteration, and the step size in force after the call is the solver's state
+    (:meth:`solve_with_state`), which :func:`pclandscape.train` carries into the next training
+    step as the notebooks' ``PCN.dt`` attribute persisted (``History.inference_dt`` records
+    it per step).
+
+    The step is ``dt`` times the gradient of each sample's own energy, which is the gradient
+    of the batch *sum* of energies the notebooks differentiate. The residual reported by
+    :func:`infer` is at the returned activities.
+
+    Args:
+        dt: the initial step size (the notebooks' ``DT = 0.1``).
+        steps: the maximum number of iterations (``N_ITERS = 50``).
+        min_dt: the step size at or below which the loop stops (``0.025``).
+        tol: residual below which :func:`infer` reports convergence.
+    """
+
+    dt: float = 0.1
+    steps: int = eqx.field(default=50, static=True)
+    min_dt: float = 0.025
+    tol: float = 1e-4
+
+    def __check_init__(self):
+        _check_positive("PaperEuler", "dt", self.dt)
+        _check_positive("PaperEuler", "min_dt", self.min_dt)
+        if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)) or self.steps < 1:
+            raise ValueError(f"PaperEuler(steps={self.steps!r}) must be a positive integer.")
+
+    def init_state(self) -> Array:
+        return jnp.asarray(self.dt, jnp.result_type(float))
+
+    def solve(self, net, x, y, z0):
+        z, steps, _ = self.solve_with_state(net, x, y, z0, self.init_state())
+        return z, steps
+
+    def solve_with_state(self, net, x, y, z0, state):
+        z0 = tuple(z0)
+        dtype = z0[0].dtype if z0 else x.dtype
+        dt_start = jnp.asarray(state, dtype)
+        min_dt = jnp.asarray(self.min_dt, dtype)
+
+        def body(carry):
+            t, z, _, e_prev, dt, _ = carry
+            e, g = _energies_and_grads(net, z, x, y)
+            total = jnp.sum(e)  # 1/2 of the notebooks' sum of squared errors: same comparisons
+            z_next = tuple(a - dt * b for a, b in zip(z, g))
+            rose = (t > 0) & (total >= e_prev) & (dt > min_dt)
+            halved = jnp.where(rose, dt / 2, dt)
+            stop = rose & (halved <= min_dt)
+            return t + 1, z_next, z, total, jnp.where(stop, dt_start, halved), stop
+
+        def cond(carry):
+            return (carry[0] < self.steps) & ~carry[5]
+
+        if not z0:
+            return z0, jnp.asarray(0, jnp.int32), dt_start
+        init = (jnp.asarray(0, jnp.int32), z0, z0, jnp.asarray(jnp.inf, dtype), dt_start, jnp.asarray(False))
+        t, _, z_last_start, _, dt, _ = jax.lax.while_loop(cond, body, init)
+        return z_last_start, t, dt
+
+
+def _check_positive(cls: str, name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        if eqx.is_array(value):  # traced or array-valued settings are checked where they are used
+            return
+        raise ValueError(f"{cls}({name}={value!r}) must be a positive number.")
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{cls}({name}={value!r}) must be a positive finite number.")
 
 
 class Heun(AbstractSolver):
@@ -461,7 +560,7 @@ class Newton(AbstractSolver):
             raise ValueError(f"Newton(linear_solve={self.linear_solve!r}): use 'block' or 'cg'.")
 
     def check(self, net):
-        if self.linear_solve == "block" and not isinstance(net, MLP):
+        if self.linear_solve == "block" and not is_standard_mlp(net):
             raise ValueError(
                 f"Newton(linear_solve='block') needs an MLP (its activity Hessian is built in closed "
                 f"form), not a {type(net).__name__}; use Newton(linear_solve='cg'), pcl.Heun() or pcl.Euler()."
@@ -492,7 +591,7 @@ class Newton(AbstractSolver):
             rhs = tuple(-a for a in g)
             if self.linear_solve == "block":
                 return factor_activity_hessian(net, z, x, y).solve(rhs)
-            if isinstance(net, MLP):  # closed form: two matrix products per layer
+            if is_standard_mlp(net):  # closed form: two matrix products per layer
                 hvp = mlp_activity_hvp(net, z, x, y)
             else:
                 hvp = lambda t: jax.jvp(lambda zz: activity_grad(net, zz, x, y), (z,), (t,))[1]  # noqa: E731
@@ -639,14 +738,15 @@ def _resolve_solver(net: PCNetwork, y: Array, solver: AbstractSolver | None) -> 
     return type(solver).prepare(solver, net, y)
 
 
-@eqx.filter_jit
-def _infer(net, x, y, solver, init):
+def infer_with_state(net, x, y, solver, init, state):
+    """``(Equilibrium, new_state)``: inference carrying the solver's state (see
+    :meth:`AbstractSolver.init_state`); traceable, no checks (use :func:`infer` for those)."""
     z0 = net.feedforward(x)[:-1] if init is None else tuple(init)
-    z, steps = solver.solve(net, x, y, z0)
+    z, steps, state = solver.solve_with_state(net, x, y, z0, state)
     g = stationarity_residual(net, z, x, y)
     gnorm = jnp.max(_per_sample_norm(g)) if len(g) else jnp.zeros((), x.dtype)
     energy = pc_energy(net, z, x, y)
-    return Equilibrium(
+    eq = Equilibrium(
         activities=tuple(z),
         energy=energy,
         grad_norm=gnorm,
@@ -654,6 +754,12 @@ def _infer(net, x, y, solver, init):
         converged=gnorm <= solver.tol,
         tol=solver.tol,
     )
+    return eq, state
+
+
+@eqx.filter_jit
+def _infer(net, x, y, solver, init):
+    return infer_with_state(net, x, y, solver, init, solver.init_state())[0]
 
 
 def _divergence_message(solver, energy, steps) -> str:

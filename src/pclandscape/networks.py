@@ -11,9 +11,12 @@ its prediction. A network is therefore fully described by its ``predict(l, z_pre
 method; the energy, inference, training and curvature code work for any network that
 implements it (:class:`PCNetwork`).
 
-Conventions (DESIGN.md, contract): weights are ``(out, in)`` matrices; the MLP's layer ``l``
-computes ``W_l f(z_{l-1}) (+ b_l)`` with ``f`` the identity for the first layer, so the
-paper's deep linear networks are the special case ``f = id``.
+Conventions (contract, see the README): weights are ``(out, in)`` matrices; the
+MLP's layer ``l`` computes ``W_l f(z_{l-1}) (+ b_l)`` with ``f`` the identity for the first
+layer, so the paper's deep linear networks are the special case ``f = id``. The paper's own
+training code predicted ``f(W_l z_{l-1})`` instead (activation after the weights, linear
+output layer); ``MLP(..., prediction="f(W z)")`` builds that form. The two coincide for
+linear networks and give different energies for nonlinear ones.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-__all__ = ["PCNetwork", "MLP", "CNN", "weights", "resolve_activation", "ACTIVATIONS"]
+__all__ = ["PCNetwork", "MLP", "CNN", "weights", "resolve_activation", "ACTIVATIONS", "PREDICTIONS", "is_standard_mlp"]
 
 
 def _identity(x):
@@ -39,6 +42,10 @@ ACTIVATIONS: dict[str, Callable] = {
     "relu": jax.nn.relu,
 }
 """Activations known by name. Any other callable ``Array -> Array`` may be passed."""
+
+PREDICTIONS = ("W f(z)", "f(W z)")
+"""Prediction forms of an MLP layer: ``W f(z)`` (this package's default, the paper's text) or
+``f(W z)`` (the paper's PyTorch code: ``Sequential(Linear(bias=False), Tanh())``)."""
 
 
 def resolve_activation(activation: str | Callable) -> tuple[str, Callable]:
@@ -195,6 +202,12 @@ class MLP(PCNetwork):
     ``f(z_{L-1})``. With ``activation="linear"`` this is the deep linear network of §2.1,
     ``f(x) = W_L ... W_1 x``.
 
+    With ``prediction="f(W z)"`` layer ``l < L`` computes ``f(W_l z_{l-1} + b_l)`` and the
+    output layer ``W_L z_{L-1} + b_L``: the layers of the paper's PyTorch notebooks
+    (``nn.Sequential(nn.Linear(n_in, n_out, bias=False), nn.Tanh())``, the last one a bare
+    ``Linear``). The hidden activities are then post-activation values. Both forms give the
+    same feedforward function class; their energies differ for nonlinear ``f``.
+
     Args:
         key: PRNG key for the initialisation (ignored for ``init="zeros"``; may be None then).
         widths: ``[n_0 = d_x, n_1, ..., n_L = d_y]``; at least two entries.
@@ -205,6 +218,7 @@ class MLP(PCNetwork):
         init: ``"standard"`` (default: ``N(0, 1/fan_in)``), ``"normal"`` (needs
             ``init_std``) or ``"zeros"``.
         dtype: floating dtype of the parameters (default: JAX's default float).
+        prediction: ``"W f(z)"`` (default) or ``"f(W z)"`` (see above).
 
     Build a network from given matrices with :meth:`MLP.from_weights`.
     """
@@ -214,6 +228,7 @@ class MLP(PCNetwork):
     widths: tuple[int, ...] = eqx.field(static=True)
     activation: Callable = eqx.field(static=True)
     activation_name: str = eqx.field(static=True)
+    prediction: str = eqx.field(static=True, default="W f(z)")
 
     def __init__(
         self,
@@ -225,9 +240,11 @@ class MLP(PCNetwork):
         *,
         init: str | None = None,
         dtype=None,
+        prediction: str = "W f(z)",
     ):
         widths = _check_widths(widths)
         init = _resolve_init(init, init_std)
+        self.prediction = _check_prediction(prediction)
         dtype = dtype or jnp.zeros(()).dtype
         self.activation_name, self.activation = resolve_activation(activation)
         self.widths = widths
@@ -246,6 +263,7 @@ class MLP(PCNetwork):
         weights: Sequence[Float[Array, "out in"]],
         activation: str | Callable = "linear",
         biases: Sequence[Float[Array, " out"]] | None = None,
+        prediction: str = "W f(z)",
     ) -> "MLP":
         """Build an MLP whose layer ``l`` uses the given ``(n_l, n_{l-1})`` matrix ``W_l``."""
         weights = [jnp.asarray(w) for w in weights]
@@ -261,7 +279,8 @@ class MLP(PCNetwork):
                     f"{weights[i - 1].shape}: W_{i + 1} must have {weights[i - 1].shape[0]} columns."
                 )
         widths = [weights[0].shape[1]] + [w.shape[0] for w in weights]
-        net = cls(None, widths, activation, use_bias=biases is not None, init="zeros", dtype=weights[0].dtype)
+        net = cls(None, widths, activation, use_bias=biases is not None, init="zeros", dtype=weights[0].dtype,
+                  prediction=prediction)
         net = eqx.tree_at(lambda n: n.weights, net, tuple(weights))
         if biases is not None:
             biases = tuple(jnp.asarray(b) for b in biases)
@@ -279,12 +298,35 @@ class MLP(PCNetwork):
         return self.widths[-1]
 
     def predict(self, layer: int, z_prev: Array) -> Array:
-        """``mu_l = f(z_{l-1}) W_l^T (+ b_l)`` for a batch ``z_prev`` of shape ``(N, n_{l-1})``."""
-        h = z_prev if layer == 1 else self.activation(z_prev)
+        """``mu_l = f(z_{l-1}) W_l^T (+ b_l)`` for a batch ``z_prev`` of shape ``(N, n_{l-1})``
+        (``f(z_{l-1} W_l^T + b_l)`` for ``l < L`` under ``prediction="f(W z)"``)."""
+        after = self.prediction == "f(W z)"
+        h = z_prev if (layer == 1 or after) else self.activation(z_prev)
         out = h @ self.weights[layer - 1].T
         if self.biases is not None:
             out = out + self.biases[layer - 1]
+        if after and layer < self.n_layers:
+            out = self.activation(out)
         return out
+
+
+def _check_prediction(prediction) -> str:
+    if prediction not in PREDICTIONS:
+        raise ValueError(
+            f"prediction={prediction!r} is not known; use 'W f(z)' (activation before the weights, the "
+            f"default) or 'f(W z)' (activation after the weights, as in the paper's PyTorch code)."
+        )
+    return prediction
+
+
+def is_standard_mlp(net) -> bool:
+    """True for an :class:`MLP` whose layers predict ``W f(z)`` (any linear MLP qualifies).
+
+    The closed forms of this package (block-tridiagonal activity Hessians, the layer-stacked
+    Euler step, the kink iteration of ReLU nets, the first-layer reduction of Hessians) are
+    written for that form; other networks go through autodiff.
+    """
+    return isinstance(net, MLP) and (net.prediction == "W f(z)" or net.is_linear)
 
 
 def _max_pool(z: Array) -> Array:

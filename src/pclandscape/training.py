@@ -36,7 +36,7 @@ from jaxtyping import Array, PRNGKeyArray
 
 from ._progress import Progress
 from .errors import DivergenceError
-from .inference import AbstractSolver, Euler, _infer, _resolve_solver, default_solver
+from .inference import AbstractSolver, Euler, _resolve_solver, default_solver, infer_with_state
 from .networks import PCNetwork
 from .objectives import mse_loss, output_error, pc_energy
 
@@ -53,6 +53,9 @@ class StepInfo(eqx.Module):
             Eq 2 at the equilibrium for PC), before ``grad_scale``.
         inference_grad_norm: inference residual ``max_i ||dF_i/dz_i||`` (PC); NaN for BP.
         converged: whether inference reached its tolerance (PC); True for BP.
+        inference_dt: the inference step size in force after this step, which the next step
+            starts from (:class:`pclandscape.PaperEuler`, whose notebook halved it and kept
+            it); NaN for every other solver and for BP.
     """
 
     loss: Array
@@ -60,6 +63,7 @@ class StepInfo(eqx.Module):
     grad_norm: Array
     inference_grad_norm: Array
     converged: Array
+    inference_dt: Array
 
 
 _DEFAULT_OPTIMIZER = optax.sgd(1e-3)  # one object: compiled training loops are cached on it
@@ -89,16 +93,17 @@ def _bp_step_impl(net, opt_state, x, y, optimizer, grad_scale):
     loss, grads = eqx.filter_value_and_grad(mse_loss)(net, x, y)
     net, opt_state, gnorm = _apply(net, grads, opt_state, optimizer, grad_scale)
     nan = jnp.full((), jnp.nan, loss.dtype)
-    return net, opt_state, StepInfo(loss, nan, gnorm, nan, jnp.asarray(True))
+    return net, opt_state, StepInfo(loss, nan, gnorm, nan, jnp.asarray(True), nan)
 
 
-def _pc_step_impl(net, opt_state, x, y, optimizer, solver, grad_scale):
-    eq = _infer(net, x, y, solver, None)
+def _pc_step_impl(net, opt_state, x, y, optimizer, solver, grad_scale, solver_state=None):
+    eq, solver_state = infer_with_state(net, x, y, solver, None, solver_state)
     z = jax.lax.stop_gradient(eq.activities)
     energy, grads = eqx.filter_value_and_grad(lambda n: pc_energy(n, z, x, y))(net)
     loss = mse_loss(net, x, y)
     net, opt_state, gnorm = _apply(net, grads, opt_state, optimizer, grad_scale)
-    return net, opt_state, StepInfo(loss, energy, gnorm, eq.grad_norm, eq.converged)
+    dt = jnp.full((), jnp.nan, loss.dtype) if solver_state is None else jnp.asarray(solver_state, loss.dtype)
+    return net, opt_state, StepInfo(loss, energy, gnorm, eq.grad_norm, eq.converged, dt)
 
 
 _bp_step = eqx.filter_jit(_bp_step_impl)
@@ -161,16 +166,23 @@ def pc_step(
     solver: AbstractSolver | None = None,
     *,
     grad_scale: float = 1.0,
+    solver_state=None,
 ) -> tuple[PCNetwork, Any, StepInfo]:
     """One PC step: inference to equilibrium, then ``theta <- optimizer(grad_scale * dF/dtheta|_{z*})``.
 
     ``F`` is the energy of Eq 2 (mean over the batch) and ``z*`` the activities found by
     ``solver`` (default :func:`pcl.default_solver <pclandscape.default_solver>`), held fixed.
+    ``solver_state`` is the state a solver carries between steps (default
+    ``solver.init_state()``): for :class:`pclandscape.PaperEuler` pass the previous step's
+    ``info.inference_dt`` to continue as the paper's notebooks did (``pcl.train`` does this).
     Returns ``(net, opt_state, StepInfo)``. Jit-compiled.
     """
     type(net).check_data(net, x, y)
     solver = _resolve_solver(net, y, solver)
-    return _dispatch(_pc_step_plain, _pc_step, net, opt_state, x, y, optimizer, solver, _scalar(grad_scale))
+    if solver_state is None:
+        solver_state = type(solver).init_state(solver)
+    return _dispatch(_pc_step_plain, _pc_step, net, opt_state, x, y, optimizer, solver, _scalar(grad_scale),
+                     solver_state)
 
 
 # --------------------------------------------------------------------------- history
@@ -182,7 +194,7 @@ class History:
 
     Attributes:
         rule: ``"pc"`` or ``"bp"``.
-        loss, energy, grad_norm, inference_grad_norm: per training step (see
+        loss, energy, grad_norm, inference_grad_norm, inference_dt: per training step (see
             :class:`StepInfo`).
         eval_step: the steps (number of updates done) at which the test set was evaluated.
         test_loss, test_accuracy: MSE loss and argmax accuracy (NaN for non-one-hot targets)
@@ -196,6 +208,7 @@ class History:
     energy: np.ndarray = field(default_factory=lambda: np.zeros(0))
     grad_norm: np.ndarray = field(default_factory=lambda: np.zeros(0))
     inference_grad_norm: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    inference_dt: np.ndarray = field(default_factory=lambda: np.zeros(0))
     eval_step: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     test_loss: np.ndarray = field(default_factory=lambda: np.zeros(0))
     test_accuracy: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -207,6 +220,7 @@ class History:
         "energy",
         "grad_norm",
         "inference_grad_norm",
+        "inference_dt",
         "eval_step",
         "test_loss",
         "test_accuracy",
@@ -359,16 +373,17 @@ def _tree_select(keep, old, new):
 
 
 def _scan_steps(net, opt_state, x_all, y_all, idx, n_valid, scale, target, rule, optimizer, solver, metric_fns,
-                batch_sharding=None, done=None):
+                batch_sharding=None, done=None, solver_state=None):
     """``len(idx)`` training steps fused in one ``lax.scan``; steps past ``n_valid``, after the
     loss target is met, or that would produce non-finite values leave the state unchanged.
 
     ``batch_sharding`` (a ``jax.sharding.Sharding`` or None) shards each gathered batch along
     its sample axis across devices: data parallelism, with the weight-gradient sums reduced
-    across devices by XLA. ``done`` (a boolean, default False) marks a run already finished."""
+    across devices by XLA. ``done`` (a boolean, default False) marks a run already finished.
+    ``solver_state`` is the inference solver's carried state (see ``AbstractSolver.init_state``)."""
 
     def body(carry, inputs):
-        net, state, done = carry
+        net, state, done, sstate = carry
         i, ids = inputs
         x, y = x_all[ids], y_all[ids]
         if batch_sharding is not None:
@@ -376,22 +391,26 @@ def _scan_steps(net, opt_state, x_all, y_all, idx, n_valid, scale, target, rule,
             y = jax.lax.with_sharding_constraint(y, batch_sharding)
         if rule == "bp":
             new_net, new_state, info = _bp_step(net, state, x, y, optimizer, scale)
+            new_sstate = sstate
             finite = jnp.isfinite(info.loss) & jnp.isfinite(info.grad_norm)
         else:
-            new_net, new_state, info = _pc_step(net, state, x, y, optimizer, solver, scale)
+            new_net, new_state, info = _pc_step(net, state, x, y, optimizer, solver, scale, sstate)
+            new_sstate = None if sstate is None else info.inference_dt.astype(jnp.result_type(sstate))
             finite = jnp.isfinite(info.loss) & jnp.isfinite(info.grad_norm) & jnp.isfinite(info.energy)
         extra = tuple(fn(net, x, y) for fn in metric_fns)
         active = (~done) & (i < n_valid)
         apply = active & finite
         net = _tree_select(~apply, net, new_net)
         state = _tree_select(~apply, state, new_state)
+        sstate = _tree_select(~apply, sstate, new_sstate)
         done = done | (active & ~finite) | (apply & (info.loss < target))
-        return (net, state, done), (info, extra, apply, active & ~finite)
+        return (net, state, done, sstate), (info, extra, apply, active & ~finite)
 
     steps = jnp.arange(idx.shape[0])
     done = jnp.asarray(False) if done is None else done
-    (net, state, done), (info, extra, ran, bad) = jax.lax.scan(body, (net, opt_state, done), (steps, idx))
-    return net, state, info, extra, ran, bad, done
+    (net, state, done, sstate), (info, extra, ran, bad) = jax.lax.scan(
+        body, (net, opt_state, done, solver_state), (steps, idx))
+    return net, state, info, extra, ran, bad, done, sstate
 
 
 _run_steps = eqx.filter_jit(_scan_steps)
@@ -399,16 +418,18 @@ _run_steps = eqx.filter_jit(_scan_steps)
 
 @eqx.filter_jit
 def _run_steps_many(nets, opt_states, x_all, y_all, idx, n_valid, scale, target, rule, optimizer, solver, metric_fns, done,
-                    vectorize):
-    """:func:`_scan_steps` over a leading seed axis of ``nets``, ``opt_states``, ``idx`` and
-    ``done``: vmapped (``vectorize``) or one seed after the other (``lax.map``), in one program."""
+                    vectorize, solver_states=None):
+    """:func:`_scan_steps` over a leading seed axis of ``nets``, ``opt_states``, ``idx``,
+    ``done`` and ``solver_states``: vmapped (``vectorize``) or one seed after the other
+    (``lax.map``), in one program."""
 
-    def one(net, state, ids, d):
-        return _scan_steps(net, state, x_all, y_all, ids, n_valid, scale, target, rule, optimizer, solver, metric_fns, None, d)
+    def one(net, state, ids, d, ss):
+        return _scan_steps(net, state, x_all, y_all, ids, n_valid, scale, target, rule, optimizer, solver, metric_fns, None, d,
+                           ss)
 
     if vectorize:
-        return eqx.filter_vmap(one)(nets, opt_states, idx, done)
-    return jax.lax.map(lambda a: one(*a), (nets, opt_states, idx, done))
+        return eqx.filter_vmap(one)(nets, opt_states, idx, done, solver_states)
+    return jax.lax.map(lambda a: one(*a), (nets, opt_states, idx, done, solver_states))
 
 
 def _batch_sharding(batch_size: int, data_parallel: bool | None, fused: bool):
@@ -583,6 +604,7 @@ def train(
     fused = _is_array_pair(data) and steps_per_call > 1
     sharding = _batch_sharding(batch_size, data_parallel, fused)
     hist.meta["devices"] = 1 if sharding is None else len(sharding.mesh.devices.flat)
+    sstate = _initial_solver_state(solver, rows) if rule == "pc" else None
     try:
         if fused:
             x_all, y_all = _device_data(net, data)
@@ -600,9 +622,9 @@ def train(
                 n_valid = min(bounds)
                 idx = [next(order) for _ in range(n_valid)]
                 idx = np.stack(idx + [idx[0]] * (steps_per_call - n_valid))
-                net, opt_state, info, extra, ran, bad, stop = _run_steps(
+                net, opt_state, info, extra, ran, bad, stop, sstate = _run_steps(
                     net, opt_state, x_all, y_all, jnp.asarray(idx), jnp.asarray(n_valid), scale, target,
-                    rule, optimizer, solver, metric_fns, sharding,
+                    rule, optimizer, solver, metric_fns, sharding, None, sstate,
                 )
                 info, extra, ran, bad = jax.device_get((info, extra, ran, bad))
                 m = int(ran.sum())
@@ -631,7 +653,7 @@ def train(
             step_fn = (
                 (lambda n, s, x, y: bp_step(n, s, x, y, optimizer, grad_scale=grad_scale))
                 if rule == "bp"
-                else (lambda n, s, x, y: pc_step(n, s, x, y, optimizer, solver, grad_scale=grad_scale))
+                else (lambda n, s, x, y: pc_step(n, s, x, y, optimizer, solver, grad_scale=grad_scale, solver_state=sstate))
             )
             batches = _iter_batches(data, batch_size, key, start)
             while step < steps:
@@ -649,6 +671,8 @@ def train(
                 for name, fn in (metrics or {}).items():
                     extras.setdefault(name, []).append(fn(net, x, y))
                 net, opt_state = new_net, new_state
+                if sstate is not None:
+                    sstate = info.inference_dt
                 rows.append(info)
                 step += 1
                 bar.update(1, loss=vals[0])
@@ -666,6 +690,17 @@ def train(
     if checkpoint is not None:
         _save_checkpoint(checkpoint, net, opt_state, hist, evals)
     return net, hist
+
+
+def _initial_solver_state(solver, rows):
+    """The solver state a run starts (or resumes) from: the last step's ``inference_dt`` when
+    the solver carries one and a finite value was recorded, else ``solver.init_state()``."""
+    state = type(solver).init_state(solver)
+    if state is not None and rows:
+        last = float(np.asarray(rows[-1].inference_dt))
+        if math.isfinite(last):
+            state = jnp.asarray(last, jnp.asarray(state).dtype)
+    return state
 
 
 def train_many(
@@ -732,6 +767,8 @@ def train_many(
     rows = [[] for _ in range(n_seeds)]
     extras = [{} for _ in range(n_seeds)]
     done = np.zeros(n_seeds, bool)
+    state0 = type(solver).init_state(solver) if rule == "pc" else None
+    sstates = None if state0 is None else jnp.broadcast_to(state0, (n_seeds,) + jnp.shape(state0))
     bar = Progress(steps, desc=f"train {rule} x{n_seeds}", enabled=progress)
     step = 0
     try:
@@ -739,9 +776,9 @@ def train_many(
             n_valid = min(steps - step, steps_per_call)
             idx = np.stack([np.stack([next(o) for _ in range(n_valid)] + [np.zeros(batch_size, np.int64)] * (steps_per_call - n_valid))
                             for o in orders])
-            new_nets, opt_states, info, extra, ran, bad, stop = _run_steps_many(
+            new_nets, opt_states, info, extra, ran, bad, stop, sstates = _run_steps_many(
                 nets, opt_states, x_all, y_all, jnp.asarray(idx), jnp.asarray(n_valid), scale, target,
-                rule, optimizer, solver, metric_fns, jnp.asarray(done), vectorize,
+                rule, optimizer, solver, metric_fns, jnp.asarray(done), vectorize, sstates,
             )
             info, extra, ran, bad, stop = jax.device_get((info, extra, ran, bad, stop))
             for s in range(n_seeds):
@@ -770,7 +807,7 @@ def train_many(
     return nets, [_finish(History(rule=rule, meta=dict(meta, seed_index=s)), rows[s], [], extras[s]) for s in range(n_seeds)]
 
 
-_ROW_KEYS = ("loss", "energy", "grad_norm", "inference_grad_norm", "converged")
+_ROW_KEYS = ("loss", "energy", "grad_norm", "inference_grad_norm", "converged", "inference_dt")
 
 
 def _host_row(info: StepInfo, index) -> StepInfo:
@@ -791,6 +828,7 @@ def _finish(hist: History, rows: list[StepInfo], evals, extras=None) -> History:
         energy=np.asarray(stacked.energy, np.float64),
         grad_norm=np.asarray(stacked.grad_norm, np.float64),
         inference_grad_norm=np.asarray(stacked.inference_grad_norm, np.float64),
+        inference_dt=np.asarray(stacked.inference_dt, np.float64),
         eval_step=ev[:, 0].astype(np.int64),
         test_loss=ev[:, 1],
         test_accuracy=ev[:, 2],
@@ -827,6 +865,9 @@ def _load_checkpoint(path, net, opt_state):
                 f"pass another checkpoint path."
             ) from e
     hist = History.from_dict(header["history"])
-    rows = {k: np.asarray(getattr(hist, k) if k != "converged" else np.ones(len(hist.loss), bool)) for k in _ROW_KEYS}
+    n = len(hist.loss)
+    rows = {k: np.asarray(getattr(hist, k) if k != "converged" else np.ones(n, bool)) for k in _ROW_KEYS}
+    if len(rows["inference_dt"]) != n:  # a checkpoint written before inference_dt was recorded
+        rows["inference_dt"] = np.full(n, np.nan)
     evals = [tuple(e) for e in header["evals"]]
     return net, opt_state, hist, evals, rows

@@ -32,7 +32,7 @@ __all__ = [
     "sgd",
 ]
 
-PROTOCOLS = ("paper", "matched")
+PROTOCOLS = ("paper", "fair")
 
 PROTOCOL_NOTE = (
     "Two protocols. 'paper' reproduces the paper's training code: BP minimised nn.MSELoss() (the "
@@ -92,16 +92,17 @@ class Results:
             self.data.append(line)
 
 
-def protocol_scales(protocol: str, batch_size: int, d_y: int, n_observed: int | None = None) -> tuple[float, float]:
+def protocol_scales(protocol: str, batch_size: int, d_y: int) -> tuple[float, float]:
     """Gradient scales ``(bp, pc)`` applied to the gradients of Eq 1 and Eq 2 (see PROTOCOL_NOTE).
 
-    Under ``"paper"``, ``nn.MSELoss()`` averages over the ``n_observed`` target entries of the
-    batch (default all ``batch_size * d_y``), which is ``2 N / n_observed`` times Eq 1.
+    ``"paper"``: BP minimised ``nn.MSELoss()``, the mean over all ``N d_y`` entries of the batch
+    (masked ones included, as zeros, in matrix completion), i.e. ``2 / d_y`` times Eq 1; PC's
+    ``set_grads`` took the gradient of the batch *sum* of energies, ``N`` times Eq 2.
+    ``"fair"``: Eqs 1 and 2 as written, ``(1, 1)``.
     """
     if protocol == "paper":
-        n_observed = batch_size * d_y if n_observed is None else n_observed
-        return 2.0 * batch_size / n_observed, float(batch_size)
-    if protocol == "matched":
+        return 2.0 / d_y, float(batch_size)
+    if protocol == "fair":
         return 1.0, 1.0
     raise ValueError(f"protocol={protocol!r} must be one of {PROTOCOLS}.")
 

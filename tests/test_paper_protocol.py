@@ -1,0 +1,246 @@
+"""The paper protocol equals the paper's own training code, step by step.
+
+``_Notebook`` below transcribes, line by line and in NumPy, the classes ``PCN`` (``infer_train``,
+``set_grads``, ``compute_tot_energy``) and ``BPN`` of the paper's notebooks
+(``PC_vs_BP_Convergence_Experiments_on_DNNs.ipynb``, ``Matrix_Completion_Experiment.ipynb``) and
+their training loops with ``torch.optim.SGD``; the layers are ``Sequential(Linear(bias=False),
+act)`` and the last one a bare ``Linear``. PyTorch's autograd calls are replaced by their
+explicit derivatives (``vjp`` of a layer ``f(W z)`` with ``v`` is ``W^T (f'(W z) * v)``). It
+shares no code with the package: ``pcl.train`` with ``prediction="f(W z)"``, ``PaperEuler`` and
+the paper protocol's gradient scales must land on the same weights, in float64.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import pclandscape as pcl
+from pclandscape._compat import enable_x64
+from pclandscape.experiments.base import escape_step, protocol_scales
+
+_ACT = {
+    "linear": (lambda a: a, lambda a: np.ones_like(a)),
+    "tanh": (np.tanh, lambda a: 1.0 - np.tanh(a) ** 2),
+    "relu": (lambda a: np.maximum(a, 0.0), lambda a: (a > 0).astype(a.dtype)),  # torch: relu'(0) = 0
+}
+
+
+class _Notebook:
+    """``PCN`` / ``BPN`` of the notebooks with ``optim.SGD``; ``ws[l]`` is ``network[l][0].weight``."""
+
+    def __init__(self, ws, act, dt=0.1):
+        self.ws = [np.array(w, np.float64) for w in ws]
+        self.f, self.df = _ACT[act]
+        self.n_layers = len(self.ws)
+        self.n_nodes = self.n_layers + 1
+        self.dt = dt
+
+    # network[l](x) and its pre-activation
+    def layer(self, l, x):
+        a = x @ self.ws[l].T
+        return a if l == self.n_layers - 1 else self.f(a)
+
+    def vjp(self, l, x, v):  # torch.autograd.functional.vjp(self.network[l], x, v)[1]
+        a = x @ self.ws[l].T
+        if l != self.n_layers - 1:
+            v = v * self.df(a)
+        return v @ self.ws[l]
+
+    def forward(self, x):
+        for l in range(self.n_layers):
+            x = self.layer(l, x)
+        return x
+
+    def infer_train(self, obs, prior, n_iters):
+        xs = [None] * self.n_nodes
+        preds = [None] * self.n_nodes
+        errs = [None] * self.n_nodes
+        inputs = [None] * self.n_nodes  # what preds[l] was computed from (for set_grads)
+        xs[0] = prior.copy()
+        for l in range(1, self.n_layers):  # propagate_xs
+            xs[l] = self.layer(l - 1, xs[l - 1])
+        xs[-1] = obs.copy()
+        dt = self.dt
+        tot_energy_iters = []
+        for t in range(n_iters):
+            inputs[-1] = xs[self.n_layers - 1]
+            preds[-1] = self.layer(self.n_layers - 1, xs[self.n_layers - 1])
+            errs[-1] = xs[-1] - preds[-1]
+            for l in reversed(range(1, self.n_layers)):
+                inputs[l] = xs[l - 1]
+                preds[l] = self.layer(l - 1, xs[l - 1])
+                errs[l] = xs[l] - preds[l]
+                epsdfdx = self.vjp(l, xs[l], errs[l + 1])
+                dx = epsdfdx - errs[l]
+                xs[l] = xs[l] + self.dt * dx
+            tot_energy_iters.append(sum(float((e**2).sum()) for e in errs if e is not None))
+            if t > 0 and tot_energy_iters[t] >= tot_energy_iters[t - 1] and self.dt > 0.025:
+                self.dt /= 2
+                if self.dt <= 0.025:
+                    self.dt = dt
+                    break
+        # set_grads: autograd.grad(preds[l+1], W_l, -errs[l+1])
+        grads = []
+        for l in range(self.n_layers):
+            h, v = inputs[l + 1], -errs[l + 1]
+            if l != self.n_layers - 1:
+                v = v * self.df(h @ self.ws[l].T)
+            grads.append(v.T @ h)
+        return grads, t + 1
+
+    def pc_train(self, x, y, lr, steps, n_iters=50):
+        """``train_pc``'s loop (one full batch per step): ``infer_train`` then ``optimizer.step()``."""
+        dts, losses = [], []
+        for _ in range(steps):
+            losses.append(float(np.mean((self.forward(x) - y) ** 2)))  # nn.MSELoss()
+            grads, _ = self.infer_train(y, x, n_iters)
+            self.ws = [w - lr * g for w, g in zip(self.ws, grads)]
+            dts.append(self.dt)
+        return dts, losses
+
+    def bp_train(self, x, y, lr, steps, mask=None):
+        """``train_bp``: ``nn.MSELoss()(output [* mask], target [* mask]).backward()``, SGD."""
+        mask = np.ones_like(y) if mask is None else mask
+        for _ in range(steps):
+            hs, a_s = [x], []
+            for l in range(self.n_layers):
+                a_s.append(hs[-1] @ self.ws[l].T)
+                hs.append(a_s[-1] if l == self.n_layers - 1 else self.f(a_s[-1]))
+            v = 2.0 * (hs[-1] * mask - y * mask) * mask / y.size
+            grads = [None] * self.n_layers
+            for l in reversed(range(self.n_layers)):
+                if l != self.n_layers - 1:
+                    v = v * self.df(a_s[l])
+                grads[l] = v.T @ hs[l]
+                v = v @ self.ws[l]
+            self.ws = [w - lr * g for w, g in zip(self.ws, grads)]
+
+
+def _setup(act, init_std, n=12, widths=(7, 9, 9, 4), seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, widths[0]))
+    y = rng.standard_normal((n, widths[-1]))
+    ws = [init_std * rng.standard_normal((o, i)) for i, o in zip(widths[:-1], widths[1:])]
+    return x, y, ws
+
+
+@pytest.mark.parametrize(
+    "act,init_std,dt,steps",
+    [
+        ("tanh", 0.6, 0.1, 12),  # near-monotone inference
+        ("tanh", 0.8, 0.7, 12),  # dt too large: the energy rises, dt halves, carries over, resets
+        ("relu", 0.8, 0.5, 10),  # dt halves again in a later training step
+        ("linear", 0.6, 0.7, 10),
+    ],
+)
+def test_pc_training_equals_notebook(act, init_std, dt, steps):
+    x, y, ws = _setup(act, init_std)
+    n, lr = x.shape[0], 0.01
+    nb = _Notebook(ws, act, dt)
+    nb_dts, nb_losses = nb.pc_train(x, y, lr, steps)
+    bp_scale, pc_scale = protocol_scales("paper", n, y.shape[1])
+    with enable_x64(True):
+        net = pcl.MLP.from_weights([jnp.asarray(w) for w in ws], act, prediction="f(W z)")
+        for steps_per_call in (1, 5):  # the step-by-step and the fused loops
+            out, hist = pcl.train(net, (jnp.asarray(x), jnp.asarray(y)), rule="pc", solver=pcl.PaperEuler(dt=dt),
+                                  optimizer=optax.sgd(lr), steps=steps, batch_size=n, key=None, grad_scale=pc_scale,
+                                  steps_per_call=steps_per_call, progress=False)
+            for w_pkg, w_nb in zip(pcl.weights(out), nb.ws):
+                np.testing.assert_allclose(np.asarray(w_pkg), w_nb, rtol=1e-10, atol=1e-13)
+            np.testing.assert_allclose(hist.inference_dt, nb_dts, rtol=0, atol=0)
+            # nn.MSELoss = (2 / d_y) x Eq 1
+            np.testing.assert_allclose(hist.loss * 2 / y.shape[1], nb_losses, rtol=1e-12)
+    if dt > 0.5:  # the case exercises the step-size control
+        assert min(nb_dts) < dt
+
+
+def test_bp_training_equals_notebook():
+    x, y, ws = _setup("tanh", 0.5)
+    n, lr = x.shape[0], 0.05
+    nb = _Notebook(ws, "tanh")
+    nb.bp_train(x, y, lr, 15)
+    bp_scale, _ = protocol_scales("paper", n, y.shape[1])
+    with enable_x64(True):
+        net = pcl.MLP.from_weights([jnp.asarray(w) for w in ws], "tanh", prediction="f(W z)")
+        out, _ = pcl.train(net, (jnp.asarray(x), jnp.asarray(y)), rule="bp", optimizer=optax.sgd(lr), steps=15,
+                           batch_size=n, key=None, grad_scale=bp_scale, progress=False)
+    for w_pkg, w_nb in zip(pcl.weights(out), nb.ws):
+        np.testing.assert_allclose(np.asarray(w_pkg), w_nb, rtol=1e-10, atol=1e-14)
+
+
+def test_matrix_completion_bp_equals_notebook():
+    """``MSELoss(output * mask, target * mask)`` averages over all n^2 entries: BP's scale is
+    2 / d_y whatever the mask (0.2 for the 10 x 10 task), applied to Eq 1 over observed entries."""
+    rng = np.random.default_rng(3)
+    m = rng.standard_normal((10, 3)) @ rng.standard_normal((3, 10))
+    mask = (rng.random((10, 10)) > 0.2).astype(np.float64)
+    ws = [0.3 * rng.standard_normal((o, i)) for i, o in [(10, 8), (8, 8), (8, 10)]]
+    nb = _Notebook(ws, "linear")
+    nb.bp_train(m * mask, m, 0.05, 10, mask=mask)
+    bp_scale, _ = protocol_scales("paper", 10, 10)
+    assert bp_scale == pytest.approx(0.2)
+    with enable_x64(True):
+        net = pcl.MLP.from_weights([jnp.asarray(w) for w in ws], "linear")
+        y = jnp.asarray(np.where(mask > 0, m, np.nan))
+        out, _ = pcl.train(net, (jnp.asarray(m * mask), y), rule="bp", optimizer=optax.sgd(0.05), steps=10,
+                           batch_size=10, key=None, grad_scale=bp_scale, progress=False)
+    for w_pkg, w_nb in zip(pcl.weights(out), nb.ws):
+        np.testing.assert_allclose(np.asarray(w_pkg), w_nb, rtol=1e-10, atol=1e-14)
+
+
+def test_paper_euler_control_rules():
+    """The step-size rule on chains worked by hand (x = 1, W_1 = 1, y = 0, one hidden unit z,
+    z_0 = 1, E = (z - 1)^2 + (w z)^2 the notebooks' sum of squared errors, dF/dz = (1 + w^2) z - 1).
+
+    w = 1.5, dt = 0.8: E_0 = 2.25, z_1 = -0.8; E_1 = 4.68 >= E_0: dt -> 0.4 (the step already
+    taken with 0.8 is kept: z_2 = 2.08); E_2 = 10.9008: dt -> 0.2, z_3 = -0.224; from there E
+    decreases (1.611072, 0.80485632, ...) and 10 iterations end with dt = 0.2, returning the
+    activities of the start of iteration 9: z_9 = 0.306714916.
+
+    w = 9, a carried dt = 0.05: E_0 = 81, z_1 = 1 - 0.05 * 81 = -3.05; E_1 = 769.905 >= 81:
+    dt -> 0.025 <= 0.025, so dt is reset to 0.05 (its value at the start of the call) and the
+    loop stops after 2 iterations, returning z_1 = -3.05."""
+    with enable_x64(True):
+        x, y = jnp.asarray([[1.0]]), jnp.asarray([[0.0]])
+        net = pcl.MLP.from_weights([jnp.asarray([[1.0]]), jnp.asarray([[1.5]])], "linear", prediction="f(W z)")
+        solver = pcl.PaperEuler(dt=0.8, steps=10)
+        z, steps, dt = solver.solve_with_state(net, x, y, net.feedforward(x)[:-1], solver.init_state())
+        assert (int(steps), float(dt)) == (10, 0.2)
+        assert float(z[0][0, 0]) == pytest.approx(0.306714916, abs=1e-12)
+
+        net9 = net.with_weights([jnp.asarray([[1.0]]), jnp.asarray([[9.0]])])
+        z, steps, dt = pcl.PaperEuler(dt=0.1).solve_with_state(net9, x, y, net9.feedforward(x)[:-1], 0.05)
+        assert (int(steps), float(dt)) == (2, 0.05)
+        assert float(z[0][0, 0]) == pytest.approx(-3.05, abs=1e-12)
+    for w, dt0, n_iters, expected in ((1.5, 0.8, 10, (10, 0.2)), (9.0, 0.05, 50, (2, 0.05))):
+        nb = _Notebook([np.array([[1.0]]), np.array([[w]])], "linear", dt=dt0)
+        _, nb_steps = nb.infer_train(np.array([[0.0]]), np.array([[1.0]]), n_iters)
+        assert (nb_steps, nb.dt) == expected
+
+
+def test_paper_euler_validation():
+    for bad in (dict(dt=0.0), dict(dt=-1.0), dict(dt="a"), dict(steps=0), dict(steps=2.5), dict(min_dt=float("nan"))):
+        with pytest.raises(ValueError, match="PaperEuler"):
+            pcl.PaperEuler(**bad)
+
+
+def test_protocol_scales():
+    # paper: nn.MSELoss() = mean over N * d_y entries = (2 / d_y) x Eq 1; PC: batch sum = N x Eq 2
+    assert protocol_scales("paper", 64, 10) == (pytest.approx(0.2), 64.0)
+    bp, pc = protocol_scales("paper", 64, 10)
+    assert pc / bp == pytest.approx(320.0)
+    assert protocol_scales("fair", 64, 10) == (1.0, 1.0)
+    with pytest.raises(ValueError, match="protocol"):
+        protocol_scales("bogus", 64, 10)
+
+
+def test_escape_step():
+    loss = np.array([10.0, 10.0, 10.0, 10.0, 10.0, 9.6, 9.4, 5.0])
+    assert escape_step(loss, 0.95) == 6  # first value < 9.5
+    assert escape_step(loss, 0.5) is None  # 5.0 is not < 5.0: censored
+    assert escape_step(loss, 0.51) == 7
+    assert escape_step(np.array([]), 0.5) is None
+    # the plateau is the median of the first `window` steps, robust to one outlier
+    assert escape_step(np.array([10.0, 100.0, 10.0, 10.0, 10.0, 4.0]), 0.5) == 5
