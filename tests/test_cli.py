@@ -115,7 +115,16 @@ def test_reproduce_resumes_after_an_interruption_and_writes_the_report(capsys, m
     assert list(results) == ["fig3", "fig9_10"]
     for row in rep.summary_rows(results):
         n = sum(c["category"] == "paper" for c in results[row["name"]]["claims"])
-        assert f"| {row['name']} | {n}/{n} |" in md
+        assert f"| {row['name']} | quick | {n}/{n} |" in md
+    # three parts with their own counts, the quick run labelled, the deviations listed
+    assert "QUICK run" in md.splitlines()[0]
+    counts = rep.section_counts(results)
+    n_theory = sum(c["category"] == "paper" for r in results.values() for c in r["claims"])
+    assert (counts["theory"]["passed"], counts["theory"]["total"]) == (n_theory, n_theory)
+    assert counts["paper_code"]["total"] == 0 and counts["fair"]["total"] == 0
+    for key in ("theory", "paper_code", "fair"):
+        assert f"**{runner.SECTIONS[key]}: paper claims passed" in md
+    assert "Shrunk: depths" in md or "Deviations from the paper's settings" in md
     n_figs = sum(len(r["figures"]) for r in results.values())
     assert page.count("src='data:image/png;base64,") == n_figs and "<img alt='fig3" in page
     assert "src='fig" not in page  # self-contained: no links to files

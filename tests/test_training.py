@@ -207,3 +207,37 @@ def test_data_parallel_training_on_two_host_devices():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
     out = subprocess.run([sys.executable, "-c", _DATA_PARALLEL], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+
+
+def test_train_many_learning_rate_grid_and_divergence(x64):
+    """Per-member grad_scale with optax.sgd(1.0) is each member's learning rate (the members
+    follow separate runs with optax.sgd(lr) to rounding), and on_divergence="stop" freezes a
+    diverging member at its last finite state while the others go on."""
+    import equinox as eqx
+
+    keys = jax.random.split(jax.random.key(0), 3)
+    nets = eqx.filter_vmap(lambda k: pcl.MLP(k, [3, 5, 2], "linear"))(keys)
+    x = jax.random.normal(jax.random.key(1), (16, 3))
+    y = x[:, :2] @ jnp.asarray([[1.0, -2.0], [0.5, 1.0]])
+    lrs = np.array([0.05, 0.2, 1e4])  # the last one diverges
+    shuffle = jax.random.split(jax.random.key(2), 3)
+    for rule, solver in (("bp", None), ("pc", pcl.PaperEuler(dt=0.1, steps=10))):
+        out, hists = pcl.train_many(nets, (x, y), rule=rule, solver=solver, optimizer=optax.sgd(1.0), grad_scale=lrs,
+                                    steps=30, batch_size=8, keys=shuffle, on_divergence="stop", progress=False,
+                                    steps_per_call=7)
+        for s in (0, 1):
+            pick = lambda tree: jax.tree_util.tree_map(lambda a: a[s] if eqx.is_array(a) else a, tree)  # noqa: B023
+            net_s, hist_s = pcl.train(pick(nets), (x, y), rule=rule, solver=solver, optimizer=optax.sgd(float(lrs[s])),
+                                      steps=30, batch_size=8, key=shuffle[s], progress=False)
+            np.testing.assert_allclose(hists[s].loss, hist_s.loss, rtol=1e-10)
+            np.testing.assert_allclose(hists[s].inference_dt, hist_s.inference_dt, rtol=0, atol=0)
+            for a, b in zip(pcl.weights(pick(out)), pcl.weights(net_s)):
+                np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+            assert "diverged_at" not in hists[s].meta and hists[s].meta["grad_scale"] == lrs[s]
+        assert 0 < hists[2].meta["diverged_at"] < 30 and len(hists[2]) == hists[2].meta["diverged_at"]
+        assert all(np.isfinite(np.asarray(w)).all() for w in pcl.weights(jax.tree_util.tree_map(
+            lambda a: a[2] if eqx.is_array(a) else a, out)))
+    with pytest.raises(ValueError, match="grad_scale"):
+        pcl.train_many(nets, (x, y), rule="bp", grad_scale=np.ones(2), steps=1, batch_size=8)
+    with pytest.raises(ValueError, match="on_divergence"):
+        pcl.train_many(nets, (x, y), rule="bp", on_divergence="ignore", steps=1, batch_size=8)

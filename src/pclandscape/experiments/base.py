@@ -25,6 +25,7 @@ __all__ = [
     "Results",
     "PROTOCOLS",
     "protocol_scales",
+    "protocol_setup",
     "escape_step",
     "claim",
     "load_data",
@@ -35,15 +36,17 @@ __all__ = [
 PROTOCOLS = ("paper", "fair")
 
 PROTOCOL_NOTE = (
-    "Two protocols. 'paper' reproduces the paper's training code: BP minimised nn.MSELoss() (the "
-    "mean over the batch and the output units, i.e. 2/d_y times Eq 1) while the PC weight update "
-    "was the batch *sum* of the per-sample energy gradients (N times the gradient of Eq 2), at the "
-    "same learning rate, so PC's step was N d_y / 2 (= 320 for N = 64, d_y = 10) times larger; PC "
-    "inference was per-sample Euler with dt = 0.1, halving dt whenever a sample's energy rose. "
-    "'matched' uses Eq 1 and Eq 2 as written, with the same 1/(2N) for both rules, so both rules "
-    "see gradients of the same scale and only the geometry of L and F* differs. Paper-protocol "
-    "claims reproduce the paper's figures; matched-protocol results are findings, reported as "
-    "measured."
+    "Two protocols. 'paper' is the paper's own training code (its notebooks, transcribed and checked "
+    "weight by weight in tests/test_paper_protocol.py): nonlinear layers predict f(W z) (Linear then "
+    "Tanh/ReLU; the output layer W z); BP minimises nn.MSELoss() (the mean over all N d_y entries of the "
+    "batch, i.e. 2/d_y times Eq 1) while PC's weight update is the batch *sum* of the per-sample energy "
+    "gradients (N times the gradient of Eq 2), at the same learning rate, so PC's step is N d_y / 2 "
+    "(= 320 for N = 64, d_y = 10) times BP's; PC inference is pcl.PaperEuler: activities from the "
+    "forward pass, one dt (0.1) for the batch, halved when the batch's total energy did not decrease "
+    "(the step taken is kept), reset and stopped when it reaches 0.025, the halved dt carried into the "
+    "next training step, and the weight gradient taken at the start of the last iteration. 'fair' uses "
+    "Eq 1 and Eq 2 as written (the same 1/(2N) for both rules) with PC at a verified equilibrium and "
+    "each rule at its own best learning rate: the 'fair' experiment."
 )
 
 
@@ -51,9 +54,13 @@ PROTOCOL_NOTE = (
 class Claim:
     """One checked statement: what the paper says, what was expected, what was measured.
 
-    ``category`` is ``"paper"`` (a claim of the paper, must pass), ``"finding"`` (a result
-    beyond the paper or under the matched protocol, reported with its own verdict) or
-    ``"skipped"`` (not measurable here, e.g. missing data; ``passed`` is None).
+    ``category`` is ``"paper"`` (a claim of the paper), ``"finding"`` (a result beyond the
+    paper, reported with its own verdict) or ``"skipped"`` (not measurable here, e.g. missing
+    data; ``passed`` is None). ``section`` places it in the report: ``"theory"`` (the exact
+    identities), ``"paper_code"`` (the paper's figures under the paper's own training code) or
+    ``"fair"`` (the paper's claims under the fair comparison); None takes the experiment's.
+    ``verdict`` replaces PASS / FAIL where a claim is decided in words (the fair comparison's
+    SUPPORTED / NOT SUPPORTED / INCONCLUSIVE).
     """
 
     id: str
@@ -62,13 +69,16 @@ class Claim:
     measured: str
     passed: bool | None
     category: str = "paper"
+    section: str | None = None
+    verdict: str | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-def claim(id, statement, expected, measured, passed, category="paper") -> Claim:
-    return Claim(id, statement, expected, measured, None if passed is None else bool(passed), category)
+def claim(id, statement, expected, measured, passed, category="paper", section=None, verdict=None) -> Claim:
+    """A :class:`Claim` (``passed`` coerced to bool, None kept)."""
+    return Claim(id, statement, expected, measured, None if passed is None else bool(passed), category, section, verdict)
 
 
 @dataclass
@@ -105,6 +115,22 @@ def protocol_scales(protocol: str, batch_size: int, d_y: int) -> tuple[float, fl
     if protocol == "fair":
         return 1.0, 1.0
     raise ValueError(f"protocol={protocol!r} must be one of {PROTOCOLS}.")
+
+
+def protocol_setup(protocol: str, net, batch_size: int, dt: float = 0.1, T: int = 50):
+    """``(pc_net, solver, bp_scale, pc_scale)`` for one BP-vs-PC protocol (see PROTOCOL_NOTE).
+
+    ``"paper"``: the same weights in an MLP predicting ``f(W z)``, :class:`pclandscape.PaperEuler`
+    and the notebooks' gradient scales. ``"fair"``: the network as it is, the default
+    (verified-equilibrium) solver and unit scales. BP's network is ``net`` under both (the
+    feedforward function of the two prediction forms is the same).
+    """
+    bp_s, pc_s = protocol_scales(protocol, batch_size, net.output_dim)
+    if protocol == "paper":
+        if isinstance(net, pcl.MLP) and not net.is_linear:
+            net = pcl.MLP.from_weights(net.weights, net.activation, net.biases, prediction="f(W z)")
+        return net, pcl.PaperEuler(dt=dt, steps=T), bp_s, pc_s
+    return net, pcl.default_solver(net), bp_s, pc_s
 
 
 def escape_step(loss: np.ndarray, fraction: float = 0.5, window: int = 5) -> int | None:

@@ -23,13 +23,12 @@ class Config(fig5.Config):
     init: str = "zero_rank"
     cnn: bool = False  # the paper's Fig 12 shows the MLPs
     hessian_check: bool = False
-    sweep_lrs: tuple = ()
 
 
 def quick_config() -> Config:
     """Fig 5's quick variant at the zero-rank saddle, linear and tanh MLPs."""
     base = dataclasses.asdict(fig5.quick_config())
-    base.update(init="zero_rank", cnn=False, hessian_check=False, sweep_lrs=(), activations=("linear", "tanh"))
+    base.update(init="zero_rank", cnn=False, hessian_check=False, activations=("linear", "tanh"))
     return Config(**base)
 
 

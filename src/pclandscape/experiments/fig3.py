@@ -66,7 +66,7 @@ def run(cfg: Config, progress=None) -> Results:
     res = Results(NAME, cfg)
     seed = cfg.seeds[0]
     with enable_x64(True):
-        worst = {"L": 0.0, "F": 0.0, "unrolled": 0.0}
+        worst = {"L": 0.0, "F": 0.0, "unrolled": 0.0, "eq8_scale": 0.0}
         lam = {}
         for variant in cfg.variants:
             x, y, ds = _data(cfg, seed, variant, cfg.dim)
@@ -85,6 +85,7 @@ def run(cfg: Config, progress=None) -> Results:
                 worst["L"] = max(worst["L"], float(np.max(np.abs(hs["L"] - hs["eq6"]))))
                 worst["F"] = max(worst["F"], float(np.max(np.abs(hs["F_implicit"] - hs["eq8"]))))
                 worst["unrolled"] = max(worst["unrolled"], float(np.max(np.abs(hs["F_unrolled"] - hs["eq8"]))))
+                worst["eq8_scale"] = max(worst["eq8_scale"], float(np.max(np.abs(hs["eq8"]))))
                 lam[key] = (float(ev_l[0]), float(ev_f[0]), h)
                 if progress:
                     progress.update(1)
@@ -92,9 +93,14 @@ def run(cfg: Config, progress=None) -> Results:
                       f"max |H_L - Eq6| <= {cfg.tol:g}", f"{worst['L']:.2e}", worst["L"] <= cfg.tol))
         res.add(claim("fig3.eq8", "The Hessian of the numerical F* (exact equilibrium, implicit) equals Eq 8 entry by entry",
                       f"max |H_F* - Eq8| <= {cfg.tol:g}", f"{worst['F']:.2e}", worst["F"] <= cfg.tol))
+        # At the origin the activity Hessian is I, so T Euler steps give dz/dtheta with the factor
+        # 1 - (1 - dt)^T in place of 1; the Hessian of F(z_T(theta)) then misses Eq 8 by
+        # (1 - dt)^(2T) times the implicit correction term, whose entries are O(max |Eq 8|) here.
+        bound = 2.0 * (1.0 - cfg.unrolled_dt) ** (2 * cfg.unrolled_steps) * max(worst["eq8_scale"], 1.0)
         res.add(claim("fig3.unrolled", f"Autodiff through T = {cfg.unrolled_steps} Euler steps (the paper's method) approximates Eq 8",
-                      "reported (approximate by construction)", f"max |H - Eq8| = {worst['unrolled']:.2e}",
-                      worst["unrolled"] < 0.1, category="finding"))
+                      f"max |H - Eq8| <= 2 (1 - dt)^(2T) max(|Eq8|, 1) = {bound:.1e} (the error of T steps of a unit-Hessian "
+                      "gradient flow)", f"max |H - Eq8| = {worst['unrolled']:.2e}",
+                      worst["unrolled"] <= bound, category="finding"))
         neg = {k: v[1] for k, v in lam.items()}
         res.add(claim("fig3.strict_F", "lambda_min(H_F*) < 0 at the origin for every H (Theorem 2)",
                       "all < 0", ", ".join(f"{k}: {fmt(v)}" for k, v in neg.items()), all(v < 0 for v in neg.values())))

@@ -80,6 +80,8 @@ def run(cfg: Config, progress=None) -> Results:
                 net = pcl.MLP(None, widths, "linear", init="zeros", dtype=jnp.float64)
                 h_l = np.asarray(pcl.loss_hessian(net, x, y))
                 worst_l = max(worst_l, float(np.max(np.abs(h_l - np.asarray(theory.loss_hessian_at_origin(widths, x, y))))))
+                if h > 1:  # from autodiff, not from a closed form
+                    flat[f"{dname}_H{h}"] = float(np.max(np.abs(h_l)))
                 del h_l
                 h_f = np.asarray(pcl.energy_hessian(net, x, y, "implicit", solver=pcl.ExactLinear()))
                 worst_f = max(worst_f, float(np.max(np.abs(h_f - np.asarray(theory.energy_hessian_at_origin(widths, x, y))))))
@@ -92,8 +94,6 @@ def run(cfg: Config, progress=None) -> Results:
                 res.series[f"{tag}_full_spectrum"] = full
                 strict[tag] = float(ev[0])
                 lam_match[tag] = abs(ev[0] - ev_th[0]) / abs(ev_th[0])
-                if h > 1:
-                    flat[tag] = float(np.max(np.abs(np.asarray(theory.origin_spectrum(widths, x, y, "loss")))))
                 if progress:
                     progress.update(1)
         res.add(claim("fig4.eq6", "Numerical loss Hessians at the origin equal Eq 6 entry by entry (MNIST, MNIST-1D)",
@@ -106,7 +106,7 @@ def run(cfg: Config, progress=None) -> Results:
                       all(v < 0 for v in strict.values()) and max(lam_match.values()) <= cfg.lanczos_rtol))
         if flat:
             res.add(claim("fig4.flat_L", "lambda_min(H_L) = 0 at the origin for H > 1 (the whole Hessian vanishes)",
-                          "max |H_L| = 0", ", ".join(f"{k}: {fmt(v)}" for k, v in flat.items()), max(flat.values()) == 0.0))
+                          "max |H_L| = 0 for the autodiff Hessian of the loss (every entry a product with a zero weight)", ", ".join(f"{k}: {fmt(v)}" for k, v in flat.items()), max(flat.values()) == 0.0))
 
         # beyond the paper: wide MNIST nets by Lanczos
         ds = datasets["mnist"]

@@ -8,14 +8,22 @@ points (the step of smallest gradient norm in each plateau) and the number of st
 needs to halve the loss from there is compared. Beyond the paper, each point is classified
 with ``classify_critical_point`` for L and for F*.
 
-**Initialisation.** §A.4 gives the origin initialisation "the same variance scale
-sigma^2 = 5e-3" as Fig 5. Read as a standard deviation of 5e-3 (as in Fig 5), BP spends
-~17,000 steps at the origin and >13,000 at the rank-1 saddle; ``init_std = 0.02`` shows the
-same three saddles within ~8,000 steps and is the default here.
+**The paper's code** (``Matrix_Completion_Experiment.ipynb``), which the paper protocol
+follows: the input of the network is the masked target matrix (hidden entries set to 0, one
+row per sample), BP minimises ``MSELoss(output * mask, target * mask)`` (the mean over all
+n^2 entries: 2/d_y times Eq 1 over the observed entries), and PC clamps its output to the
+*full* target matrix, so PC's weight updates see the 20 % of entries BP never sees. The
+weights start from ``N(0, 0.005^2)`` (the text says variance 5e-3; the code draws a standard
+deviation of 5e-3), which is the default here.
+
+**Initialisation.** With std 5e-3 BP dwells for tens of thousands of steps at the origin; the
+quick config starts from std 0.02 (listed among its deviations), which shows the same saddles
+within a few thousand steps.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import jax
@@ -25,7 +33,7 @@ import numpy as np
 import pclandscape as pcl
 
 from .._compat import enable_x64
-from .base import PROTOCOL_NOTE, Results, claim, escape_step, fmt, protocol_scales, sgd
+from .base import PROTOCOL_NOTE, Results, claim, escape_step, fmt, protocol_setup, sgd
 
 NAME = "fig6"
 DESCRIPTION = "Fig 6: matrix completion (rank 3): BP's saddle-to-saddle path; PC escapes each saddle BP visits"
@@ -40,22 +48,22 @@ class Config:
     hidden: int = 3
     width: int = 100
     lr: float = 1e-2
-    init_std: float = 0.02  # see the module docstring
-    bp_steps: int = 40_000  # under the paper protocol BP's step is 4x smaller (nn.MSELoss over 80 entries)
+    init_std: float = 5e-3  # the notebook's INIT_SCALE (a standard deviation)
+    bp_steps: int = 60_000
     snapshot_every: int = 500
     pc_steps: int = 3000
     T: int = 50
     dt: float = 0.1
     rank_threshold: float = 0.5  # singular values of W_{L:1} above this count towards its rank
     escape_fraction: float = 0.5
-    protocols: tuple = ("paper", "matched")
+    protocols: tuple = ("paper",)
     classify: bool = True
 
 
 def quick_config() -> Config:
-    """A 2-core-CPU variant: width 50 and lr 5e-2 (5x the paper's) bring BP's three saddles
-    within 8,000 steps (the paper's settings need ~34,000)."""
-    return Config(width=50, lr=0.05, bp_steps=8000, snapshot_every=200, pc_steps=400)
+    """A 2-core-CPU variant: width 50, and (deviations) lr 5e-2 (5x the paper's) and init std
+    0.02 (4x), which bring BP's saddles within 8,000 steps."""
+    return Config(width=50, lr=0.05, init_std=0.02, bp_steps=8000, snapshot_every=200, pc_steps=400)
 
 
 def progress_total(cfg) -> int:
@@ -67,14 +75,19 @@ def _network_map(net, x, y):
     return net(jnp.eye(x.shape[1], dtype=x.dtype))
 
 
-def _scales(protocol, y):
-    """Protocol gradient scales for a masked target: nn.MSELoss averages over observed entries."""
-    return protocol_scales(protocol, y.shape[0], y.shape[1], int(np.sum(~np.isnan(np.asarray(y)))))
+def _protocol_data(protocol, ds):
+    """``(x, y_bp, y_pc)``: under "paper" the notebook's masked-matrix input and PC clamped to the
+    full target; otherwise the one-hot inputs and the masked target for both rules."""
+    y = np.asarray(ds.y_train)
+    if protocol == "paper":
+        full = np.asarray(ds.extras["M"]).T  # row j = column j of M, as y_train
+        return jnp.asarray(np.where(np.isnan(y), 0.0, y)), jnp.asarray(y), jnp.asarray(full)
+    return jnp.asarray(ds.x_train), jnp.asarray(y), jnp.asarray(y)
 
 
-def _gd(net, data, rule, cfg, steps, scale, solver=None):
+def _gd(net, data, rule, cfg, steps, scale, solver=None, metrics=None):
     return pcl.train(net, data, rule=rule, optimizer=sgd(cfg.lr), solver=solver, steps=steps, batch_size=data[0].shape[0],
-                     grad_scale=scale, progress=False, steps_per_call=500)
+                     grad_scale=scale, progress=False, steps_per_call=500, metrics=metrics)
 
 
 def _bp_with_snapshots(net, data, cfg, scale):
@@ -104,17 +117,18 @@ def run(cfg: Config, progress=None) -> Results:
     for seed in cfg.seeds:
         ds = pcl.data.matrix_completion(seed, cfg.n, cfg.rank, cfg.masked)
         res.use_data(ds)
-        x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
         widths = [cfg.n] + [cfg.width] * cfg.hidden + [cfg.n]
         net0 = pcl.MLP(jax.random.key(seed), widths, "linear", init_std=cfg.init_std)
         for protocol in cfg.protocols:
-            bp_s, pc_s = _scales(protocol, y)
+            x, y, y_pc = _protocol_data(protocol, ds)
+            _, solver, bp_s, pc_s = protocol_setup(protocol, net0, cfg.n, cfg.dt, cfg.T)
+            if protocol != "paper":
+                solver = pcl.ExactLinear(masked=True)
             bp, snapshots = _bp_with_snapshots(net0, (x, y), cfg, bp_s)
             svs = np.linalg.svd(bp.extra["map"], compute_uv=False)  # (steps, n), on the host
             rank = (svs > cfg.rank_threshold).sum(1)
             tag0 = f"{protocol}_s{seed}"
             res.arrays[f"{tag0}_bp_loss"], res.arrays[f"{tag0}_bp_grad"], res.arrays[f"{tag0}_rank"] = bp.loss, bp.grad_norm, rank
-            solver = pcl.Euler(dt=cfg.dt, steps=cfg.T, backtrack=protocol == "paper")
             for k in range(cfg.rank):
                 steps_k = np.nonzero(rank == k)[0]
                 if steps_k.size < 10:
@@ -124,7 +138,10 @@ def run(cfg: Config, progress=None) -> Results:
                 s = int(lo + np.argmin(bp.grad_norm[lo : hi + 1]))
                 base = (s // cfg.snapshot_every) * cfg.snapshot_every  # GD is deterministic: replay from a snapshot
                 saddle = snapshots[base] if s == base else _gd(snapshots[base], (x, y), "bp", cfg, s - base, bp_s)[0]
-                _, pc = _gd(saddle, (x, y), "pc", cfg, cfg.pc_steps, pc_s, solver)
+                # PC's loss as the notebook records it: on the observed entries (full batch: x is all of it)
+                observed = {"observed_loss": lambda n, xb, yb, y=y: pcl.mse_loss(n, xb, y)}
+                _, pc = _gd(saddle, (x, y_pc), "pc", cfg, cfg.pc_steps, pc_s, solver, metrics=observed)
+                pc = dataclasses.replace(pc, loss=pc.extra["observed_loss"])
                 bp_from = escape_step(bp.loss[s:], cfg.escape_fraction, window=1)
                 pc_from = escape_step(pc.loss, cfg.escape_fraction, window=1)
                 tag = f"{tag0}_rank{k}"
@@ -135,18 +152,21 @@ def run(cfg: Config, progress=None) -> Results:
                 if progress:
                     progress.update(1)
     for protocol, d in escapes.items():
-        far = {k: p is not None and (b is None or p <= 0.5 * b) for k, (s, b, p) in d.items()}
+        # BP never halving its loss in the steps it had left is censored: its time is >= those steps
+        far = {k: p is not None and p <= 0.5 * (cfg.bp_steps - s if b is None else b) for k, (s, b, p) in d.items()}
         res.add(claim(f"fig6.escape_{protocol}", f"PC leaves each saddle BP visits in far fewer steps than BP took ({protocol} protocol)",
-                      "steps to halve the loss from the saddle: PC <= half of BP's",
-                      ", ".join(f"{k} (BP step {s}): PC {fmt(p)} vs BP {fmt(b)}" for k, (s, b, p) in d.items()),
+                      "steps to halve the loss from the saddle: PC <= half of BP's (BP censored at the steps it had left)",
+                      ", ".join(f"{k} (BP step {s}): PC {fmt(p) if p is not None else f'>= {cfg.pc_steps}'} vs BP "
+                                f"{fmt(b) if b is not None else f'>= {cfg.bp_steps - s}'}" for k, (s, b, p) in d.items()),
                       bool(d) and all(far.values()), category="paper" if protocol == "paper" else "finding"))
         ranks = sorted(int(k.rsplit("rank", 1)[1]) for k in d)
         res.add(claim(f"fig6.saddles_{protocol}", f"BP visits saddles of successive rank 0, 1, ..., {cfg.rank - 1} ({protocol} protocol)",
                       f"ranks {list(range(cfg.rank))} visited", f"ranks {ranks}", ranks == list(range(cfg.rank)),
                       category="paper" if protocol == "paper" else "finding"))
     if kinds:
-        res.add(claim("fig6.classification", "Beyond the paper: each saddle BP visits, classified for L and for F* "
-                      "(approximate critical points of L: gradient tolerance 1.5x L's measured gradient norm, for both)",
+        res.add(claim("fig6.classification", "Beyond the paper: each plateau point BP visits, classified for L and for F* "
+                      "with a gradient tolerance of 1e-6 (so a plateau point that is not an exact critical point is "
+                      "reported as not critical)",
                       "L: a saddle; F*: a descent direction (not critical, or a strict saddle)",
                       "; ".join(f"{k}: L {v['loss'][0]} (|g|={v['loss'][1]:.1e}, order {v['loss'][2]}), F* {v['energy'][0]} "
                                 f"(|g|={v['energy'][1]:.1e}, lambda_min={v['energy'][3]:.2e})" for k, v in kinds.items()),
@@ -168,9 +188,7 @@ def _classify(net, x, y):
             "energy": lambda w: pcl.infer(template.with_weights(w), x64, y64, pcl.ExactLinear(masked=True)).energy,
         }
         ops = {"loss": None, "energy": pcl.energy_hessian(template, x64, y64, "implicit", solver=pcl.ExactLinear(), form="operator")}
-        # BP's plateau points are approximate critical points of L: accept L's measured gradient
-        # norm (x1.5) as "zero" -- for both objectives, so F* is judged at the same standard.
-        tol = max(1.5 * float(jnp.linalg.norm(pcl.gradient(fns["loss"], ws))), 1e-12)
+        tol = 1e-6  # fixed in advance, not from the measured gradient
         out = {}
         for name, fn in fns.items():
             cp = pcl.classify_critical_point(fn, ws, tol=tol, eig_tol=1e-6, max_order=4, n_directions=8, hessian=ops[name])

@@ -16,9 +16,9 @@ import json
 from pathlib import Path
 
 from .base import PROTOCOL_NOTE
-from .runner import EXPERIMENTS, _atomic_write
+from .runner import EXPERIMENT_SECTIONS, EXPERIMENTS, SECTIONS, _atomic_write
 
-__all__ = ["collect", "summary_rows", "write_report", "verdict"]
+__all__ = ["collect", "summary_rows", "section_counts", "write_report", "verdict"]
 
 
 def collect(out_dir) -> dict[str, dict]:
@@ -46,6 +46,8 @@ def collect(out_dir) -> dict[str, dict]:
 def verdict(c: dict) -> str:
     """PASS / FAIL for a paper claim, YES / NO for a finding (did the stated expectation hold?),
     SKIPPED when it could not be measured."""
+    if c.get("verdict"):
+        return str(c["verdict"])
     if c.get("passed") is None:
         return "SKIPPED"
     if c.get("category", "paper") == "finding":
@@ -54,7 +56,8 @@ def verdict(c: dict) -> str:
 
 
 def _count(claims, category) -> tuple[int, int]:
-    sel = [c for c in claims if c.get("category", "paper") == category and c.get("passed") is not None]
+    # a claim decided in words (the fair comparison's verdict) is a result, not a pass or a failure
+    sel = [c for c in claims if c.get("category", "paper") == category and c.get("passed") is not None and not c.get("verdict")]
     return sum(bool(c["passed"]) for c in sel), len(sel)
 
 
@@ -84,8 +87,54 @@ def summary_rows(results: dict[str, dict]) -> list[dict]:
     return rows
 
 
-def _paper_totals(rows) -> tuple[int, int]:
-    return sum(r["paper_passed"] for r in rows), sum(r["paper_total"] for r in rows)
+def _section_of(name: str, c: dict) -> str:
+    return c.get("section") or EXPERIMENT_SECTIONS.get(name, "paper_code")
+
+
+def _empty_section() -> dict:
+    return {"passed": 0, "total": 0, "findings": 0, "skipped": 0, "verdicts": [], "claims": []}
+
+
+def section_counts(results: dict[str, dict]) -> dict[str, dict]:
+    """Per report section: paper claims passed / decided, findings, skipped, and the verdicts
+    stated in words (the fair comparison's), with the claims themselves."""
+    out = {k: _empty_section() for k in SECTIONS}
+    for name, r in results.items():
+        for c in r.get("claims", []):
+            sec = out.setdefault(_section_of(name, c), _empty_section())
+            sec["claims"].append((name, c))
+            if c.get("verdict"):
+                sec["verdicts"].append(f"{c['id']}: {c['verdict']}")
+            elif c.get("passed") is None:
+                sec["skipped"] += 1
+            elif c.get("category", "paper") == "finding":
+                sec["findings"] += 1
+            else:
+                sec["total"] += 1
+                sec["passed"] += bool(c["passed"])
+    return out
+
+
+def _count_line(key: str, sec: dict) -> str:
+    line = f"{SECTIONS.get(key, key)}: paper claims passed {sec['passed']}/{sec['total']}"
+    if sec["verdicts"]:
+        line += "; verdict " + "; ".join(sec["verdicts"])
+    return line + f" ({sec['findings']} findings, {sec['skipped']} skipped or undecided)"
+
+
+def _is_quick(results) -> bool:
+    return any(r.get("quick") for r in results.values())
+
+
+def _changes_text(r: dict) -> str:
+    dev = [c for c in r.get("config_changes", []) if c["kind"] == "deviation"]
+    size = [c for c in r.get("config_changes", []) if c["kind"] == "size"]
+    parts = []
+    if dev:
+        parts.append("Deviations from the paper's settings: " + ", ".join(f"{c['field']} = {c['value']} (paper: {c['default']})" for c in dev))
+    if size:
+        parts.append("Shrunk: " + ", ".join(f"{c['field']} = {c['value']} (paper: {c['default']})" for c in size))
+    return ". ".join(parts)
 
 
 def _md_cell(s) -> str:
@@ -97,15 +146,27 @@ def _config_text(r: dict) -> str:
 
 
 def _markdown(results: dict[str, dict], rows: list[dict], generated: str) -> str:
-    lines = ["# pclandscape: claims report", "", f"Generated {generated}.", ""]
-    total_p = _paper_totals(rows)
-    lines += [f"**Paper claims passed: {total_p[0]}/{total_p[1]}.**", "", _LEGEND, ""]
-    lines += ["## Summary", "", "| experiment | paper claims passed | findings (own verdicts) | wall time (s) | data used |", "|---|---|---|---|---|"]
+    quick = _is_quick(results)
+    lines = [f"# pclandscape: claims report{' (QUICK run: shrunk sizes, see the deviations per experiment)' if quick else ''}",
+             "", f"Generated {generated}.", ""]
+    secs = section_counts(results)
+    lines += [f"- **{_count_line(k, v)}**" for k, v in secs.items()]
+    lines += ["", _LEGEND, ""]
+    lines += ["## Summary", "", "| experiment | mode | paper claims passed | findings (own verdicts) | wall time (s) | data used |",
+              "|---|---|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| {row['name']} | {row['paper']} | {row['findings']} | {row['wall']:.1f} | {_md_cell(row['data'])} |")
+        lines.append(f"| {row['name']} | {'quick' if row['quick'] else 'full'} | {row['paper']} | {row['findings']} | "
+                     f"{row['wall']:.1f} | {_md_cell(row['data'])} |")
     lines += ["", "## Protocols (BP vs PC training)", "", PROTOCOL_NOTE, ""]
+    for key, sec in secs.items():
+        lines += [f"## {SECTIONS.get(key, key)}", "", "| experiment | id | kind | verdict |", "|---|---|---|---|"]
+        for name, c in sec["claims"]:
+            lines.append(f"| {name} | {_md_cell(c['id'])} | {c.get('category', 'paper')} | **{verdict(c)}** |")
+        lines.append("")
     for name, r in results.items():
-        lines += [f"## {name}: {r.get('description', '')}", ""]
+        lines += [f"## {name}{' (quick)' if r.get('quick') else ''}: {r.get('description', '')}", ""]
+        if _changes_text(r):
+            lines += [_changes_text(r), ""]
         meta = f"Wall time {r.get('wall_time_s', float('nan')):.1f} s on {r.get('device', '?')}; seeds {r.get('seeds', [])}; config hash `{r.get('config_hash', '?')}`."
         lines += [meta, ""]
         if r.get("data"):
@@ -125,9 +186,12 @@ def _markdown(results: dict[str, dict], rows: list[dict], generated: str) -> str
 
 
 _LEGEND = (
-    "Verdicts: PASS / FAIL for the paper's claims (what the reproduction must show); YES / NO for "
-    "findings (results beyond the paper or under the matched protocol: whether the stated expectation "
-    "held, reported as measured and never tuned); SKIPPED where a claim could not be measured here."
+    "Verdicts: PASS / FAIL for the paper's claims; YES / NO for findings (results beyond the paper: whether "
+    "the expectation written before the run held, reported as measured and never tuned); SUPPORTED / NOT "
+    "SUPPORTED / INCONCLUSIVE for the paper's claim decided under the fair comparison (rule stated with it); "
+    "SKIPPED where a claim could not be measured or decided here (e.g. censored runs bounding the wrong way). "
+    "Each claim sits in one of three parts: the theory (exact identities), the paper's figures under the paper's "
+    "own training code (where PC's step is 320x BP's), and the paper's claims under the fair comparison."
 )
 
 _CSS = """
@@ -136,7 +200,8 @@ table{border-collapse:collapse;margin:1em 0;font-size:0.9em}
 td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}
 th{background:#f2f2f2} .PASS{color:#070;font-weight:bold} .FAIL{color:#b00;font-weight:bold}
 .YES{color:#036} .NO{color:#a50}
-.SKIPPED{color:#888} img{max-width:100%;border:1px solid #eee;margin:0.5em 0}
+.SKIPPED{color:#888} .SUPPORTED{color:#070;font-weight:bold} .NOT_SUPPORTED{color:#b00;font-weight:bold}
+.INCONCLUSIVE{color:#a50;font-weight:bold} img{max-width:100%;border:1px solid #eee;margin:0.5em 0}
 pre{background:#f7f7f7;padding:0.5em;overflow-x:auto;font-size:0.8em} .note{background:#fff8e0;padding:0.4em 0.8em}
 """
 
@@ -150,24 +215,39 @@ def _img_tag(path: Path) -> str:
 
 def _html(out: Path, results: dict[str, dict], rows: list[dict], generated: str) -> str:
     e = html.escape
-    total_p = _paper_totals(rows)
+    quick = _is_quick(results)
+    secs = section_counts(results)
+    title = "pclandscape: claims report" + (" (QUICK run: shrunk sizes, see the deviations per experiment)" if quick else "")
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>pclandscape claims report</title>",
         f"<style>{_CSS}</style></head><body>",
-        "<h1>pclandscape: claims report</h1>",
-        f"<p>Generated {e(generated)}. <b>Paper claims passed: {total_p[0]}/{total_p[1]}.</b></p>",
+        f"<h1>{e(title)}</h1>",
+        f"<p>Generated {e(generated)}.</p><ul>",
+        *[f"<li><b>{e(_count_line(k, v))}</b></li>" for k, v in secs.items()],
+        "</ul>",
         f"<p>{e(_LEGEND)}</p>",
-        "<h2>Summary</h2><table><tr><th>experiment</th><th>paper claims passed</th><th>findings (own verdicts)</th><th>wall time (s)</th><th>data used</th></tr>",
+        "<h2>Summary</h2><table><tr><th>experiment</th><th>mode</th><th>paper claims passed</th><th>findings (own verdicts)</th>"
+        "<th>wall time (s)</th><th>data used</th></tr>",
     ]
     for row in rows:
         cls = "PASS" if row["all_paper_pass"] else "FAIL"
         parts.append(
-            f"<tr><td><a href='#{e(row['name'])}'>{e(row['name'])}</a></td><td class='{cls}'>{row['paper']}</td>"
+            f"<tr><td><a href='#{e(row['name'])}'>{e(row['name'])}</a></td><td>{'quick' if row['quick'] else 'full'}</td>"
+            f"<td class='{cls}'>{row['paper']}</td>"
             f"<td>{row['findings']}</td><td>{row['wall']:.1f}</td><td>{e(row['data'])}</td></tr>"
         )
     parts += ["</table>", "<h2>Protocols (BP vs PC training)</h2>", f"<p>{e(PROTOCOL_NOTE)}</p>"]
+    for key, sec in secs.items():
+        parts.append(f"<h2>{e(SECTIONS.get(key, key))}</h2><table><tr><th>experiment</th><th>id</th><th>kind</th><th>verdict</th></tr>")
+        for name, c in sec["claims"]:
+            v = verdict(c)
+            parts.append(f"<tr><td><a href='#{e(name)}'>{e(name)}</a></td><td>{e(c['id'])}</td><td>{e(c.get('category', 'paper'))}</td>"
+                         f"<td class='{e(v.replace(' ', '_'))}'>{e(v)}</td></tr>")
+        parts.append("</table>")
     for name, r in results.items():
-        parts.append(f"<h2 id='{e(name)}'>{e(name)}: {e(r.get('description', ''))}</h2>")
+        parts.append(f"<h2 id='{e(name)}'>{e(name)}{' (quick)' if r.get('quick') else ''}: {e(r.get('description', ''))}</h2>")
+        if _changes_text(r):
+            parts.append(f"<p class='note'>{e(_changes_text(r))}</p>")
         parts.append(
             f"<p>Wall time {r.get('wall_time_s', float('nan')):.1f} s on {e(str(r.get('device', '?')))}; "
             f"seeds {e(str(r.get('seeds', [])))}; config hash <code>{e(str(r.get('config_hash', '?')))}</code>.</p>"
@@ -183,7 +263,7 @@ def _html(out: Path, results: dict[str, dict], rows: list[dict], generated: str)
             v = verdict(c)
             parts.append(
                 f"<tr><td>{e(c['id'])}</td><td>{e(c.get('category', 'paper'))}</td><td>{e(c['statement'])}</td>"
-                f"<td>{e(c['expected'])}</td><td>{e(c['measured'])}</td><td class='{v}'>{v}</td></tr>"
+                f"<td>{e(c['expected'])}</td><td>{e(c['measured'])}</td><td class='{e(v.replace(' ', '_'))}'>{e(v)}</td></tr>"
             )
         parts.append("</table>")
         parts.append(f"<details><summary>config</summary><pre>{e(_config_text(r))}</pre></details>")

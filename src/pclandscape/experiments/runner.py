@@ -29,7 +29,7 @@ __all__ = [
     "is_done",
 ]
 
-EXPERIMENTS = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig9_10", "fig12")
+EXPERIMENTS = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig9_10", "fig12", "fair")
 
 
 def get(name: str):
@@ -105,6 +105,36 @@ def make_config(name: str, quick: bool = False, seeds=None, overrides=None):
     if seeds is not None:
         cfg = dataclasses.replace(cfg, seeds=tuple(seeds))
     return parse_overrides(cfg, overrides or [])
+
+
+SECTIONS = {
+    "theory": "The theory: exact identities (Thm 1, Eqs 6, 8, 62-65, Thm 3)",
+    "paper_code": "The paper's figures under the paper's own training code (PC's step = 320x BP's)",
+    "fair": "The paper's claims under the fair comparison (Eqs 1-2, same scale, each rule at its best lr)",
+}
+"""The report's three parts, by key; every claim belongs to one (``Claim.section`` or its
+experiment's, :data:`EXPERIMENT_SECTIONS`)."""
+
+EXPERIMENT_SECTIONS = {"fig1": "theory", "fig3": "theory", "fig4": "theory", "fig9_10": "theory", "fig2": "paper_code",
+                       "fig5": "paper_code", "fig6": "paper_code", "fig12": "paper_code", "fair": "fair"}
+
+_SIZE_TOKENS = {"seeds", "steps", "width", "widths", "depths", "hidden", "channels", "resolution", "train", "test",
+                "datasets", "dataset", "activations", "boot", "every", "protocols", "layers"}
+
+
+def quick_changes(name: str, config) -> list[dict]:
+    """How ``config`` differs from experiment ``name``'s defaults (the paper's settings), field by
+    field: ``{field, default, value, kind}`` with kind ``"size"`` (sizes, steps, seeds, data: what
+    a quick run may shrink) or ``"deviation"`` (anything else: learning rates, initialisation,
+    thresholds, batch sizes, inference settings), which the report lists."""
+    default = get(name).Config()
+    out = []
+    for f in dataclasses.fields(config):
+        a, b = getattr(default, f.name), getattr(config, f.name)
+        if a != b:
+            kind = "size" if set(f.name.split("_")) & _SIZE_TOKENS or f.name == "seeds" else "deviation"
+            out.append({"field": f.name, "default": a, "value": b, "kind": kind})
+    return out
 
 
 def config_hash(config) -> str:
@@ -205,12 +235,13 @@ def run_experiment(name: str, config, out_dir: str | os.PathLike, *, progress: b
         "config_hash": config_hash(config),
         "seeds": list(getattr(config, "seeds", ())),
         "quick": bool(quick),
+        "config_changes": quick_changes(name, config),
         "versions": _versions(),
         "device": _device(),
         "wall_time_s": wall,
         "data": res.data,
         "notes": res.notes,
-        "claims": [c.to_dict() for c in res.claims],
+        "claims": [dict(c.to_dict(), section=c.section or EXPERIMENT_SECTIONS.get(name, "paper_code")) for c in res.claims],
         "series": _jsonable(res.series),
         "figures": fig_files,
         "arrays": "arrays.npz" if res.arrays else None,
