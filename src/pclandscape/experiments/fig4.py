@@ -73,6 +73,8 @@ def run(cfg: Config, progress=None) -> Results:
             "mnist1d": load_data(res, "mnist1d", cfg.data_dir),
         }
         for dname, ds in datasets.items():
+            label = dname if ds.name == dname else f"{ds.name}-for-{dname}"  # tags name the data really used
+            res.series.setdefault("labels", {})[dname] = label
             x, y = _batch(ds, cfg.batch, seed)
             widths_by_h = cfg.mnist_widths if dname == "mnist" else cfg.mnist1d_widths
             for h in cfg.mnist_depths if dname == "mnist" else cfg.mnist1d_depths:
@@ -81,7 +83,7 @@ def run(cfg: Config, progress=None) -> Results:
                 h_l = np.asarray(pcl.loss_hessian(net, x, y))
                 worst_l = max(worst_l, float(np.max(np.abs(h_l - np.asarray(theory.loss_hessian_at_origin(widths, x, y))))))
                 if h > 1:  # from autodiff, not from a closed form
-                    flat[f"{dname}_H{h}"] = float(np.max(np.abs(h_l)))
+                    flat[f"{label}_H{h}"] = float(np.max(np.abs(h_l)))
                 del h_l
                 h_f = np.asarray(pcl.energy_hessian(net, x, y, "implicit", solver=pcl.ExactLinear()))
                 worst_f = max(worst_f, float(np.max(np.abs(h_f - np.asarray(theory.energy_hessian_at_origin(widths, x, y))))))
@@ -89,7 +91,7 @@ def run(cfg: Config, progress=None) -> Results:
                 ev, full = _spectrum(h_f, op, cfg.dense_spectrum_max_p)
                 del h_f
                 ev_th = np.asarray(theory.origin_spectrum(widths, x, y, "energy"))
-                tag = f"{dname}_H{h}"
+                tag = f"{label}_H{h}"
                 res.arrays[f"{tag}_eig_F"], res.arrays[f"{tag}_eig_F_theory"] = ev, ev_th
                 res.series[f"{tag}_full_spectrum"] = full
                 strict[tag] = float(ev[0])
@@ -142,10 +144,11 @@ def plot(res: Results) -> dict:
         for j in range(len(depths), ncols):
             axes[i, j].axis("off")
         for j, h in enumerate(depths):
-            tag = f"{dname}_H{h}"
+            label = res.series.get("labels", {}).get(dname, dname)
+            tag = f"{label}_H{h}"
             full = res.series.get(f"{tag}_full_spectrum", True)
             spectra(axes[i, j], res.arrays[f"{tag}_eig_F"], res.arrays[f"{tag}_eig_F_theory"],
-                    f"{dname} H={h}" + ("" if full else " (Lanczos extremes)"), "numerical F*", "Eq 8")
+                    f"{label} H={h}" + ("" if full else " (Lanczos extremes)"), "numerical F*", "Eq 8")
             axes[i, j].axvline(0, color="grey", lw=0.5)
     fig.suptitle("Fig 4: energy Hessian eigenspectra at the origin, theory vs numerical", fontsize=10)
     fig.tight_layout()
