@@ -56,10 +56,8 @@ class Claim:
 
     ``category`` is ``"paper"`` (a claim of the paper), ``"finding"`` (a result beyond the
     paper, reported with its own verdict) or ``"skipped"`` (not measurable here, e.g. missing
-    data; ``passed`` is None). ``section`` places it in the report: ``"theory"`` (the exact
-    identities), ``"paper_code"`` (the paper's figures under the paper's own training code) or
-    ``"fair"`` (the paper's claims under the fair comparison); None takes the experiment's.
-    ``verdict`` replaces PASS / FAIL where a claim is decided in words (the fair comparison's
+    data; ``passed`` is None). The report places it in its experiment's part
+    (``runner.EXPERIMENT_SECTIONS``). ``verdict`` replaces PASS / FAIL where a claim is decided in words (the fair comparison's
     SUPPORTED / NOT SUPPORTED / INCONCLUSIVE).
     """
 
@@ -69,16 +67,15 @@ class Claim:
     measured: str
     passed: bool | None
     category: str = "paper"
-    section: str | None = None
     verdict: str | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-def claim(id, statement, expected, measured, passed, category="paper", section=None, verdict=None) -> Claim:
+def claim(id, statement, expected, measured, passed, category="paper", verdict=None) -> Claim:
     """A :class:`Claim` (``passed`` coerced to bool, None kept)."""
-    return Claim(id, statement, expected, measured, None if passed is None else bool(passed), category, section, verdict)
+    return Claim(id, statement, expected, measured, None if passed is None else bool(passed), category, verdict)
 
 
 @dataclass

@@ -50,8 +50,6 @@ from .base import Results, claim, escape_step, fmt, load_data, sgd
 
 NAME = "fair"
 DESCRIPTION = "The fair comparison: BP vs PC escaping the origin, each rule at its own best learning rate (log grid, seeds, intervals, depth)"
-SECTION = "fair"
-SIZE_FIELDS = ("seeds", "depths", "width", "max_steps", "activations", "n_boot")
 
 _FALLBACK = {"mnist": ("fashion_mnist", "mnist1d"), "fashion_mnist": ("mnist", "mnist1d")}
 VERDICTS = ("SUPPORTED", "NOT SUPPORTED", "INCONCLUSIVE")
@@ -271,9 +269,8 @@ def plot(res: Results) -> dict:
     from .plotting import BP_COLOR, PC_COLOR, new_figure
 
     table = res.series["table"]
-    cfg = res.config
     figs = {}
-    budget = cfg["max_steps"] if isinstance(cfg, dict) else cfg.max_steps
+    budget = res.config.max_steps
     acts = sorted({r["activation"] for r in table})
     fig, axes = new_figure(len(acts), 2, size=(4.2, 3.0))
     for a_i, act in enumerate(acts):

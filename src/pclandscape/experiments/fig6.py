@@ -122,8 +122,6 @@ def run(cfg: Config, progress=None) -> Results:
         for protocol in cfg.protocols:
             x, y, y_pc = _protocol_data(protocol, ds)
             _, solver, bp_s, pc_s = protocol_setup(protocol, net0, cfg.n, cfg.dt, cfg.T)
-            if protocol != "paper":
-                solver = pcl.ExactLinear(masked=True)
             bp, snapshots = _bp_with_snapshots(net0, (x, y), cfg, bp_s)
             svs = np.linalg.svd(bp.extra["map"], compute_uv=False)  # (steps, n), on the host
             rank = (svs > cfg.rank_threshold).sum(1)

@@ -112,8 +112,8 @@ SECTIONS = {
     "paper_code": "The paper's figures under the paper's own training code (PC's step = 320x BP's)",
     "fair": "The paper's claims under the fair comparison (Eqs 1-2, same scale, each rule at its best lr)",
 }
-"""The report's three parts, by key; every claim belongs to one (``Claim.section`` or its
-experiment's, :data:`EXPERIMENT_SECTIONS`)."""
+"""The report's three parts, by key; every claim belongs to its experiment's
+(:data:`EXPERIMENT_SECTIONS`, written into results.json with each claim)."""
 
 EXPERIMENT_SECTIONS = {"fig1": "theory", "fig3": "theory", "fig4": "theory", "fig9_10": "theory", "fig2": "paper_code",
                        "fig5": "paper_code", "fig6": "paper_code", "fig12": "paper_code", "fair": "fair"}
@@ -241,7 +241,7 @@ def run_experiment(name: str, config, out_dir: str | os.PathLike, *, progress: b
         "wall_time_s": wall,
         "data": res.data,
         "notes": res.notes,
-        "claims": [dict(c.to_dict(), section=c.section or EXPERIMENT_SECTIONS.get(name, "paper_code")) for c in res.claims],
+        "claims": [dict(c.to_dict(), section=EXPERIMENT_SECTIONS.get(name, "paper_code")) for c in res.claims],
         "series": _jsonable(res.series),
         "figures": fig_files,
         "arrays": "arrays.npz" if res.arrays else None,
