@@ -75,3 +75,34 @@ def test_maximum_and_lanczos_path(x64):
     quad = lambda v: 0.5 * jnp.sum(d * v**2)
     cp2 = pcl.classify_critical_point(quad, jnp.zeros(50), dense_max=10)
     assert cp2.kind == "strict_saddle" and cp2.lambda_min == pytest.approx(-1.0, rel=1e-10)
+
+
+def test_find_critical_point_lands_on_known_saddles(x64):
+    # an indefinite quadratic: the only critical point is -A^{-1} b, reached by one Newton step
+    a = jnp.diag(jnp.asarray([3.0, -2.0, 0.5, -0.25]))
+    b = jnp.asarray([1.0, 2.0, -1.0, 0.5])
+    quad = lambda w: 0.5 * w @ a @ w + b @ w  # noqa: E731
+    r = pcl.find_critical_point(quad, jnp.zeros(4))
+    np.testing.assert_allclose(np.asarray(r.params), -np.asarray(b) / np.diag(np.asarray(a)), rtol=1e-12)
+    assert r.converged and r.iterations == 1
+    # (x^2 - 1)^2 - y^2 has critical points (0, 0) and (+-1, 0): the saddles (+-1, 0) (f_yy = -2)
+    f = lambda p: (p["x"] ** 2 - 1) ** 2 - p["y"] ** 2  # noqa: E731
+    r = pcl.find_critical_point(f, {"x": jnp.asarray(0.9), "y": jnp.asarray(0.1)})
+    assert abs(float(r.params["x"]) - 1.0) < 1e-12 and abs(float(r.params["y"])) < 1e-12
+    assert r.grad_norm <= 1e-10 and r.start_grad_norm > 0.5
+    assert pcl.classify_critical_point(f, r.params).kind == "strict_saddle"
+
+
+def test_find_critical_point_on_a_deep_linear_loss(x64):
+    """Near a plateau of a deep linear net the search ends where an independent gradient vanishes."""
+    key = jax.random.key(0)
+    x = jax.random.normal(key, (20, 5))
+    y = x @ jax.random.normal(jax.random.key(1), (5, 4))
+    net = pcl.MLP(key, [5, 6, 6, 4], "linear", init_std=1e-2, dtype=jnp.float64)
+    fn = lambda w: pcl.mse_loss(net.with_weights(w), x, y)  # noqa: E731
+    r = pcl.find_critical_point(fn, pcl.weights(net))
+    assert r.converged and r.grad_norm <= 1e-10 < r.start_grad_norm
+    g = jax.grad(lambda ws: pcl.mse_loss(pcl.MLP.from_weights(ws), x, y))(list(r.params))
+    assert float(jnp.sqrt(sum(jnp.sum(gi**2) for gi in g))) <= 1e-10
+    with pytest.raises(ValueError, match="NaN"):
+        pcl.find_critical_point(fn, [w * jnp.nan for w in pcl.weights(net)])

@@ -10,7 +10,13 @@ The public API (see DESIGN.md; names marked *contract* there are stable)::
 
 from . import curvature, data, kinks, landscape, theory
 from ._version import __version__
-from .critical_points import CriticalPoint, classify_critical_point, directional_derivatives
+from .critical_points import (
+    CriticalPoint,
+    CriticalPointSearch,
+    classify_critical_point,
+    directional_derivatives,
+    find_critical_point,
+)
 from .curvature import (
     Eigenspectrum,
     HessianOperator,
@@ -99,6 +105,8 @@ __all__ = [
     "CriticalPoint",
     "classify_critical_point",
     "directional_derivatives",
+    "CriticalPointSearch",
+    "find_critical_point",
     # errors
     "DivergenceError",
     "NotAtEquilibriumError",

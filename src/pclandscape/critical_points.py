@@ -24,7 +24,7 @@ from jaxtyping import Array, PyTree
 from ._linalg import batch_size_for
 from .curvature import HessianOperator, _dense, _flat_fn, _jit_grad, hessian_operator, lanczos
 
-__all__ = ["CriticalPoint", "classify_critical_point", "directional_derivatives"]
+__all__ = ["CriticalPoint", "CriticalPointSearch", "classify_critical_point", "directional_derivatives", "find_critical_point"]
 
 KINDS = ("minimum", "strict_saddle", "non_strict_saddle", "maximum", "not_critical")
 
@@ -58,6 +58,92 @@ class CriticalPoint(NamedTuple):
     escape_direction: Any
     order: int | None
     derivatives: tuple | None = None
+
+
+class CriticalPointSearch(NamedTuple):
+    """Result of :func:`find_critical_point`.
+
+    Attributes:
+        params: the point found, shaped like the starting ``params``.
+        grad_norm: ``||grad fn||`` there (the residual of the search).
+        start_grad_norm: ``||grad fn||`` at the starting point.
+        distance: ``||theta* - theta_0||`` (flat parameter vectors).
+        iterations: Newton iterations taken.
+        converged: ``grad_norm <= tol``.
+    """
+
+    params: Any
+    grad_norm: float
+    start_grad_norm: float
+    distance: float
+    iterations: int
+    converged: bool
+
+
+@eqx.filter_jit
+def _gauss_newton_step(f, w, cg_steps: int):
+    """Minimum-norm Newton step on the gradient: ``d`` minimising ``||g + H d||`` by CG on the
+    normal equations ``H^2 d = -H g`` (``H`` symmetric, possibly singular and indefinite)."""
+    grad = jax.grad(f)
+    g = grad(w)
+    hvp = lambda v: jax.jvp(grad, (w,), (v,))[1]  # noqa: E731
+    d, _ = jax.scipy.sparse.linalg.cg(lambda v: hvp(hvp(v)), -hvp(g), maxiter=cg_steps, tol=1e-14)
+    return g, d
+
+
+def find_critical_point(
+    fn: Callable[[PyTree], Array],
+    params: PyTree,
+    *,
+    tol: float = 1e-10,
+    max_iter: int = 50,
+    cg_steps: int = 500,
+    max_backtracks: int = 30,
+) -> CriticalPointSearch:
+    """A critical point of ``fn`` near ``params``: Newton's method on the gradient (contract).
+
+    Each iteration takes the minimum-norm solution ``d`` of ``min ||g + H d||`` (``g``, ``H``
+    the gradient and Hessian at the current point; matrix-free, CG on ``H^2 d = -H g``) and a
+    backtracking step ``theta + a d`` that lowers ``||g||``. Unlike gradient descent it is
+    attracted by saddles as much as by minima, so started on a plateau of a training run it
+    lands on the saddle that plateau is near (degenerate Hessians, as at the saddles of deep
+    linear networks, are handled by the minimum-norm step). It stops when ``||g|| <= tol``
+    (run it in float64 for tight tolerances) or after ``max_iter`` iterations; the result
+    reports the residual, so a failed search is visible, never silent.
+
+    Args:
+        fn: scalar objective of ``params``.
+        params: the starting point (any pytree).
+        tol: gradient-norm tolerance.
+        max_iter: Newton iterations at most.
+        cg_steps: CG iterations per Newton step.
+        max_backtracks: step halvings per iteration before giving up.
+
+    Returns:
+        A :class:`CriticalPointSearch`.
+    """
+    f, w0 = _flat_fn(fn, params)
+    if not bool(jnp.all(jnp.isfinite(w0))):
+        raise ValueError("find_critical_point: params contain NaN or inf.")
+    w = w0
+    g, d = _gauss_newton_step(f, w, cg_steps)
+    gn0 = gn = float(jnp.linalg.norm(g))
+    it = 0
+    while gn > tol and it < max_iter:
+        alpha, moved = 1.0, False
+        for _ in range(max_backtracks):
+            w_try = w + alpha * d
+            gn_try = float(jnp.linalg.norm(_jit_grad(f, w_try)))
+            if np.isfinite(gn_try) and gn_try < gn:
+                w, moved = w_try, True
+                break
+            alpha /= 2
+        it += 1
+        if not moved:
+            break
+        g, d = _gauss_newton_step(f, w, cg_steps)
+        gn = float(jnp.linalg.norm(g))
+    return CriticalPointSearch(f.unravel(w), gn, gn0, float(jnp.linalg.norm(w - w0)), it, gn <= tol)
 
 
 def directional_derivatives(fn: Callable, params: PyTree, direction: PyTree, max_order: int) -> np.ndarray:

@@ -29,6 +29,7 @@ __all__ = [
     "escape_step",
     "claim",
     "load_data",
+    "data_label",
     "fmt",
     "sgd",
 ]
@@ -163,6 +164,13 @@ def fmt(v, digits: int = 3) -> str:
     if not math.isfinite(v):
         return str(v)
     return f"{v:.{digits}g}"
+
+
+def data_label(requested: str, ds) -> str:
+    """The tag of a data set in claims and arrays: its own name, with the one asked for when a
+    fallback replaced it (``"fashion_mnist-for-mnist"``), so no result is tagged with data it
+    did not use and two fallbacks to the same set stay apart."""
+    return requested if ds.name == requested else f"{ds.name}-for-{requested}"
 
 
 def load_data(results: Results, name: str, data_dir, fallback=(), **kw):

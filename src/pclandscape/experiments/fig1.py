@@ -16,7 +16,7 @@ import numpy as np
 
 import pclandscape as pcl
 
-from .base import Results, claim, load_data, sgd
+from .base import Results, claim, data_label, load_data, sgd
 
 NAME = "fig1"
 DESCRIPTION = "Fig 1: energy at the numerical equilibrium vs Theorem 1 (DLNs, H = 2, 5, 10) during training"
@@ -62,6 +62,7 @@ def run(cfg: Config, progress=None) -> Results:
     for dname in cfg.datasets:
         ds = load_data(res, dname, cfg.data_dir, fallback=_FALLBACK.get(dname, ()), flatten=True)
         x_all, y_all = jnp.asarray(ds.x_train.reshape(len(ds.x_train), -1)), jnp.asarray(ds.y_train)
+        label = res.series.setdefault("labels", {})[dname] = data_label(dname, ds)
         for seed in cfg.seeds:
             for h in cfg.depths:
                 widths = [x_all.shape[1]] + [cfg.width] * h + [y_all.shape[1]]
@@ -73,7 +74,7 @@ def run(cfg: Config, progress=None) -> Results:
                 )
                 theory_e, num_e = hist.extra["theory"], hist.energy
                 gap = np.abs(num_e - theory_e) / np.abs(theory_e)
-                tag = f"{dname}_H{h}_s{seed}"
+                tag = f"{label}_H{h}_s{seed}"
                 res.arrays[f"{tag}_energy"], res.arrays[f"{tag}_theory"], res.arrays[f"{tag}_gap"] = num_e, theory_e, gap
                 worst[tag] = float(gap.max())
                 residual[tag] = float(np.max(hist.inference_grad_norm))
@@ -89,7 +90,7 @@ def run(cfg: Config, progress=None) -> Results:
     res.add(claim("fig1.exact", "Beyond the paper: the exact block-tridiagonal solve (ExactLinear) matches Eq 5 to float32 "
                   "precision", "rel. diff <= 1e-4 (float32)", ", ".join(f"{k}: {v:.1e}" for k, v in exact_err.items()),
                   max(exact_err.values()) <= 1e-4, category="finding"))
-    res.series = {"max_rel_gap": worst, "max_inference_residual": residual, "exact_rel_err": exact_err}
+    res.series.update(max_rel_gap=worst, max_inference_residual=residual, exact_rel_err=exact_err)
     res.notes.append(
         "Heun + PID with tolerances 1e-3 stalls at a residual ||dF/dz|| of ~1e-2 (an explicit adaptive "
         "solver on a stiff gradient flow hovers at its stability limit); the energy error is second order in "
@@ -107,12 +108,12 @@ def plot(res: Results) -> dict:
     colors = {2: "#1f77b4", 5: "#ff7f0e", 10: "#2ca02c"}
     for j, dname in enumerate(cfg.datasets):
         for h in cfg.depths:
-            tag = f"{dname}_H{h}_s{cfg.seeds[0]}"
+            tag = f"{res.series['labels'][dname]}_H{h}_s{cfg.seeds[0]}"
             c = colors.get(h)
             axes[0, j].plot(res.arrays[f"{tag}_energy"], color=c, lw=2, alpha=0.5, label=f"H={h} numerical")
             axes[0, j].plot(res.arrays[f"{tag}_theory"], color=c, ls="--", lw=1, label=f"H={h} theory (Eq 5)")
             axes[1, j].semilogy(np.maximum(res.arrays[f"{tag}_gap"], 1e-16), color=c, label=f"H={h}")
-        axes[0, j].set_title(dname, fontsize=9)
+        axes[0, j].set_title(res.series["labels"][dname], fontsize=9)
         axes[0, j].set_ylabel("energy")
         axes[0, j].legend(fontsize=6)
         axes[1, j].axhline(cfg.rel_gap, color="grey", ls=":", lw=1)

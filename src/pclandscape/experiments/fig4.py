@@ -18,7 +18,7 @@ import pclandscape as pcl
 from pclandscape import theory
 
 from .._compat import enable_x64
-from .base import Results, claim, fmt, load_data
+from .base import Results, claim, data_label, fmt, load_data
 
 NAME = "fig4"
 DESCRIPTION = "Fig 4: Hessians at the origin on MNIST / MNIST-1D vs Eqs 6, 8 (+ wide nets by Lanczos)"
@@ -73,7 +73,7 @@ def run(cfg: Config, progress=None) -> Results:
             "mnist1d": load_data(res, "mnist1d", cfg.data_dir),
         }
         for dname, ds in datasets.items():
-            label = dname if ds.name == dname else f"{ds.name}-for-{dname}"  # tags name the data really used
+            label = data_label(dname, ds)
             res.series.setdefault("labels", {})[dname] = label
             x, y = _batch(ds, cfg.batch, seed)
             widths_by_h = cfg.mnist_widths if dname == "mnist" else cfg.mnist1d_widths

@@ -32,7 +32,7 @@ import numpy as np
 import pclandscape as pcl
 
 from .._compat import enable_x64
-from .base import PROTOCOL_NOTE, Results, claim, escape_step, fmt, load_data, protocol_setup, sgd
+from .base import PROTOCOL_NOTE, Results, claim, data_label, escape_step, fmt, load_data, protocol_setup, sgd
 
 NAME = "fig5"
 DESCRIPTION = "Figs 5 & 11: BP vs PC escaping the origin (linear/tanh/ReLU MLPs, CNN), gradient norms, lr sweep"
@@ -149,11 +149,11 @@ def run(cfg: Config, progress=None) -> Results:
                 net = initial_net(cfg, jax.random.key(seed), widths, act)
                 if cfg.hessian_check and act == "tanh" and seed == cfg.seeds[0]:
                     try:
-                        lam[f"{ds.name}_{act}"] = _hessian_lambda_min(cfg, net, x, y)
+                        lam[f"{data_label(dname, ds)}_{act}"] = _hessian_lambda_min(cfg, net, x, y)
                     except pcl.NotAtEquilibriumError as e:
                         res.notes.append(f"lambda_min at init of {dname}/{act} not computed: {e}")
                 for protocol in cfg.protocols:
-                    runs[(ds.name, act, protocol, seed)] = _train_pair(cfg, net, (x, y), protocol, jax.random.key(seed + 1), cfg.max_steps)
+                    runs[(data_label(dname, ds), act, protocol, seed)] = _train_pair(cfg, net, (x, y), protocol, jax.random.key(seed + 1), cfg.max_steps)
                     if progress:
                         progress.update(1)
     if cfg.cnn:

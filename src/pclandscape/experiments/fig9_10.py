@@ -18,7 +18,7 @@ import pclandscape as pcl
 from pclandscape import theory
 
 from .._compat import enable_x64
-from .base import Results, claim, fmt, load_data
+from .base import Results, claim, data_label, fmt, load_data
 
 NAME = "fig9_10"
 DESCRIPTION = "Figs 9 & 10: strict zero-rank saddle (all W zero but W_{L-1}) on toy, MNIST, MNIST-1D"
@@ -61,7 +61,7 @@ def _problems(cfg, res, seed):
             ds = load_data(res, dname, cfg.data_dir, fallback=fallback)
             idx = np.random.default_rng(seed).permutation(len(ds.x_train))[: cfg.batch]
             widths = cfg.mnist_widths if dname == "mnist" else cfg.mnist1d_widths
-            yield dname, ds.x_train[idx], ds.y_train[idx], (lambda h, w=widths: w[h - 1])
+            yield data_label(dname, ds), ds.x_train[idx], ds.y_train[idx], (lambda h, w=widths: w[h - 1])
 
 
 def run(cfg: Config, progress=None) -> Results:
