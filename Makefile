@@ -24,7 +24,7 @@ test: install
 	$(PY) -m pytest -q
 
 bench: install
-	for b in benchmarks/train_step.py benchmarks/inference.py benchmarks/seeds.py benchmarks/curvature.py; do $(PY) $$b || exit 1; done
+	for b in benchmarks/train_step.py benchmarks/inference.py benchmarks/seeds.py benchmarks/lr_grid.py benchmarks/curvature.py; do $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -1,13 +1,27 @@
 #!/usr/bin/env bash
-# Full-size (§A.4 settings) results of the BP-vs-PC experiments, written into reference/.
-# Resumable: `pclandscape reproduce` skips experiments whose results exist for the same config,
-# so an interrupted run picks up where it stopped (run it again). Needs the data sets in
-# --data-dir (MNIST, Fashion-MNIST: Debian's dataset-fashion-mnist is found automatically;
-# CIFAR-10). On a GPU machine run it there: its results.json files record the device and the
-# wall time. Usage: reference/make_reference.sh [DATA_DIR]
+# Reference results of the BP-vs-PC experiments, written into reference/ (see reference/README.md).
+# Resumable: an experiment whose results.json exists for the same config is skipped, so an
+# interrupted run picks up where it stopped (run the script again; --force reruns).
+# Usage: reference/make_reference.sh [cpu|full] [DATA_DIR]
+#   cpu   the fair comparison at a CPU-sized config: Fashion-MNIST, linear nets of width 64,
+#         depths 1-4, 2000 steps; the full learning-rate grid and 5 seeds (~40 min on 2 cores)
+#   full  every BP-vs-PC experiment at the paper's §A.4 sizes (a GPU machine; days on a CPU)
+# Data: Fashion-MNIST from Debian's dataset-fashion-mnist or DATA_DIR; MNIST and CIFAR-10 in
+# DATA_DIR for `full`. Nothing falls back to another data set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA=${1:-${PCLANDSCAPE_DATA:-$HOME/data}}
-PY=${PY:-.venv/bin/python}
-# the fair comparison first (the paper's open question), then the paper-code figures
-exec "$PY" -m pclandscape.cli reproduce --out reference --only fair,fig5,fig2,fig6,fig12 --data-dir "$DATA" --no-fallback
+MODE=${1:-cpu}
+DATA=${2:-${PCLANDSCAPE_DATA:-$HOME/data}}
+CLI=(.venv/bin/pclandscape)
+case "$MODE" in
+  cpu)
+    "${CLI[@]}" reproduce --out reference --only fair --data-dir "$DATA" --no-fallback \
+      --set fair.dataset=fashion_mnist --set fair.activations=linear --set fair.width=64 \
+      --set fair.depths=1,2,3,4 --set fair.max_steps=2000
+    ;;
+  full)
+    "${CLI[@]}" reproduce --out reference --only fair,fig5,fig2,fig6,fig12 --data-dir "$DATA" --no-fallback
+    ;;
+  *) echo "usage: $0 [cpu|full] [DATA_DIR]" >&2; exit 2 ;;
+esac
+"${CLI[@]}" report reference
