@@ -244,3 +244,32 @@ def test_escape_step():
     assert escape_step(np.array([]), 0.5) is None
     # the plateau is the median of the first `window` steps, robust to one outlier
     assert escape_step(np.array([10.0, 100.0, 10.0, 10.0, 10.0, 4.0]), 0.5) == 5
+
+
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+def test_prediction_forms_compute_the_same_function_and_different_energies(act):
+    """W f(z) and f(W z) layers give the same feedforward function (for the CNN because
+    max-pooling commutes with a non-decreasing f), and different energies away from it; the
+    f(W z) energy equals the notebooks' sum of squared errors written out by hand."""
+    with enable_x64(True):
+        key = jax.random.key(3)
+        cnn = pcl.CNN(key, act, channels=(2, 3, 2), hidden=5, in_shape=(1, 8, 8), init_std=0.5, dtype=jnp.float64)
+        cnn_f = cnn.with_prediction("f(W z)")
+        x = jax.random.normal(jax.random.key(4), (3, 1, 8, 8), jnp.float64)
+        np.testing.assert_allclose(np.asarray(cnn_f(x)), np.asarray(cnn(x)), rtol=1e-13, atol=1e-15)
+        assert all(a is b for a, b in zip(cnn_f.weights, cnn.weights)) and cnn.prediction == "W f(z)"
+
+        mlp = pcl.MLP(key, [4, 6, 5, 3], act, init_std=0.8, dtype=jnp.float64)
+        mlp_f = mlp.with_prediction("f(W z)")
+        xm = jax.random.normal(jax.random.key(5), (7, 4), jnp.float64)
+        ym = jax.random.normal(jax.random.key(6), (7, 3), jnp.float64)
+        np.testing.assert_allclose(np.asarray(mlp_f(xm)), np.asarray(mlp(xm)), rtol=1e-13, atol=1e-15)
+        z = [jax.random.normal(jax.random.key(7 + i), (7, n), jnp.float64) for i, n in enumerate((6, 5))]
+        f = _ACT[act][0]
+        w1, w2, w3 = (np.asarray(w) for w in mlp.weights)
+        xs, z1, z2, ys = np.asarray(xm), np.asarray(z[0]), np.asarray(z[1]), np.asarray(ym)
+        by_hand = (np.sum((z1 - f(xs @ w1.T)) ** 2) + np.sum((z2 - f(z1 @ w2.T)) ** 2) + np.sum((ys - z2 @ w3.T) ** 2)) / (2 * 7)
+        assert float(pcl.pc_energy(mlp_f, z, xm, ym)) == pytest.approx(by_hand, rel=1e-13)
+        assert abs(float(pcl.pc_energy(mlp, z, xm, ym)) - by_hand) > 1e-3
+    with pytest.raises(ValueError, match="prediction"):
+        mlp.with_prediction("W z")

@@ -22,6 +22,7 @@ linear networks and give different energies for nonlinear ones.
 from __future__ import annotations
 
 import abc
+import copy
 from collections.abc import Callable, Sequence
 
 import equinox as eqx
@@ -169,6 +170,15 @@ class PCNetwork(eqx.Module):
                     f"weights[{i}] has shape {jnp.shape(w)}, expected {w0.shape} (W_{i + 1})."
                 )
         return eqx.tree_at(lambda n: n.weights, self, weights)
+
+    def with_prediction(self, prediction: str) -> "PCNetwork":
+        """A copy of this network (same weights) whose layers predict in the form ``prediction``
+        (see :data:`PREDICTIONS`)."""
+        if not hasattr(self, "prediction"):
+            raise ValueError(f"{type(self).__name__} has one prediction form only.")
+        new = copy.copy(self)
+        object.__setattr__(new, "prediction", _check_prediction(prediction))  # a static field: not a leaf
+        return new
 
     def check_data(self, x: Array, y: Array | None = None) -> None:
         """Raise a ``ValueError`` naming the argument if ``x`` or ``y`` do not fit the net."""
@@ -346,7 +356,11 @@ class CNN(PCNetwork):
         mu_5 = W_5 f(z_4)                             (N, n_classes)   last layer linear in f(z_4)
 
     Each block is one predictive-coding layer, so the energy has 5 terms. Kernels are
-    ``(out_channels, in_channels, 3, 3)``, 'SAME' padding.
+    ``(out_channels, in_channels, 3, 3)``, 'SAME' padding. With ``prediction="f(W z)"`` the
+    activation moves after the weights, as in the paper's notebook (``Conv2d, Tanh/ReLU,
+    MaxPool2d`` blocks, ``Linear, act`` and a bare ``Linear``): ``mu_l = pool(f(conv(z_{l-1},
+    K_l)))``, ``mu_4 = f(W_4 flatten(z_3))``, ``mu_5 = W_5 z_4``. For a non-decreasing ``f``
+    (tanh, ReLU) max-pooling commutes with ``f``, so both forms compute the same function.
 
     Args:
         key: PRNG key.
@@ -365,6 +379,7 @@ class CNN(PCNetwork):
     activation_name: str = eqx.field(static=True)
     in_shape: tuple[int, int, int] = eqx.field(static=True)
     n_classes: int = eqx.field(static=True)
+    prediction: str = eqx.field(static=True, default="W f(z)")
 
     def __init__(
         self,
@@ -379,7 +394,9 @@ class CNN(PCNetwork):
         *,
         init: str | None = None,
         dtype=None,
+        prediction: str = "W f(z)",
     ):
+        self.prediction = _check_prediction(prediction)
         channels = tuple(int(c) for c in channels)
         in_shape = tuple(int(s) for s in in_shape)
         if len(channels) != 3:
@@ -419,7 +436,9 @@ class CNN(PCNetwork):
         return self.n_classes
 
     def predict(self, layer: int, z_prev: Array) -> Array:
-        h = z_prev if layer == 1 else self.activation(z_prev)
+        after = self.prediction == "f(W z)"
+        post = self.activation if after and layer < 5 else (lambda a: a)
+        h = z_prev if (layer == 1 or after) else self.activation(z_prev)
         w = self.weights[layer - 1]
         if layer <= 3:
             out = jax.lax.conv_general_dilated(
@@ -427,13 +446,13 @@ class CNN(PCNetwork):
             )
             if self.biases is not None:
                 out = out + self.biases[layer - 1][:, None, None]
-            return _max_pool(out)
+            return _max_pool(post(out))
         if layer == 4:
             h = h.reshape(h.shape[0], -1)
         out = h @ w.T
         if self.biases is not None:
             out = out + self.biases[layer - 1]
-        return out
+        return post(out)
 
 
 def weights(net: PCNetwork) -> list[Array]:

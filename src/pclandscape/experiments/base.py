@@ -118,15 +118,15 @@ def protocol_scales(protocol: str, batch_size: int, d_y: int) -> tuple[float, fl
 def protocol_setup(protocol: str, net, batch_size: int, dt: float = 0.1, T: int = 50):
     """``(pc_net, solver, bp_scale, pc_scale)`` for one BP-vs-PC protocol (see PROTOCOL_NOTE).
 
-    ``"paper"``: the same weights in an MLP predicting ``f(W z)``, :class:`pclandscape.PaperEuler`
+    ``"paper"``: the same weights in a network predicting ``f(W z)``, :class:`pclandscape.PaperEuler`
     and the notebooks' gradient scales. ``"fair"``: the network as it is, the default
     (verified-equilibrium) solver and unit scales. BP's network is ``net`` under both (the
     feedforward function of the two prediction forms is the same).
     """
     bp_s, pc_s = protocol_scales(protocol, batch_size, net.output_dim)
     if protocol == "paper":
-        if isinstance(net, pcl.MLP) and not net.is_linear:
-            net = pcl.MLP.from_weights(net.weights, net.activation, net.biases, prediction="f(W z)")
+        if not net.is_linear:
+            net = net.with_prediction("f(W z)")
         return net, pcl.PaperEuler(dt=dt, steps=T), bp_s, pc_s
     return net, pcl.default_solver(net), bp_s, pc_s
 

@@ -9,9 +9,10 @@ own best learning rate, is the ``fair`` experiment's. Beyond the paper: lambda_m
 implicit F* Hessian of the tanh nets at the origin (a critical point of F* for odd
 activations), the paper's conjecture tested where it could not compute it.
 
-The CNN runs under the paper protocol's scales and inference, but its blocks predict
-``pool(conv(f(z)))`` while the notebook's were ``pool(f(conv(z)))`` with conv biases: the
-report lists this as a deviation.
+The CNN under the paper protocol predicts as the notebook's (``pool(f(conv(z)))`` blocks,
+``f(W z)`` and a linear output layer), but has no conv biases (the notebook's ``Conv2d`` kept
+PyTorch's default biases) and this package's channel widths (``cnn_channels``, ``cnn_hidden``;
+the notebook's CIFAR-10 net had 64-128-256 channels and 4096 hidden units).
 
 **Initialisation.** §A.4 writes ``W_ij ~ N(0, sigma^2)`` with ``sigma^2 = 5e-3``. Taken as a
 variance (std 0.071), a 500-wide layer has gain ~1.6 and the 5-layer linear net starts with a
