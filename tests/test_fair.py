@@ -47,3 +47,19 @@ def test_verdict_rules():
     assert overall_verdict(["PC faster", "BP faster"]) == "NOT SUPPORTED"
     assert overall_verdict(["PC faster", "unresolved"]) == "INCONCLUSIVE"
     assert overall_verdict([]) == "INCONCLUSIVE"
+
+
+def test_report_shows_tables_and_the_verdict_without_counting_it_as_a_failure(tmp_path):
+    from pclandscape.experiments import report as rep
+
+    claim = {"id": "fair.pc_faster", "statement": "s", "expected": "e", "measured": "m", "passed": False,
+             "category": "paper", "verdict": "NOT SUPPORTED", "section": "fair"}
+    table = {"title": "Fair comparison", "columns": ["activation", "H", "verdict"], "rows": [["linear", "2", "BP faster"]]}
+    results = {"fair": {"claims": [claim], "tables": [table], "quick": True, "wall_time_s": 1.0, "figures": []}}
+    md_path, html_path = rep.write_report(tmp_path, results)
+    md, page = md_path.read_text(), html_path.read_text()
+    assert "| activation | H | verdict |" in md and "| linear | 2 | BP faster |" in md
+    assert "<td>BP faster</td>" in page and "NOT_SUPPORTED" in page
+    assert "verdict fair.pc_faster: NOT SUPPORTED" in md
+    row = rep.summary_rows(results)[0]
+    assert row["all_paper_pass"] and row["paper_total"] == 0  # a worded verdict is a result, not a failure

@@ -81,7 +81,8 @@ def claim(id, statement, expected, measured, passed, category="paper", verdict=N
 
 @dataclass
 class Results:
-    """What an experiment returns: claims, raw series (JSON), arrays (NPZ), data notes."""
+    """What an experiment returns: claims, raw series (JSON), arrays (NPZ), data notes, and
+    ``tables`` (``{"title", "columns", "rows"}`` dicts of strings) the report shows as they are."""
 
     name: str
     config: Any
@@ -90,6 +91,7 @@ class Results:
     arrays: dict = field(default_factory=dict)
     data: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    tables: list[dict] = field(default_factory=list)
 
     def add(self, c: Claim) -> None:
         self.claims.append(c)

@@ -192,6 +192,7 @@ def run(cfg: Config, progress=None) -> Results:
             cells.append(row["verdict"])
     res.series["table"] = table
     res.series["max_inference_residual"] = residual
+    res.tables.append(_results_table(cfg, table, ds.name))
     _claims(cfg, res, table, cells, residual)
     return res
 
@@ -223,6 +224,21 @@ def _cell(cfg, act, h, out) -> dict:
             v = "unresolved"
         row["verdict"] = v
     return row
+
+
+def _results_table(cfg, table, data) -> dict:
+    """The comparison as a table: per (activation, depth) each rule's best lr and escape steps,
+    the ratio with its interval and the cell's verdict."""
+    rel = {"=": "", ">= (BP censored)": ">= ", "<= (PC censored)": "<= "}
+    rows = [[r["activation"], str(r["hidden_layers"]), fmt(r["bp_best_lr"]), _fmt_times(r["bp_at_best"], cfg.max_steps),
+             fmt(r["pc_best_lr"]), _fmt_times(r["pc_at_best"], cfg.max_steps),
+             f"{rel.get(r['bound'], '? ')}{r['ratio']:.2f} [{r['ratio_lo']:.2f}, {r['ratio_hi']:.2f}]", r["verdict"]]
+            for r in table]
+    return {"title": f"Fair comparison on {data}, width {cfg.width}, {len(cfg.seeds)} seeds, {cfg.max_steps} steps "
+                     f"(escape steps per seed at each rule's best lr; >= n: never escaped in n steps)",
+            "columns": ["activation", "H", "BP best lr", "BP escape steps", "PC best lr", "PC escape steps",
+                        "BP/PC (95 % CI)", "verdict"],
+            "rows": rows}
 
 
 def _fmt_times(ts, budget):

@@ -116,9 +116,10 @@ def section_counts(results: dict[str, dict]) -> dict[str, dict]:
 
 
 def _count_line(key: str, sec: dict) -> str:
-    line = f"{SECTIONS.get(key, key)}: paper claims passed {sec['passed']}/{sec['total']}"
+    counts = [f"paper claims passed {sec['passed']}/{sec['total']}"] if sec["total"] or not sec["verdicts"] else []
     if sec["verdicts"]:
-        line += "; verdict " + "; ".join(sec["verdicts"])
+        counts.append("verdict " + "; ".join(sec["verdicts"]))
+    line = f"{SECTIONS.get(key, key)}: " + "; ".join(counts)
     return line + f" ({sec['findings']} findings, {sec['skipped']} skipped or undecided)"
 
 
@@ -173,6 +174,11 @@ def _markdown(results: dict[str, dict], rows: list[dict], generated: str) -> str
             lines += ["Data: " + "; ".join(r["data"]), ""]
         for note in r.get("notes", []):
             lines += [f"> {note}", ""]
+        for t in r.get("tables", []):
+            lines += [f"**{t['title']}**", "", "| " + " | ".join(map(_md_cell, t["columns"])) + " |",
+                      "|" + "---|" * len(t["columns"])]
+            lines += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in t["rows"]]
+            lines.append("")
         for fig in r.get("figures", []):
             lines += [f"![{name} {fig}]({name}/{fig})", ""]
         lines += ["| id | kind | statement | expected | measured | verdict |", "|---|---|---|---|---|---|"]
@@ -256,6 +262,10 @@ def _html(out: Path, results: dict[str, dict], rows: list[dict], generated: str)
             parts.append(f"<p class='note'>Data: {e('; '.join(r['data']))}</p>")
         for note in r.get("notes", []):
             parts.append(f"<p class='note'>{e(note)}</p>")
+        for t in r.get("tables", []):
+            parts.append(f"<p><b>{e(t['title'])}</b></p><table><tr>" + "".join(f"<th>{e(str(c))}</th>" for c in t["columns"]) + "</tr>")
+            parts += ["<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in row) + "</tr>" for row in t["rows"]]
+            parts.append("</table>")
         for fig in r.get("figures", []):
             parts.append(_img_tag(out / name / fig))
         parts.append("<table><tr><th>id</th><th>kind</th><th>statement</th><th>expected</th><th>measured</th><th>verdict</th></tr>")

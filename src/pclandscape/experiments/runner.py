@@ -109,7 +109,8 @@ def make_config(name: str, quick: bool = False, seeds=None, overrides=None):
 
 SECTIONS = {
     "theory": "The theory: exact identities (Thm 1, Eqs 6, 8, 62-65, Thm 3)",
-    "paper_code": "The paper's figures under the paper's own training code (PC's step = 320x BP's)",
+    "paper_code": "The paper's figures under the paper's own training code (in its DNN and matrix-completion "
+                  "notebooks PC's step = 320x BP's)",
     "fair": "The paper's claims under the fair comparison (Eqs 1-2, same scale, each rule at its best lr)",
 }
 """The report's three parts, by key; every claim belongs to its experiment's
@@ -241,6 +242,7 @@ def run_experiment(name: str, config, out_dir: str | os.PathLike, *, progress: b
         "wall_time_s": wall,
         "data": res.data,
         "notes": res.notes,
+        "tables": res.tables,
         "claims": [dict(c.to_dict(), section=EXPERIMENT_SECTIONS.get(name, "paper_code")) for c in res.claims],
         "series": _jsonable(res.series),
         "figures": fig_files,
