@@ -146,3 +146,25 @@ def test_failed_plot_leaves_no_results_json(monkeypatch, tmp_path):
         runner.run_experiment("fig3", cfg, tmp_path, progress=False)
     assert not (tmp_path / "fig3" / "results.json").exists()
     assert not runner.is_done(tmp_path, "fig3", cfg)
+
+
+def test_set_converts_every_config_field_by_its_resolved_type():
+    """--set of every field of every experiment config gives a value of the field's type,
+    None defaults included (postponed annotations such as ``float | None``)."""
+    import dataclasses
+    import types
+    import typing
+
+    samples = {int: "3", float: "0.5", bool: "true", str: "abc", tuple: "1,2"}
+    for name in runner.EXPERIMENTS:
+        cfg = runner.make_config(name)
+        hints = typing.get_type_hints(type(cfg))
+        for f in dataclasses.fields(cfg):
+            typ = hints[f.name]
+            args = [a for a in typing.get_args(typ) if a is not type(None)]
+            base = args[0] if typing.get_origin(typ) in (typing.Union, types.UnionType) else typ
+            base = typing.get_origin(base) or base
+            new = runner.parse_overrides(cfg, [f"{f.name}={samples[base]}"])
+            assert isinstance(getattr(new, f.name), base), (name, f.name, getattr(new, f.name))
+            if base is not typ:  # optional: "none" gives None
+                assert getattr(runner.parse_overrides(cfg, [f"{f.name}=none"]), f.name) is None

@@ -10,6 +10,7 @@ import os
 import platform
 import tempfile
 import time
+import types
 import typing
 from pathlib import Path
 
@@ -41,6 +42,9 @@ def get(name: str):
 
 def _convert(value: str, typ, name: str):
     origin = typing.get_origin(typ)
+    args = [a for a in typing.get_args(typ) if a is not type(None)]
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:  # Optional[T]: "none" or a T
+        return None if value.lower() in ("none", "null") else _convert(value, args[0], name)
     if typ is bool or typ == "bool":
         if value.lower() in ("1", "true", "yes", "on"):
             return True
@@ -78,6 +82,7 @@ def parse_overrides(config, overrides: list[str]):
     Raises ``ValueError`` with a one-line message naming the bad key or value.
     """
     fields = {f.name: f for f in dataclasses.fields(config)}
+    hints = typing.get_type_hints(type(config))  # resolves postponed annotations ("float | None")
     changes = {}
     for item in overrides or []:
         if "=" not in item:
@@ -86,10 +91,7 @@ def parse_overrides(config, overrides: list[str]):
         key = key.strip()
         if key not in fields:
             raise ValueError(f"--set {key}: unknown key for {type(config).__module__.rsplit('.', 1)[-1]}; known keys: {', '.join(fields)}.")
-        typ = fields[key].type
-        default = getattr(config, key)
-        if isinstance(typ, str):  # postponed annotations
-            typ = type(default) if default is not None else str
+        typ = hints.get(key, fields[key].type)
         try:
             changes[key] = _convert(value, typ, key)
         except ValueError as e:
