@@ -168,3 +168,19 @@ def test_set_converts_every_config_field_by_its_resolved_type():
             assert isinstance(getattr(new, f.name), base), (name, f.name, getattr(new, f.name))
             if base is not typ:  # optional: "none" gives None
                 assert getattr(runner.parse_overrides(cfg, [f"{f.name}=none"]), f.name) is None
+
+
+def test_run_exits_1_when_a_paper_claim_fails(capsys, monkeypatch, tmp_path):
+    from pclandscape.experiments import base
+
+    mod = runner.get("fig3")
+
+    def failing(cfg, progress=None):
+        res = base.Results("fig3", cfg)
+        res.add(base.claim("fig3.x", "a statement", "an expectation", "a measurement", False))
+        return res
+
+    monkeypatch.setattr(mod, "run", failing)
+    monkeypatch.setattr(mod, "plot", lambda res: {})
+    rc, _, err = _main(capsys, "run", "fig3", "--out", str(tmp_path), *TINY[:6])
+    assert rc == 1 and "paper claims failed in fig3" in err

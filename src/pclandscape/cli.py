@@ -151,7 +151,7 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from .experiments.report import write_report
+    from .experiments.report import summary_rows, write_report
 
     _setup_data(args)
     cfg = _config(args.name, args)
@@ -160,6 +160,9 @@ def _cmd_run(args) -> int:
     _print_claims(payload)
     md, page = write_report(args.out)
     print(f"report: {page}")
+    if not summary_rows({args.name: payload})[0]["all_paper_pass"]:  # as reproduce: a failed paper claim is exit 1
+        print(f"pclandscape: paper claims failed in {args.name} (see the report)", file=sys.stderr)
+        return 1
     return 0
 
 
