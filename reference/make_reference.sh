@@ -3,7 +3,8 @@
 # Resumable: an experiment whose results.json exists for the same config is skipped, so an
 # interrupted run picks up where it stopped (run the script again; --force reruns).
 # Usage: reference/make_reference.sh [cpu|full] [DATA_DIR]
-#   cpu   the fair comparison at a CPU-sized config: Fashion-MNIST, linear nets of width 64,
+#   cpu   fig2 and fig6 at the paper's sizes, and the fair comparison at a CPU-sized config:
+#         Fashion-MNIST, linear nets of width 64,
 #         depths 1-4, 2000 steps; the full learning-rate grid and 5 seeds (~40 min on 2 cores)
 #   full  every BP-vs-PC experiment at the paper's §A.4 sizes (a GPU machine; days on a CPU)
 # Data: Fashion-MNIST from Debian's dataset-fashion-mnist or DATA_DIR; MNIST and CIFAR-10 in
@@ -15,7 +16,7 @@ DATA=${2:-${PCLANDSCAPE_DATA:-$HOME/data}}
 CLI=(.venv/bin/pclandscape)
 case "$MODE" in
   cpu)
-    "${CLI[@]}" reproduce --out reference --only fair --data-dir "$DATA" --no-fallback \
+    "${CLI[@]}" reproduce --out reference --only fair,fig2,fig6 --data-dir "$DATA" --no-fallback \
       --set fair.dataset=fashion_mnist --set fair.activations=linear --set fair.width=64 \
       --set fair.depths=1,2,3,4 --set fair.max_steps=2000
     ;;

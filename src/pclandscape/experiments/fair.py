@@ -315,6 +315,7 @@ def plot(res: Results) -> dict:
         ax.errorbar(hs, est, yerr=[est - lo, hi - est], fmt="o-", color="k", capsize=3)
         ax.axhline(1.0, color="grey", ls="--", lw=1)
         ax.set_yscale("log")
+        ax.set_xticks(hs)
         ax.set_xlabel("hidden layers H")
         ax.set_ylabel("BP / PC mean escape step (95 % CI)")
         ax.set_title(f"{act}: each rule at its best lr (>1: PC faster)", fontsize=8)
