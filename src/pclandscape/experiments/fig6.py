@@ -49,7 +49,7 @@ class Config:
     width: int = 100
     lr: float = 1e-2
     init_std: float = 5e-3  # the notebook's INIT_SCALE (a standard deviation)
-    bp_steps: int = 60_000
+    bp_steps: int = 200_000  # at std 5e-3 BP reaches the rank-1 saddle after ~55,000 steps
     snapshot_every: int = 500
     pc_steps: int = 3000
     T: int = 50
