@@ -7,21 +7,21 @@
 #         Fashion-MNIST, linear nets of width 64,
 #         depths 1-4, 2000 steps; the full learning-rate grid and 5 seeds (~40 min on 2 cores)
 #   full  every BP-vs-PC experiment at the paper's §A.4 sizes (a GPU machine; days on a CPU)
-# Data: Fashion-MNIST from Debian's dataset-fashion-mnist or DATA_DIR; MNIST and CIFAR-10 in
-# DATA_DIR for `full`. Nothing falls back to another data set.
+# Data: Fashion-MNIST from Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)
+# or DATA_DIR; MNIST and CIFAR-10 in DATA_DIR for `full`. Nothing falls back to another data set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-cpu}
-DATA=${2:-${PCLANDSCAPE_DATA:-$HOME/data}}
+DATA=(); [ -n "${2:-}" ] && DATA=(--data-dir "$2")
 CLI=(.venv/bin/pclandscape)
 case "$MODE" in
   cpu)
-    "${CLI[@]}" reproduce --out reference --only fair,fig2,fig6 --data-dir "$DATA" --no-fallback \
+    "${CLI[@]}" reproduce --out reference --only fair,fig2,fig6 "${DATA[@]}" --no-fallback \
       --set fair.dataset=fashion_mnist --set fair.activations=linear --set fair.width=64 \
       --set fair.depths=1,2,3,4 --set fair.max_steps=2000
     ;;
   full)
-    "${CLI[@]}" reproduce --out reference --only fair,fig5,fig2,fig6,fig12 --data-dir "$DATA" --no-fallback
+    "${CLI[@]}" reproduce --out reference --only fair,fig5,fig2,fig6,fig12 "${DATA[@]}" --no-fallback
     ;;
   *) echo "usage: $0 [cpu|full] [DATA_DIR]" >&2; exit 2 ;;
 esac

@@ -134,7 +134,7 @@ def quick_changes(name: str, config) -> list[dict]:
     out = []
     for f in dataclasses.fields(config):
         a, b = getattr(default, f.name), getattr(config, f.name)
-        if a != b:
+        if a != b and f.name != "data_dir":  # where the files are is not a setting
             kind = "size" if set(f.name.split("_")) & _SIZE_TOKENS or f.name == "seeds" else "deviation"
             out.append({"field": f.name, "default": a, "value": b, "kind": kind})
     return out
