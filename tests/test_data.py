@@ -22,6 +22,7 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.delenv("PCLANDSCAPE_DATA", raising=False)
     monkeypatch.delenv("PCLANDSCAPE_NO_FALLBACK", raising=False)
     monkeypatch.setenv("PCLANDSCAPE_DOWNLOAD", "0")
+    monkeypatch.setenv("PCLANDSCAPE_VERIFY_DATA", "0")  # tiny stand-ins: no published sums (tested below)
     monkeypatch.setattr(D, "_DEBIAN_FASHION", tmp_path / "no-debian-package")
     return tmp_path
 
@@ -154,3 +155,227 @@ def test_mnist1d_is_generated_without_download(isolated):
     ds = pcl.data.mnist1d(seed=1, num_samples=200)
     assert ds.x_train.shape == (160, 40) and ds.x_test.shape == (40, 40)
     np.testing.assert_array_equal(ds.y_train.sum(1), np.ones(160))
+
+
+# --------------------------------------------------------------------------- hostile and broken files
+
+
+class _Marker:
+    """A pickle that, loaded by the full unpickler, creates a file (it calls ``open``)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _cifar_folder(root, rng, n=3, protocol=None):
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        x = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"batch_label": b"x", b"data": x, b"labels": list(rng.integers(0, 10, n)),
+                         b"filenames": [b"a.png"] * n}, f, protocol=protocol)
+    return folder
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_cifar_batches_of_every_protocol_load_with_the_restricted_unpickler(isolated, protocol):
+    _cifar_folder(isolated / "dd", np.random.default_rng(0), protocol=protocol)
+    assert pcl.data.cifar10(isolated / "dd", download=False).x_train.shape == (15, 3, 32, 32)
+
+
+def test_hostile_cifar_pickle_runs_no_code(isolated, monkeypatch):
+    """Issue case 1: a pickle whose __reduce__ calls open() in ./data is refused unopened,
+    through the search path a user does not choose (./data of the current directory)."""
+    folder = _cifar_folder(isolated / "data", np.random.default_rng(0))
+    marker = isolated / "owned.txt"
+    with open(folder / "data_batch_3", "wb") as f:
+        pickle.dump({b"data": _Marker(marker), b"labels": [0]}, f)
+    with pytest.raises(pcl.data.DataError, match=r"data_batch_3 is not a CIFAR-10 python batch \(UnpicklingError: global io.open"):
+        pcl.data.cifar10(download=False)
+    assert not marker.exists()
+    # and with verification on (the default) the file is refused by its checksum before unpickling
+    monkeypatch.setenv("PCLANDSCAPE_VERIFY_DATA", "1")
+    with pytest.raises(pcl.data.DataError, match="data_batch_1 is not the published file .md5"):
+        pcl.data.cifar10(download=False)
+    assert not marker.exists()
+
+
+def test_garbage_and_truncated_cifar_pickles_name_the_file(isolated):
+    """Issue case 10 (CIFAR): garbage bytes, a truncated pickle, a pickle of the wrong shape."""
+    folder = _cifar_folder(isolated / "dd", np.random.default_rng(0))
+    (folder / "data_batch_2").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(pcl.data.DataError, match="data_batch_2 is not a CIFAR-10 python batch"):
+        pcl.data.cifar10(isolated / "dd", download=False)
+    blob = (folder / "data_batch_1").read_bytes()
+    (folder / "data_batch_2").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(pcl.data.DataError, match="data_batch_2 is not a CIFAR-10 python batch .*EOFError|UnpicklingError"):
+        pcl.data.cifar10(isolated / "dd", download=False)
+    with open(folder / "data_batch_2", "wb") as f:
+        pickle.dump({b"data": np.zeros((3, 100), np.uint8), b"labels": [0, 1, 2]}, f)
+    with pytest.raises(pcl.data.DataError, match=r"data_batch_2: 'data' must be a uint8 array \(N, 3072\)"):
+        pcl.data.cifar10(isolated / "dd", download=False)
+    with open(folder / "data_batch_2", "wb") as f:
+        pickle.dump({b"data": np.zeros((3, 3072), np.uint8), b"labels": [0, 1, 12]}, f)
+    with pytest.raises(pcl.data.DataError, match=r"labels must lie in 0..9, found 0..12"):
+        pcl.data.cifar10(isolated / "dd", download=False)
+
+
+def _tar_with(path, members):
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as t:
+        for name, kind, payload in members:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                info.size = len(payload)
+                t.addfile(info, io.BytesIO(payload))
+            elif kind == "dir":
+                info.type = tarfile.DIRTYPE
+                t.addfile(info)
+            else:
+                info.type = tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE
+                info.linkname = payload
+                t.addfile(info)
+
+
+@pytest.mark.parametrize("bad", ["symlink", "hardlink", "dotdot", "absolute"])
+def test_archive_with_links_or_escaping_members_is_refused_whole(isolated, bad):
+    """Issue case 2: a symlink member pointing outside, then a file written through it."""
+    outside = isolated / "outside"
+    outside.mkdir()
+    root = isolated / "dd"
+    root.mkdir()
+    members = [("cifar-10-batches-py", "dir", b""), ("cifar-10-batches-py/readme", "file", b"ok")]
+    if bad == "symlink":
+        members += [("cifar-10-batches-py/esc", "symlink", str(outside)), ("cifar-10-batches-py/esc/owned.txt", "file", b"x")]
+    elif bad == "hardlink":
+        members += [("cifar-10-batches-py/esc", "hardlink", "/etc/passwd")]
+    elif bad == "dotdot":
+        members += [("cifar-10-batches-py/../../outside/owned.txt", "file", b"x")]
+    else:
+        members += [(str(outside / "owned.txt"), "file", b"x")]
+    _tar_with(root / "cifar-10-python.tar.gz", members)
+    with pytest.raises(pcl.data.DataError, match="the archive is refused"):
+        pcl.data.cifar10(root, download=False)
+    assert not (outside / "owned.txt").exists() and not (root / "cifar-10-batches-py").exists()
+
+
+def test_archive_of_regular_files_extracts_and_loads(isolated):
+    import io
+
+    rng = np.random.default_rng(4)
+    members = [("cifar-10-batches-py", "dir", b"")]
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        buf = io.BytesIO()
+        pickle.dump({b"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8), b"labels": [1, 2]}, buf)
+        members.append((f"cifar-10-batches-py/{name}", "file", buf.getvalue()))
+    _tar_with(isolated / "dd" / "cifar-10-python.tar.gz" if (isolated / "dd").mkdir() is None else None, members)
+    ds = pcl.data.cifar10(isolated / "dd", download=False)
+    assert ds.x_train.shape == (10, 3, 32, 32) and (isolated / "dd" / "cifar-10-batches-py" / "test_batch").is_file()
+
+
+def test_idx_content_is_validated(isolated):
+    """Issue case 6: 10x10 images are not MNIST; labels out of range; count mismatch."""
+    folder = isolated / "dd"
+    folder.mkdir()
+    _write_mnist_like(folder)
+    _write_idx(folder / "train-images-idx3-ubyte", np.zeros((6, 10, 10), np.uint8))
+    with pytest.raises(pcl.data.DataError, match=r"images must be uint8 of shape \(N, 28, 28\), found uint8 \(6, 10, 10\)"):
+        pcl.data.mnist(folder, download=False)
+    _write_mnist_like(folder)
+    _write_idx(folder / "t10k-labels-idx1-ubyte", np.array([0, 1, 2, 10]))
+    with pytest.raises(pcl.data.DataError, match="t10k-images.*labels must lie in 0..9, found 0..10"):
+        pcl.data.mnist(folder, download=False)
+    _write_mnist_like(folder)
+    _write_idx(folder / "train-labels-idx1-ubyte", np.array([0, 1, 2]))
+    with pytest.raises(pcl.data.DataError, match="6 images but labels of shape \\(3,\\)"):
+        pcl.data.mnist(folder, download=False)
+
+
+def test_local_files_are_checked_against_the_published_sums(isolated, monkeypatch):
+    """Verification on (the default): a valid IDX set that is not MNIST is refused by checksum,
+    and verify=False (or PCLANDSCAPE_VERIFY_DATA=0) lets a user's own copy through with a note."""
+    monkeypatch.setenv("PCLANDSCAPE_VERIFY_DATA", "1")
+    folder = isolated / "dd"
+    folder.mkdir()
+    _write_mnist_like(folder)
+    with pytest.raises(pcl.data.DataError, match=r"train-images-idx3-ubyte.gz is not the published file .sha256.*verify=False"):
+        pcl.data.mnist(folder, download=False)
+    _write_mnist_like(folder / "fashion-mnist" if (folder / "fashion-mnist").mkdir() is None else None)
+    with pytest.raises(pcl.data.DataError, match=r"fashion-mnist/train-images-idx3-ubyte.gz is not the published file"):
+        pcl.data.fashion_mnist(folder, download=False)
+    ds = pcl.data.mnist(folder, download=False, verify=False)
+    assert "not verified" in ds.note and ds.x_train.shape == (6, 784)
+    # uncompressed MNIST has no published sum: content (with the published counts) is checked
+    raw = isolated / "raw"
+    raw.mkdir()
+    _write_mnist_like(raw, compress=False)
+    with pytest.raises(pcl.data.DataError, match="mnist has 60000 samples here, found 6"):
+        pcl.data.mnist(raw, download=False)
+
+
+@pytest.mark.parametrize("damage", ["truncated_gzip", "not_gzip", "short_header", "short_body"])
+def test_corrupt_idx_files_name_the_file(isolated, damage):
+    """Issue case 10 (IDX): BadGzipFile / EOFError / truncated bodies become one DataError."""
+    folder = isolated / "dd"
+    folder.mkdir()
+    _write_mnist_like(folder)
+    target = folder / "train-images-idx3-ubyte.gz"
+    blob = target.read_bytes()
+    if damage == "truncated_gzip":
+        target.write_bytes(blob[: len(blob) // 2])
+    elif damage == "not_gzip":
+        target.write_bytes(b"this is not gzip at all")
+    elif damage == "short_header":
+        with gzip.open(target, "wb") as f:
+            f.write(bytes([0, 0, 8, 3, 0, 0]))
+    else:
+        with gzip.open(target, "wb") as f:
+            f.write(bytes([0, 0, 8, 3]) + struct.pack(">III", 6, 28, 28) + b"\x00" * 100)
+    with pytest.raises(pcl.data.DataError, match="train-images-idx3-ubyte.gz"):
+        pcl.data.mnist(folder, download=False)
+
+
+def test_download_has_an_overall_deadline_and_leaves_no_part_file(isolated, monkeypatch):
+    """Issue case 16: a server trickling one byte every 0.2 s is cut at the deadline (1 s here),
+    the .part file is removed, and a stale .part of a killed run is cleaned up."""
+    import http.server
+    import threading
+    import time
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            try:
+                for _ in range(1000):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("PCLANDSCAPE_DOWNLOAD_DEADLINE", "1")
+        dest = isolated / "dl" / "file.gz"
+        dest.parent.mkdir()
+        (dest.parent / ".file.gz.stale.part").write_bytes(b"left by a killed run")
+        t0 = time.monotonic()
+        ok = D._fetch([f"http://127.0.0.1:{server.server_port}/file.gz"], dest, lambda p: True)
+        elapsed = time.monotonic() - t0
+    finally:
+        server.shutdown()
+    assert not ok and elapsed < 5 and not dest.exists()
+    assert list(dest.parent.iterdir()) == []
+    monkeypatch.setattr(D, "_NETWORK_FAILED", False)

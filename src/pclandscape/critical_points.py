@@ -37,9 +37,11 @@ class CriticalPoint(NamedTuple):
             ``"not_critical"``.
         grad_norm: ``||grad fn||`` at the point.
         lambda_min, lambda_max: extreme Hessian eigenvalues.
-        n_negative, n_zero: eigenvalues below ``-eig_tol`` and within ``eig_tol`` of zero
-            (counted over the computed eigenvalues: all of them in the dense case, the ``k``
-            extreme ones with Lanczos).
+        n_negative, n_zero: the numbers of eigenvalues below ``-eig_tol`` and within
+            ``eig_tol`` of zero, counted with multiplicity. Exact in the dense case; with
+            Lanczos (``k`` extreme eigenvalues at each end, with multiplicity) None when the
+            computed ends do not reach past the range counted (e.g. all ``k`` smallest are
+            negative): raise ``k`` to count them.
         escape_direction: a unit descent direction shaped like ``params`` (the eigenvector of
             ``lambda_min`` for a strict saddle, the higher-order direction for a non-strict
             one), or None.
@@ -53,8 +55,8 @@ class CriticalPoint(NamedTuple):
     grad_norm: float
     lambda_min: float
     lambda_max: float
-    n_negative: int
-    n_zero: int
+    n_negative: int | None
+    n_zero: int | None
     escape_direction: Any
     order: int | None
     derivatives: tuple | None = None
@@ -221,6 +223,24 @@ def _descent_order(derivs: np.ndarray, start: int, tol: float) -> tuple[int | No
     return None, 0.0
 
 
+def _counts(lo: np.ndarray, hi: np.ndarray, p: int, eig_tol: float, converged: bool):
+    """Negative and zero eigenvalue counts from the ``k`` smallest (``lo``, ascending) and ``k``
+    largest (``hi``, descending) eigenvalues counted with multiplicity: exact where the
+    computed ends reach past the range counted, else None (never a lower bound posing as a count)."""
+    if not converged:
+        return None, None
+    n_neg = n_zero = None
+    if np.any(lo >= -eig_tol):  # every negative eigenvalue is among the k smallest
+        n_neg = int(np.sum(lo < -eig_tol))
+    elif np.any(hi < -eig_tol):  # every non-negative one is among the k largest
+        n_neg = p - int(np.sum(hi >= -eig_tol))
+    if np.any(lo > eig_tol):
+        n_zero = int(np.sum(np.abs(lo) <= eig_tol))
+    elif np.any(hi < -eig_tol):
+        n_zero = int(np.sum(np.abs(hi) <= eig_tol))
+    return n_neg, n_zero
+
+
 def classify_critical_point(
     fn: Callable[[PyTree], Array],
     params: PyTree,
@@ -286,13 +306,17 @@ def classify_critical_point(
     else:
         lo = lanczos(op, k=min(k, p), which="smallest", key=key)
         hi = lanczos(op, k=min(k, p), which="largest", key=jax.random.fold_in(key, 1))
-        evals_np = np.concatenate([np.asarray(lo.eigenvalues), np.asarray(hi.eigenvalues)])
-        lam_min, lam_max = float(lo.eigenvalues[0]), float(hi.eigenvalues[0])
+        lo_np, hi_np = np.asarray(lo.eigenvalues), np.asarray(hi.eigenvalues)
+        evals_np = np.concatenate([lo_np, hi_np])
+        lam_min, lam_max = float(lo_np[0]), float(hi_np[0])
         lo_vecs = np.asarray(lo.eigenvectors)
         v_min = lo_vecs[:, 0]
-        null = lo_vecs[:, np.abs(np.asarray(lo.eigenvalues)) <= eig_tol]
-    n_neg = int(np.sum(evals_np < -eig_tol))
-    n_zero = int(np.sum(np.abs(evals_np) <= eig_tol))
+        null = lo_vecs[:, np.abs(lo_np) <= eig_tol]
+    if p <= dense_max:
+        n_neg = int(np.sum(evals_np < -eig_tol))
+        n_zero = int(np.sum(np.abs(evals_np) <= eig_tol))
+    else:
+        n_neg, n_zero = _counts(lo_np, hi_np, p, eig_tol, lo.converged and hi.converged)
 
     def result(kind, direction=None, order=None, derivs=None):
         d = None if direction is None else unravel(jnp.asarray(direction, flat.dtype))

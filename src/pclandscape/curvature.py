@@ -292,6 +292,29 @@ def _lanczos_extend(op: HessianOperator, V, alpha, beta, j0, j1, breakdown):
     return out
 
 
+class _Deflated(eqx.Module):
+    """``P H P`` with ``P = I - Q Q^T``: the Hessian restricted to the complement of locked
+    eigenvectors ``Q`` (columns orthonormal), for Lanczos restarts."""
+
+    op: Any
+    q: Array  # (r, p), rows orthonormal
+
+    @property
+    def size(self) -> int:
+        return self.op.size
+
+    @property
+    def dtype(self):
+        return self.op.dtype
+
+    def _project(self, v):
+        v = v - self.q.T @ (self.q @ v)
+        return v - self.q.T @ (self.q @ v)  # twice is enough (Kahan)
+
+    def mv(self, v):
+        return self._project(self.op.mv(self._project(v)))
+
+
 def lanczos(
     fn_or_operator,
     params: PyTree | None = None,
@@ -303,12 +326,23 @@ def lanczos(
     check_every: int = 16,
     key=None,
     v0: Array | None = None,
+    max_restarts: int | None = None,
 ) -> LanczosResult:
-    """Extreme eigenpairs of a Hessian, matrix-free, by Lanczos with full re-orthogonalisation.
+    """The ``k`` extreme eigenpairs of a Hessian, counted with multiplicity, matrix-free.
+
+    Single-vector Lanczos (with full re-orthogonalisation) sees one direction per eigenspace,
+    so alone it returns each distinct eigenvalue once: on ``diag(-1, -1, -1, 0, 2, ...)`` the
+    two smallest Ritz values are ``-1, 0``. Hessians of these networks are highly degenerate
+    at symmetric points (Kronecker structure at the origin), so this function restarts with
+    **locking and deflation**: the converged Ritz vectors of a run are locked, the next run
+    works on ``P H P`` (``P`` the projector onto their orthogonal complement) from a fresh
+    random start, and the runs stop when one finds nothing beyond the ``k``-th locked value.
+    The result holds the ``k`` extreme eigenvalues with their multiplicities (up to the
+    tolerance); ``converged`` is False if the restarts ran out first.
 
     Works for indefinite matrices (the most negative eigenvalue with ``which="smallest"``).
     Only Hessian-vector products are needed, so it runs at ``p >= 3e5``; memory is one
-    ``(m, p)`` Krylov basis, grown by doubling as iterations proceed.
+    ``(m, p)`` Krylov basis (``m <= max_iter``, grown by doubling) plus the locked vectors.
 
     Args:
         fn_or_operator: ``fn(params) -> scalar`` (with ``params``) or a
@@ -318,15 +352,18 @@ def lanczos(
         which: ``"smallest"`` (algebraically) or ``"largest"``.
         tol: stop when each wanted Ritz residual is below ``tol * max|Ritz value|``
             (default: 1e-10 in float64, 1e-5 in float32). The eigenvalue error is at most
-            the residual, and typically its square over the spectral gap.
-        max_iter: maximum Krylov dimension (default ``min(p, 1024)``). Without restarts,
-            the iteration count needed grows with the density of the spectrum near the wanted
-            end; raise ``max_iter`` if ``converged`` is False.
+            the residual, and typically its square over the spectral gap. Eigenvalues
+            closer than ``sqrt(tol) * max|Ritz value|`` count as equal when deciding whether
+            a restart found anything new.
+        max_iter: maximum Krylov dimension per run (default ``min(p, 1024)``); raise it if
+            ``converged`` is False.
         check_every: iterations between convergence checks.
         key, v0: random start (``key``, default ``jax.random.key(0)``) or a given start vector.
+        max_restarts: deflated restarts allowed (default ``k + 1``, enough for any
+            multiplicity: each restart locks at least one more copy).
 
     Returns:
-        A :class:`LanczosResult`.
+        A :class:`LanczosResult` (``iterations`` sums the runs' Krylov dimensions).
     """
     if which not in ("smallest", "largest"):
         raise ValueError(f"which={which!r} must be 'smallest' or 'largest'.")
@@ -336,26 +373,83 @@ def lanczos(
             raise ValueError("lanczos needs params when given a function (or pass a HessianOperator).")
         op = hessian_operator(fn_or_operator, params)
     p, dtype = op.size, op.dtype
-    if not 1 <= k <= p:
-        raise ValueError(f"k={k} must be between 1 and p={p}.")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= p:
+        raise ValueError(f"k={k!r} must be an integer between 1 and p={p}.")
     tol = tol if tol is not None else (1e-10 if jnp.dtype(dtype) == jnp.float64 else 1e-5)
+    max_restarts = k + 1 if max_restarts is None else int(max_restarts)
+    rng = np.random.default_rng(0 if key is None else np.asarray(jax.random.key_data(key)).ravel())
+    sign = 1.0 if which == "smallest" else -1.0  # work on "smallest" of sign * H
+    vals: list[float] = []
+    vecs: list[Array] = []
+    res: list[float] = []
+    iterations, converged = 0, False
+    for run in range(max_restarts + 1):
+        locked = len(vals)
+        if locked >= p:
+            converged = True
+            break
+        if k == 1 and run == 1:  # the smallest eigenvalue needs no multiplicity
+            converged = ok
+            break
+        q = None
+        if vecs:  # zero rows pad the locked block to a power of two: fewer recompilations
+            rows = 1 << max(3, (len(vecs) - 1).bit_length())
+            q = jnp.zeros((rows, p), dtype).at[: len(vecs)].set(jnp.stack(vecs))
+        deflated = op if q is None else _Deflated(op, q)
+        if run == 0 and v0 is not None:
+            start = jnp.asarray(v0, dtype)
+        elif run == 0 and key is not None:
+            start = jax.random.normal(key, (p,), dtype)
+        else:  # host-side draw: no device compile for a start vector
+            start = jnp.asarray(rng.standard_normal(p), dtype)
+        if q is not None:
+            start = deflated._project(start)
+        theta, s_vecs, r, m, ok = _lanczos_run(deflated, min(k, p - locked), which, start, tol, max_iter, check_every)
+        iterations += m
+        kth = sorted(sign * v for v in vals)[k - 1] if len(vals) >= k else np.inf
+        scale = max([abs(v) for v in vals] + [float(np.max(np.abs(theta))) if len(theta) else 0.0, np.finfo(np.float64).tiny])
+        same = np.sqrt(tol) * scale
+        new = [i for i in range(len(theta)) if (ok or r[i] <= tol * scale) and sign * theta[i] < kth - same]
+        if not new:  # nothing beyond the k-th locked value outside the locked space: done
+            converged = len(vals) >= k and ok
+            break
+        for i in new:
+            vals.append(float(theta[i]))
+            vecs.append(s_vecs[:, i])
+            res.append(float(r[i]))
+        if not ok:
+            break
+    order = np.argsort([sign * v for v in vals], kind="stable")[:k]
+    if len(order) < k:
+        converged = False
+    return LanczosResult(
+        eigenvalues=jnp.asarray(np.asarray(vals)[order], dtype),
+        eigenvectors=jnp.stack([vecs[i] for i in order], axis=1),
+        residuals=jnp.asarray(np.asarray(res)[order], dtype),
+        iterations=iterations,
+        converged=bool(converged),
+    )
+
+
+def _lanczos_run(op, k, which, v0, tol, max_iter, check_every):
+    """One Lanczos run from ``v0``: ``(theta, vectors (p, k), residuals, m, converged)``
+    for the ``k`` extreme Ritz pairs (each distinct eigenvalue at most once)."""
+    p, dtype = op.size, op.dtype
     max_iter = min(p, max_iter or 1024)
     breakdown = 1e3 * float(jnp.finfo(dtype).eps)
-    if v0 is None:
-        if key is None:  # host-side draw: no device compile for a start vector
-            v0 = np.random.default_rng(0).standard_normal(p)
-        else:
-            v0 = jax.random.normal(key, (p,), dtype)
     # One Krylov basis of up to ~2^25 entries is allocated at once (each new size compiles
     # the iteration again); beyond that it grows by doubling.
     cap = min(max_iter, max(2 * check_every, 64, (1 << 25) // p))
     cap = -(-cap // _BLOCK) * _BLOCK  # a whole number of re-orthogonalisation blocks
-    V, alpha, beta = _lanczos_init(jnp.asarray(v0, dtype), cap)
+    V, alpha, beta = _lanczos_init(v0, cap)
     j = 0
     while True:
         j1 = min(j + check_every, cap)
         V, alpha, beta, stopped = _lanczos_extend(op, V, alpha, beta, jnp.asarray(j), jnp.asarray(j1), breakdown)
         a_np, b_np = np.asarray(alpha, np.float64), np.asarray(beta, np.float64)
+        if not (np.all(np.isfinite(a_np[:j1])) and np.all(np.isfinite(b_np[:j1]))):
+            raise FloatingPointError("lanczos: the Hessian-vector product returned NaN or inf (is the point, or the "
+                                     "objective there, finite?).")
         stopped = bool(stopped)
         if stopped:  # invariant subspace: find its dimension
             m = int(np.argmax(b_np[:j1] <= breakdown * np.maximum(np.abs(a_np[:j1]), 1.0))) + 1
@@ -379,13 +473,7 @@ def lanczos(
             if bool(b_np[j1 - 1] > 0):
                 V = V.at[j1].set(_next_vector(op, V, alpha, beta, jnp.asarray(j1)))
     vecs = _ritz_vectors(V, jnp.asarray(s[:, idx], dtype), m)
-    return LanczosResult(
-        eigenvalues=jnp.asarray(theta[idx], dtype),
-        eigenvectors=vecs,
-        residuals=jnp.asarray(res, dtype),
-        iterations=m,
-        converged=bool(converged or stopped),
-    )
+    return theta[idx], vecs, res, m, bool(converged or stopped)
 
 
 @eqx.filter_jit

@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import pickle
 import shutil
 import tarfile
 import tempfile
+import time
 import urllib.request
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +42,7 @@ import numpy as np
 __all__ = [
     "Dataset",
     "DataNotFoundError",
+    "DataError",
     "load",
     "toy_gaussian",
     "mnist",
@@ -57,6 +61,12 @@ NAMES = ("toy", "mnist", "fashion_mnist", "cifar10", "mnist1d", "matrix_completi
 
 class DataNotFoundError(FileNotFoundError):
     """A data set's files are not on this machine and could not be downloaded."""
+
+
+class DataError(ValueError):
+    """A data file exists but cannot be used: corrupt, truncated, of another format, not the
+    data set it is named after (checksum or content), or unsafe (an archive member that is a
+    link or leaves its folder). The message names the file and says what to do."""
 
 
 @dataclass
@@ -161,22 +171,34 @@ def _candidates(name: str, data_dir) -> list[Path]:
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (gzipped or not) into a NumPy array of its stored type and shape."""
+    """Read an IDX file (gzipped or not) into a NumPy array of its stored type and shape.
+
+    Raises :class:`DataError` naming the file when it is truncated, not gzip/IDX, or its
+    header disagrees with its size.
+    """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"{path} cannot be read ({type(e).__name__}: {e}): the file is corrupt or truncated; "
+                        f"delete it (it is downloaded again where the network allows) or replace it.") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise ValueError(f"{path} is not an IDX file (bad magic number).")
+        raise DataError(f"{path} is not an IDX file (bad magic number); replace it with the original file.")
     types = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
     if data[2] not in types:
-        raise ValueError(f"{path}: unknown IDX element type 0x{data[2]:02x}.")
+        raise DataError(f"{path}: unknown IDX element type 0x{data[2]:02x}; replace it with the original file.")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise DataError(f"{path} is truncated (its header is incomplete); replace it with the original file.")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    arr = np.frombuffer(data, dtype=types[data[2]], offset=4 + 4 * ndim)
-    if arr.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: header says shape {shape} but the file holds {arr.size} values.")
-    return arr.reshape(shape)
+    itemsize = np.dtype(types[data[2]]).itemsize
+    body = len(data) - 4 - 4 * ndim
+    if body % itemsize or body // itemsize != int(np.prod(shape)):
+        raise DataError(f"{path}: header says shape {shape} but the file holds {body // itemsize} values "
+                        f"(truncated or corrupt); replace it with the original file.")
+    return np.frombuffer(data, dtype=types[data[2]], offset=4 + 4 * ndim).reshape(shape)
 
 
 def _find_idx(folder: Path) -> list[Path] | None:
@@ -200,6 +222,64 @@ def _sha256(path: Path, raw: bool = False) -> str:
     return h.hexdigest()
 
 
+# MD5 sums of the CIFAR-10 python batches as published with the data set (the only sums
+# published per file); the archive itself has a SHA-256 above.
+_CIFAR_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+
+
+def _verify_enabled(verify: bool | None) -> bool:
+    if verify is not None:
+        return bool(verify)
+    return os.environ.get("PCLANDSCAPE_VERIFY_DATA", "1") != "0"
+
+
+def _check_sum(path: Path, expected: str, kind: str = "sha256", raw: bool = False) -> None:
+    """Raise :class:`DataError` unless ``path`` has the published checksum ``expected``."""
+    if kind == "md5":
+        h = hashlib.md5(usedforsecurity=False)
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        got = h.hexdigest()
+    else:
+        try:
+            got = _sha256(path, raw=raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataError(f"{path} cannot be read ({type(e).__name__}): the file is corrupt or truncated; delete "
+                            f"or replace it.") from None
+    if got != expected:
+        raise DataError(
+            f"{path} is not the published file ({kind} {got[:12]}... != {expected[:12]}...): it is corrupt, truncated "
+            f"or another data set. Delete it (it is downloaded again where the network allows) or replace it; if it is "
+            f"your own re-packaged copy, pass verify=False or set PCLANDSCAPE_VERIFY_DATA=0 (its content is still "
+            f"checked)."
+        )
+
+
+def _validate_images(name: str, images: np.ndarray, labels: np.ndarray, where: str, *, shape: tuple, n: int | None,
+                     n_classes: int = 10) -> None:
+    """Content checks every loaded image set passes: image shape, dtype, label range, counts."""
+    fix = "replace the files with the original ones"
+    if images.dtype != np.uint8 or images.shape[1:] != shape:
+        raise DataError(f"{where}: {name} images must be uint8 of shape (N, {', '.join(map(str, shape))}), found "
+                        f"{images.dtype} {images.shape}: these are not {name} files; {fix}.")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise DataError(f"{where}: {len(images)} images but labels of shape {labels.shape}: the image and label files "
+                        f"do not belong together; {fix}.")
+    if n is not None and len(images) != n:
+        raise DataError(f"{where}: {name} has {n} samples here, found {len(images)}; {fix}.")
+    if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
+        raise DataError(f"{where}: labels must lie in 0..{n_classes - 1}, found {int(labels.min())}..{int(labels.max())}; "
+                        f"{fix}.")
+
+
 _NETWORK_FAILED = False
 
 
@@ -209,21 +289,54 @@ def _download_enabled(download: bool | None) -> bool:
     return os.environ.get("PCLANDSCAPE_DOWNLOAD", "1") != "0" and not _NETWORK_FAILED
 
 
+_DOWNLOAD_DEADLINE_S = 1800.0
+
+
+def _deadline() -> float:
+    try:
+        return float(os.environ.get("PCLANDSCAPE_DOWNLOAD_DEADLINE", _DOWNLOAD_DEADLINE_S))
+    except ValueError:
+        return _DOWNLOAD_DEADLINE_S
+
+
+def _copy_with_deadline(src, dst, deadline: float) -> None:
+    """Copy a response into a file, raising ``TimeoutError`` once ``deadline`` (a
+    ``time.monotonic`` instant) passes: a server trickling bytes cannot hold a run forever."""
+    while True:
+        if time.monotonic() > deadline:
+            raise TimeoutError("download deadline passed")
+        chunk = src.read1(1 << 16) if hasattr(src, "read1") else src.read(1 << 16)  # read1: what has arrived
+        if not chunk:
+            return
+        dst.write(chunk)
+
+
 def _fetch(urls, dest: Path, check) -> bool:
-    """Download the first URL that works into ``dest`` (atomically) if ``check(tmp)`` passes."""
+    """Download the first URL that works into ``dest`` (atomically) if ``check(tmp)`` passes.
+
+    Each file gets an overall deadline (``PCLANDSCAPE_DOWNLOAD_DEADLINE`` seconds, default
+    1800) besides the per-read socket timeout; the temporary ``.part`` file is removed on any
+    failure or interrupt, and ``.part`` files left by a killed earlier run are removed first.
+    """
     global _NETWORK_FAILED
     dest.parent.mkdir(parents=True, exist_ok=True)
+    for stale in dest.parent.glob(f".{dest.name}.*.part"):
+        try:
+            stale.unlink()
+        except OSError:
+            pass
     for url in urls:
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part")
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
         os.close(fd)
         try:
+            deadline = time.monotonic() + _deadline()
             with urllib.request.urlopen(url, timeout=15) as r, open(tmp, "wb") as f:
-                shutil.copyfileobj(r, f)
+                _copy_with_deadline(r, f, deadline)
             if not check(Path(tmp)):
                 continue  # corrupted or changed upstream: try the next mirror
             os.replace(tmp, dest)
             return True
-        except OSError:
+        except (OSError, ValueError, DataError):  # TimeoutError and URLError are OSErrors
             continue
         finally:
             if os.path.exists(tmp):
@@ -255,11 +368,25 @@ def _missing(name: str, data_dir, files: list[str]) -> DataNotFoundError:
     return err
 
 
-def _load_idx_set(name: str, data_dir, download, mirrors, checksum) -> tuple[tuple[np.ndarray, ...], str]:
+def _load_idx_set(name: str, data_dir, download, mirrors, checksum, verify, sums) -> tuple[tuple[np.ndarray, ...], str, str]:
+    """The four IDX arrays of ``name``, where from, and a note (unverified copies).
+
+    ``sums(fname, path)`` verifies one local file (raises :class:`DataError`) and returns
+    True, or returns False when no published sum covers that form of the file."""
     for folder in _candidates(name, data_dir):
         files = _find_idx(folder)
         if files:
-            return tuple(read_idx(f) for f in files), str(folder)
+            note = ""
+            if _verify_enabled(verify):
+                unverified = [f.name for f, b in zip(files, _IDX) if not sums(f"{b}.gz", f)]
+                if unverified:
+                    note = (f"checksums not verified for {', '.join(unverified)} (no published sum for uncompressed "
+                            f"files); content checked")
+            else:
+                note = "checksums not verified (verify=False); content checked"
+            arrays = tuple(read_idx(f) for f in files)
+            _validate_idx(name, arrays, files, counts=_verify_enabled(verify))
+            return arrays, str(folder), note
     if _download_enabled(download):
         dest = _download_dir(data_dir) / _SUBDIRS[name][1]
         ok = all(
@@ -267,8 +394,22 @@ def _load_idx_set(name: str, data_dir, download, mirrors, checksum) -> tuple[tup
             for b in _IDX
         )
         if ok:
-            return tuple(read_idx(dest / f"{b}.gz") for b in _IDX), f"downloaded to {dest}"
+            files = [dest / f"{b}.gz" for b in _IDX]
+            if _verify_enabled(verify):
+                for b, f in zip(_IDX, files):
+                    sums(f"{b}.gz", f)
+            arrays = tuple(read_idx(f) for f in files)
+            _validate_idx(name, arrays, files, counts=True)
+            return arrays, f"downloaded to {dest}", ""
     raise _missing(name, data_dir, ["{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz"])
+
+
+def _validate_idx(name, arrays, files, counts: bool) -> None:
+    """Content checks; the sample counts of the published files (60000 + 10000) only when
+    verifying (a user's own copy, ``verify=False``, may be a subset)."""
+    xtr, ytr, xte, yte = arrays
+    _validate_images(name, xtr, ytr, f"{files[0]} / {files[1].name}", shape=(28, 28), n=60000 if counts else None)
+    _validate_images(name, xte, yte, f"{files[2]} / {files[3].name}", shape=(28, 28), n=10000 if counts else None)
 
 
 def _one_hot(labels: np.ndarray, n: int = 10) -> np.ndarray:
@@ -284,34 +425,108 @@ def _images(name, arrays, mean, std, flatten, source) -> Dataset:
     return Dataset(name, xtr, _one_hot(ytr), xte, _one_hot(yte), source)
 
 
-def mnist(data_dir=None, *, flatten: bool = True, download: bool | None = None) -> Dataset:
-    """MNIST, normalised ``(x - 0.1307) / 0.3081``; inputs ``(N, 784)`` (or ``(N, 1, 28, 28)``)."""
+def _mnist_sums(fname: str, path: Path) -> bool:
+    if path.suffix == ".gz":
+        _check_sum(path, _MNIST_SHA256[fname])
+        return True
+    return False  # no published sum of the uncompressed files
+
+
+def _fashion_sums(fname: str, path: Path) -> bool:
+    _check_sum(path, _FASHION_SHA256_RAW[fname], raw=path.suffix == ".gz")
+    return True
+
+
+def mnist(data_dir=None, *, flatten: bool = True, download: bool | None = None, verify: bool | None = None) -> Dataset:
+    """MNIST, normalised ``(x - 0.1307) / 0.3081``; inputs ``(N, 784)`` (or ``(N, 1, 28, 28)``).
+
+    ``verify`` (default True; ``PCLANDSCAPE_VERIFY_DATA=0`` switches it off) checks the
+    ``.gz`` files against their published SHA-256 sums; the content (28x28 uint8 images,
+    60000 + 10000 of them, labels 0..9) is checked always. Raises :class:`DataError` naming
+    the file otherwise.
+    """
     check = lambda fname: (lambda p: _sha256(p) == _MNIST_SHA256[fname])
-    arrays, src = _load_idx_set("mnist", data_dir, download, _MNIST_MIRRORS, check)
+    arrays, src, note = _load_idx_set("mnist", data_dir, download, _MNIST_MIRRORS, check, verify, _mnist_sums)
     if not flatten:
         arrays = (arrays[0][:, None], arrays[1], arrays[2][:, None], arrays[3])
-    return _images("mnist", arrays, 0.1307, 0.3081, flatten, src)
+    ds = _images("mnist", arrays, 0.1307, 0.3081, flatten, src)
+    ds.note = note
+    return ds
 
 
-def fashion_mnist(data_dir=None, *, flatten: bool = True, download: bool | None = None) -> Dataset:
-    """Fashion-MNIST, normalised ``(x - 0.5) / 0.5``; inputs ``(N, 784)`` (or ``(N, 1, 28, 28)``)."""
+def fashion_mnist(data_dir=None, *, flatten: bool = True, download: bool | None = None,
+                  verify: bool | None = None) -> Dataset:
+    """Fashion-MNIST, normalised ``(x - 0.5) / 0.5``; inputs ``(N, 784)`` (or ``(N, 1, 28, 28)``).
+
+    ``verify`` as for :func:`mnist`, against the SHA-256 sums of the uncompressed files
+    (which every copy shares, gzipped or not).
+    """
     check = lambda fname: (lambda p: _sha256(p, raw=True) == _FASHION_SHA256_RAW[fname])
-    arrays, src = _load_idx_set("fashion_mnist", data_dir, download, _FASHION_MIRRORS, check)
+    arrays, src, note = _load_idx_set("fashion_mnist", data_dir, download, _FASHION_MIRRORS, check, verify, _fashion_sums)
     if not flatten:
         arrays = (arrays[0][:, None], arrays[1], arrays[2][:, None], arrays[3])
-    return _images("fashion_mnist", arrays, 0.5, 0.5, flatten, src)
+    ds = _images("fashion_mnist", arrays, 0.5, 0.5, flatten, src)
+    ds.note = note
+    return ds
 
 
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with open(path, "rb") as f:
-        d = pickle.load(f, encoding="bytes")
-    data = d[b"data"] if b"data" in d else d["data"]
-    labels = d[b"labels"] if b"labels" in d else d["labels"]
-    return np.asarray(data, np.uint8).reshape(-1, 3, 32, 32), np.asarray(labels)
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR-10 python batch and nothing else: the dict of lists, bytes and one
+    uint8 NumPy array that the format holds. Any other global (a function a hostile pickle
+    would call) raises ``UnpicklingError`` before anything runs."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),  # NumPy integer labels
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),  # arrays pickled at protocol 5
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # bytes pickled by Python 3 at protocol 2
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"global {module}.{name} is not part of a CIFAR-10 batch")
 
 
-def cifar10(data_dir=None, *, flatten: bool = False, download: bool | None = None) -> Dataset:
-    """CIFAR-10, per-channel normalised; inputs ``(N, 3, 32, 32)`` (or flattened)."""
+def _read_cifar_batch(path: Path, counts: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``(N, 3, 32, 32)`` uint8 and labels ``(N,)`` of one batch file, read with
+    :class:`_BatchUnpickler` (no code runs) and checked (``N = 10000`` if ``counts``)."""
+    try:
+        with open(path, "rb") as f:
+            d = _BatchUnpickler(f, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            MemoryError, OSError) as e:
+        raise DataError(f"{path} is not a CIFAR-10 python batch ({type(e).__name__}: {e}); it was not loaded. Replace "
+                        f"it with the file from cifar-10-python.tar.gz.") from None
+    if not isinstance(d, dict):
+        raise DataError(f"{path} is not a CIFAR-10 python batch (holds a {type(d).__name__}, not a dict).")
+    data = d.get(b"data", d.get("data"))
+    labels = d.get(b"labels", d.get("labels"))
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise DataError(f"{path}: 'data' must be a uint8 array (N, 3072), found "
+                        f"{getattr(data, 'dtype', type(data).__name__)} {getattr(data, 'shape', '')}; replace the file.")
+    try:
+        labels = np.asarray(labels, np.int64)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: 'labels' is not a list of integers; replace the file.") from None
+    images = data.reshape(-1, 3, 32, 32)
+    _validate_images("cifar10", images, labels, str(path), shape=(3, 32, 32), n=10000 if counts else None)
+    return images, labels
+
+
+def cifar10(data_dir=None, *, flatten: bool = False, download: bool | None = None, verify: bool | None = None) -> Dataset:
+    """CIFAR-10, per-channel normalised; inputs ``(N, 3, 32, 32)`` (or flattened).
+
+    Batches are read with a restricted unpickler (a hostile pickle runs nothing), checked
+    against their published MD5 sums (``verify``, as for :func:`mnist`) and for content
+    (10000 uint8 images of 3x32x32 and labels 0..9 per batch); the archive is extracted
+    member by member, regular files only, inside its folder.
+    """
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     folder = None
     for cand in _candidates("cifar10", data_dir):
@@ -320,7 +535,10 @@ def cifar10(data_dir=None, *, flatten: bool = False, download: bool | None = Non
                 folder = sub
                 break
         if folder is None and (cand / "cifar-10-python.tar.gz").is_file():
-            _extract(cand / "cifar-10-python.tar.gz", cand)
+            tar = cand / "cifar-10-python.tar.gz"
+            if _verify_enabled(verify):
+                _check_sum(tar, _CIFAR_SHA256)
+            _extract(tar, cand)
             folder = cand / "cifar-10-batches-py"
         if folder:
             break
@@ -329,25 +547,62 @@ def cifar10(data_dir=None, *, flatten: bool = False, download: bool | None = Non
         dest = _download_dir(data_dir) / "cifar10"
         tar = dest / "cifar-10-python.tar.gz"
         if tar.is_file() or _fetch(_CIFAR_URLS, tar, lambda p: _sha256(p) == _CIFAR_SHA256):
+            _check_sum(tar, _CIFAR_SHA256)
             _extract(tar, dest)
             folder, source = dest / "cifar-10-batches-py", f"downloaded to {dest}"
     if folder is None:
         raise _missing("cifar10", data_dir, ["cifar-10-batches-py/{data_batch_1..5,test_batch} (or cifar-10-python.tar.gz)"])
-    train = [_read_cifar_batch(folder / n) for n in names[:5]]
-    xte, yte = _read_cifar_batch(folder / "test_batch")
+    if _verify_enabled(verify):
+        for n in names:
+            _check_sum(folder / n, _CIFAR_MD5[n], kind="md5")
+    counts = _verify_enabled(verify)
+    train = [_read_cifar_batch(folder / n, counts) for n in names[:5]]
+    xte, yte = _read_cifar_batch(folder / "test_batch", counts)
     xtr, ytr = np.concatenate([t[0] for t in train]), np.concatenate([t[1] for t in train])
     mean = np.array([0.4914, 0.4822, 0.4465], np.float32)[None, :, None, None]
     std = np.array([0.247, 0.243, 0.261], np.float32)[None, :, None, None]
     ds = _images("cifar10", (xtr, ytr, xte, yte), mean, std, False, source)
+    if not _verify_enabled(verify):
+        ds.note = "checksums not verified (verify=False); content checked"
     if flatten:
         ds.x_train, ds.x_test = ds.x_train.reshape(len(xtr), -1), ds.x_test.reshape(len(xte), -1)
     return ds
 
 
 def _extract(tar: Path, dest: Path) -> None:
-    with tarfile.open(tar) as t:
-        members = [m for m in t.getmembers() if m.name.startswith("cifar-10-batches-py/") and ".." not in m.name]
-        t.extractall(dest, members=members)
+    """Extract the ``cifar-10-batches-py/`` members of ``tar`` into ``dest``: regular files
+    and folders only, each inside ``dest``; a link, device, absolute path or ``..`` member
+    makes the whole archive refused (:class:`DataError`) before anything is written."""
+    root = dest.resolve()
+    try:
+        with tarfile.open(tar) as t:
+            chosen = []
+            for m in t.getmembers():
+                target = (root / m.name).resolve()
+                inside = target == root or root in target.parents
+                if not (m.isfile() or m.isdir()) or os.path.isabs(m.name) or ".." in Path(m.name).parts or not inside:
+                    kind = "a link" if (m.issym() or m.islnk()) else "not a regular file or folder" if not (
+                        m.isfile() or m.isdir()) else "outside the folder"
+                    raise DataError(f"{tar}: member {m.name!r} is {kind}; the archive is refused (nothing extracted). "
+                                    f"Replace it with the original cifar-10-python.tar.gz.")
+                if m.name.startswith("cifar-10-batches-py/"):
+                    chosen.append((m, target))
+            for m, target in chosen:
+                if m.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+                try:
+                    with os.fdopen(fd, "wb") as f:
+                        shutil.copyfileobj(t.extractfile(m), f)
+                    os.replace(tmp, target)
+                finally:
+                    if os.path.exists(tmp):
+                        os.remove(tmp)
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        raise DataError(f"{tar} cannot be extracted ({type(e).__name__}: {e}): it is corrupt or truncated; delete it "
+                        f"or replace it.") from None
 
 
 def mnist1d(seed: int = 42, *, num_samples: int = 5000) -> Dataset:
@@ -445,12 +700,15 @@ def as_images(ds: Dataset, shape=(3, 32, 32)) -> Dataset:
     return Dataset(ds.name, conv(ds.x_train), ds.y_train, conv(ds.x_test), ds.y_test, ds.source, ds.note, ds.extras)
 
 
-def load(name: str, data_dir=None, *, fallback: tuple[str, ...] = (), download: bool | None = None, **kwargs) -> Dataset:
+def load(name: str, data_dir=None, *, fallback: tuple[str, ...] = (), download: bool | None = None,
+         verify: bool | None = None, **kwargs) -> Dataset:
     """Load a data set by name, trying ``fallback`` names in turn when it is not available.
 
     ``name`` is one of :data:`NAMES`. When a fallback is used, ``Dataset.note`` says so.
     The environment variable ``PCLANDSCAPE_NO_FALLBACK=1`` switches fallbacks off.
-    Raises :class:`DataNotFoundError` (listing the files to place) when none is available.
+    ``verify`` is passed to the image loaders (see :func:`mnist`).
+    Raises :class:`DataNotFoundError` (listing the files to place) when none is available,
+    :class:`DataError` when a file found is corrupt or not what its name says.
     """
     if os.environ.get("PCLANDSCAPE_NO_FALLBACK", "") == "1":  # set by the CLI's --no-fallback
         fallback = ()
@@ -460,7 +718,8 @@ def load(name: str, data_dir=None, *, fallback: tuple[str, ...] = (), download: 
             raise ValueError(f"unknown data set {n!r}; known: {', '.join(NAMES)}.")
         try:
             if n in _LOADERS:
-                ds = _LOADERS[n](data_dir, download=download, **{k: v for k, v in kwargs.items() if k == "flatten"})
+                ds = _LOADERS[n](data_dir, download=download, verify=verify,
+                                 **{k: v for k, v in kwargs.items() if k == "flatten"})
             elif n == "mnist1d":
                 ds = mnist1d(**{k: v for k, v in kwargs.items() if k in ("seed", "num_samples")})
             elif n == "toy":

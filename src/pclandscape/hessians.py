@@ -52,7 +52,8 @@ from ._linalg import batch_size_for, inv_per_sample, per_sample_cg
 from .curvature import HessianOperator, _dense, _hvp_product
 from .errors import DivergenceError, NotAtEquilibriumError
 from .kinks import activities_on_kinks
-from .inference import AbstractSolver, Euler, _divergence_message, _infer, _resolve_solver, infer
+from ._divergence import divergence_message
+from .inference import AbstractSolver, Euler, _infer, _resolve_solver, infer
 from .networks import MLP, PCNetwork, is_standard_mlp
 from .objectives import _sample_energies, mse_loss, pc_energy
 
@@ -351,7 +352,7 @@ def _equilibrium(net, x, y, solver, tol):
 
 def _check_equilibrium(net, eq, solver, tol) -> None:
     if not bool(jnp.isfinite(eq.energy)):
-        raise DivergenceError(_divergence_message(solver, float(eq.energy), int(eq.steps)))
+        raise DivergenceError(divergence_message(solver, float(eq.energy), int(eq.steps)))
     tol = eq.tol if tol is None else tol
     if not float(eq.grad_norm) <= tol:
         raise NotAtEquilibriumError(

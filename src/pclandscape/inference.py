@@ -41,6 +41,7 @@ from jaxtyping import Array, Float
 
 from ._linalg import map_unbatched, per_row as _per_row, per_sample_cg, per_sample_dot
 from ._stacked import stacked_mlp
+from ._divergence import divergence_message, diverging
 from .errors import DivergenceError
 from .kinks import _one_sided, _pieces, kink_slopes, stationarity_residual
 from .networks import MLP, PCNetwork, is_standard_mlp
@@ -762,16 +763,10 @@ def _infer(net, x, y, solver, init):
     return infer_with_state(net, x, y, solver, init, solver.init_state())[0]
 
 
-def _divergence_message(solver, energy, steps) -> str:
-    hint = (
-        f"the step size dt={solver.dt} is probably too large for these weights (Euler is "
-        f"unstable when dt * lambda_max(d^2F/dz^2) > 2): lower dt, or use pcl.Newton() or, "
-        f"for linear nets, pcl.ExactLinear()"
-        if isinstance(solver, Euler)
-        else "the weights or data are probably too large or contain NaN/inf: check them, "
-        "or lower the learning rate that produced these weights"
-    )
-    return f"Inference diverged: the energy is {energy} after {steps} steps of {type(solver).__name__}; {hint}."
+@eqx.filter_jit
+def _start_energy(net, x, y, init):
+    z0 = net.feedforward(x)[:-1] if init is None else tuple(init)
+    return pc_energy(net, z0, x, y)
 
 
 def _is_traced(*trees) -> bool:
@@ -805,22 +800,30 @@ def infer(
 
     Raises:
         ValueError: for data that do not fit the network, or a solver that cannot handle it.
-        DivergenceError: if inference produced NaN or inf.
+        DivergenceError: if inference produced NaN or inf, or more than doubled the energy
+            it started from (an unstable solver: a stable descent never raises it).
     """
     net.check_data(x, y)
     solver = _resolve_solver(net, y, solver)
     if init is not None:
         init = check_activities(net, init, x)
     eq = _infer(net, x, y, solver, init)
+    start = _start_energy(net, x, y, init)
     if _is_traced(eq):
         energy = eqx.error_if(
             eq.energy,
-            ~jnp.isfinite(eq.energy),
-            "Inference diverged (non-finite energy); lower the Euler step size dt or use pcl.Newton().",
+            diverging(start, eq.energy),
+            "Inference diverged (the energy is non-finite or more than doubled); lower the Euler step size dt "
+            "or use pcl.Newton().",
         )
         return eqx.tree_at(lambda e: e.energy, eq, energy)
-    if not bool(jnp.isfinite(eq.energy)):
-        raise DivergenceError(_divergence_message(solver, float(eq.energy), int(eq.steps)))
+    if not bool(jnp.isfinite(start)):
+        raise ValueError(
+            f"The energy at the start of inference is {float(start)}: the weights, inputs or targets hold NaN or "
+            f"inf (targets may hold NaN only to mark unobserved entries). Check them before inference."
+        )
+    if bool(diverging(start, eq.energy)):
+        raise DivergenceError(divergence_message(solver, float(eq.energy), int(eq.steps), float(start)))
     return eq
 
 

@@ -35,6 +35,7 @@ import optax
 from jaxtyping import Array, PRNGKeyArray
 
 from ._progress import Progress
+from ._divergence import divergence_hint, diverging, solver_label
 from .errors import DivergenceError
 from .inference import AbstractSolver, Euler, _resolve_solver, default_solver, infer_with_state
 from .networks import PCNetwork
@@ -375,6 +376,18 @@ def _tree_select(keep, old, new):
     )
 
 
+def _step_ok(rule, info: StepInfo, new_net):
+    """Whether a training step may be applied: finite loss and gradient, finite weights after
+    the update, and (PC) an inference that did not diverge -- its equilibrium energy finite and
+    not more than double the energy it started from, the feedforward loss (see
+    ``inference._diverging``). Traceable; a scalar boolean."""
+    ok = jnp.isfinite(info.loss) & jnp.isfinite(info.grad_norm)
+    ok &= jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(_params(new_net))]))
+    if rule == "pc":
+        ok &= ~diverging(info.loss, info.energy)
+    return ok
+
+
 def _scan_steps(net, opt_state, x_all, y_all, idx, n_valid, scale, target, rule, optimizer, solver, metric_fns,
                 batch_sharding=None, done=None, solver_state=None):
     """``len(idx)`` training steps fused in one ``lax.scan``; steps past ``n_valid``, after the
@@ -395,11 +408,10 @@ def _scan_steps(net, opt_state, x_all, y_all, idx, n_valid, scale, target, rule,
         if rule == "bp":
             new_net, new_state, info = _bp_step(net, state, x, y, optimizer, scale)
             new_sstate = sstate
-            finite = jnp.isfinite(info.loss) & jnp.isfinite(info.grad_norm)
         else:
             new_net, new_state, info = _pc_step(net, state, x, y, optimizer, solver, scale, sstate)
             new_sstate = None if sstate is None else info.inference_dt.astype(jnp.result_type(sstate))
-            finite = jnp.isfinite(info.loss) & jnp.isfinite(info.grad_norm) & jnp.isfinite(info.energy)
+        finite = _step_ok(rule, info, new_net)
         extra = tuple(fn(net, x, y) for fn in metric_fns)
         active = (~done) & (i < n_valid)
         apply = active & finite
@@ -417,6 +429,7 @@ def _scan_steps(net, opt_state, x_all, y_all, idx, n_valid, scale, target, rule,
 
 
 _run_steps = eqx.filter_jit(_scan_steps)
+_jit_step_ok = eqx.filter_jit(_step_ok)
 
 
 @eqx.filter_jit
@@ -492,6 +505,13 @@ def _diverged_message(rule, step, info: StepInfo, optimizer_name, solver) -> str
         if not (k == "energy" and rule == "bp")
     )
     cause = "the learning rate is probably too large: lower it"
+    loss, energy = float(info.loss), float(info.energy)
+    if rule == "pc" and math.isfinite(loss) and bool(diverging(loss, energy)):
+        return (
+            f"Training (PC) stopped at step {step}: inference diverged, the energy went from {loss:.4g} (feedforward) "
+            f"to {energy:.4g} in {solver_label(solver)} inference: {divergence_hint(solver)}. "
+            f"The error carries .history and .net up to the last good step."
+        )
     if rule == "pc" and isinstance(solver, Euler):
         cause += (
             f", or the inference step size dt={solver.dt} is too large for the current weights "
@@ -663,7 +683,7 @@ def train(
                 x, y = next(batches)
                 new_net, new_state, info = step_fn(net, opt_state, x, y)
                 vals = np.array([float(info.loss), float(info.grad_norm)] + ([float(info.energy)] if rule == "pc" else []))
-                if not np.all(np.isfinite(vals)):
+                if not bool(_jit_step_ok(rule, info, new_net)):
                     partial = _finish(hist, rows, evals, extras)
                     raise DivergenceError(
                         _diverged_message(rule, step, info, optimizer, solver),
@@ -816,7 +836,7 @@ def train_many(
                     f"seed {s}: " + _diverged_message(rule, len(rows[s]), bad_info, optimizer, solver),
                     step=len(rows[s]),
                     history=_finish(History(rule=rule), rows[s], [], extras[s]),
-                    net=jax.tree_util.tree_map(lambda a: a[s] if eqx.is_array(a) else a, nets),
+                    net=jax.tree_util.tree_map(lambda a: a[s] if eqx.is_array(a) else a, new_nets),  # bad steps not applied
                 )
             nets = new_nets
             done = np.asarray(stop, bool)
