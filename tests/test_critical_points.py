@@ -106,3 +106,37 @@ def test_find_critical_point_on_a_deep_linear_loss(x64):
     assert float(jnp.sqrt(sum(jnp.sum(gi**2) for gi in g))) <= 1e-10
     with pytest.raises(ValueError, match="NaN"):
         pcl.find_critical_point(fn, [w * jnp.nan for w in pcl.weights(net)])
+
+
+def test_lanczos_counts_are_exact_or_none_never_wrong(x64):
+    """Issue case 3: above dense_max, n_negative / n_zero are exact when the k computed
+    eigenvalues reach past them and None (not a wrong count) when they do not."""
+    def quadratic(d):
+        d = jnp.asarray(d)
+        return lambda v: 0.5 * jnp.sum(d * v**2)
+
+    few = np.concatenate([[-1.0, -1.0, -1.0, 0.0, 0.0], np.linspace(2, 6, 295)])
+    cp = pcl.classify_critical_point(quadratic(few), jnp.zeros(300), dense_max=10, k=8)
+    assert (cp.kind, cp.n_negative, cp.n_zero) == ("strict_saddle", 3, 2)
+    many = np.concatenate([-np.ones(90), np.zeros(60), np.linspace(2, 6, 150)])
+    np.random.default_rng(1).shuffle(many)
+    cp = pcl.classify_critical_point(quadratic(many), jnp.zeros(300), dense_max=10, k=8)
+    assert (cp.kind, cp.n_negative, cp.n_zero) == ("strict_saddle", None, None)
+    assert cp.lambda_min == pytest.approx(-1.0, abs=1e-12)
+    dense = pcl.classify_critical_point(quadratic(many), jnp.zeros(300))
+    assert (dense.n_negative, dense.n_zero) == (90, 60)
+    # mostly negative: all non-negative eigenvalues are among the k largest
+    neg = np.concatenate([-np.linspace(1, 2, 296), [0.0, 0.0, 3.0]])
+    cp = pcl.classify_critical_point(quadratic(neg), jnp.zeros(299), dense_max=10, k=5)
+    assert (cp.n_negative, cp.n_zero) == (296, 2)
+
+
+@pytest.mark.parametrize("bad", ["params", "objective"])
+def test_nan_points_have_no_kind(bad):
+    """Issue case 4: NaN parameters gave "minimum", a NaN objective "non_strict_saddle"."""
+    if bad == "params":
+        fn, w = (lambda v: jnp.sum(v**2)), jnp.array([jnp.nan, 1.0])
+    else:
+        fn, w = (lambda v: jnp.sum(v**2) * jnp.nan), jnp.zeros(2)
+    with pytest.raises(FloatingPointError, match="NaN or inf at this point, so it has no kind"):
+        pcl.classify_critical_point(fn, w)

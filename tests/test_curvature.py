@@ -1,5 +1,6 @@
 """Dense Hessians, HVPs, spectra and Lanczos against exact linear algebra."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -86,3 +87,54 @@ def test_lanczos_stops_on_an_invariant_subspace(x64):
     assert float(res.eigenvalues[0]) == pytest.approx(-2.0, rel=1e-12)
     with pytest.raises(ValueError, match="which="):
         pcl.lanczos(lambda v: jnp.sum(v**2), jnp.zeros(3), which="middle")
+
+
+def _diag_fn(d):
+    d = jnp.asarray(d)
+    return lambda v: 0.5 * jnp.sum(d * v**2)
+
+
+def test_lanczos_counts_eigenvalues_with_multiplicity(x64):
+    """Issue case 3: on diag(-1 x3, 0 x2, 2..6) single-vector Krylov gives [-1, 0, 2, 3, 4];
+    the k smallest counted with multiplicity are [-1, -1, -1, 0, 0] (and so on)."""
+    d = np.concatenate([[-1.0, -1.0, -1.0, 0.0, 0.0], np.arange(2.0, 7.0)])
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(10)
+    fn = _diag_fn(d[perm])
+    lo = pcl.lanczos(fn, jnp.zeros(10), k=5, which="smallest")
+    assert lo.converged
+    np.testing.assert_allclose(np.asarray(lo.eigenvalues), [-1, -1, -1, 0, 0], atol=1e-10)
+    lo8 = pcl.lanczos(fn, jnp.zeros(10), k=8, which="smallest")
+    np.testing.assert_allclose(np.asarray(lo8.eigenvalues), [-1, -1, -1, 0, 0, 2, 3, 4], atol=1e-10)
+    hi = pcl.lanczos(fn, jnp.zeros(10), k=4, which="largest")
+    np.testing.assert_allclose(np.asarray(hi.eigenvalues), [6, 5, 4, 3], atol=1e-10)
+    # the Ritz vectors of a repeated eigenvalue are orthonormal eigenvectors, not copies
+    v = np.asarray(lo.eigenvectors)
+    np.testing.assert_allclose(v.T @ v, np.eye(5), atol=1e-10)
+    np.testing.assert_allclose(np.asarray(d[perm])[:, None] * v, v * np.asarray(lo.eigenvalues)[None], atol=1e-10)
+
+
+def test_lanczos_multiplicity_far_above_k(x64):
+    """90 copies of -1 and 60 zeros among 300: the 5 smallest are five -1s."""
+    d = np.concatenate([-np.ones(90), np.zeros(60), np.linspace(2, 6, 150)])
+    np.random.default_rng(1).shuffle(d)
+    lo = pcl.lanczos(_diag_fn(d), jnp.zeros(300), k=5, which="smallest")
+    assert lo.converged
+    np.testing.assert_allclose(np.asarray(lo.eigenvalues), -np.ones(5), atol=1e-10)
+
+
+def test_lanczos_on_the_degenerate_origin_hessian_of_a_linear_net(x64):
+    """The loss Hessian of a one-hidden-layer linear net at the origin is [[0, B], [B^T, 0]] with
+    Kronecker-structured B: every eigenvalue +-sigma_i of the data cross-covariance appears
+    ``width`` times. Lanczos' k extreme eigenvalues must match eigvalsh with multiplicities."""
+    rng = np.random.default_rng(3)
+    x, y = jnp.asarray(rng.standard_normal((20, 3))), jnp.asarray(rng.standard_normal((20, 3)))
+    net = pcl.MLP(jax.random.key(0), [3, 5, 3], "linear", init_std=0.0)
+    fn = lambda ws: pcl.mse_loss(net.with_weights(ws), x, y)
+    ws = pcl.weights(net)
+    ev = np.linalg.eigvalsh(np.asarray(pcl.hessian(fn, ws)))
+    assert np.sum(np.isclose(ev, ev[0], atol=1e-8)) == 5  # the smallest has multiplicity 5
+    lo = pcl.lanczos(fn, ws, k=12, which="smallest")
+    hi = pcl.lanczos(fn, ws, k=7, which="largest")
+    np.testing.assert_allclose(np.asarray(lo.eigenvalues), ev[:12], atol=1e-9)
+    np.testing.assert_allclose(np.asarray(hi.eigenvalues), ev[::-1][:7], atol=1e-9)

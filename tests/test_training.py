@@ -241,3 +241,53 @@ def test_train_many_learning_rate_grid_and_divergence(x64):
         pcl.train_many(nets, (x, y), rule="bp", grad_scale=np.ones(2), steps=1, batch_size=8)
     with pytest.raises(ValueError, match="on_divergence"):
         pcl.train_many(nets, (x, y), rule="bp", on_divergence="ignore", steps=1, batch_size=8)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_unstable_inference_stops_training(fused):
+    """Issue case 5: Euler(dt=10) on a tanh net trained silently to energy 1.9e19; now the first
+    step whose inference more than doubles the energy raises, naming the solver and its dt,
+    with .net the network before that step (finite) and .history the steps before it."""
+    key = jax.random.key(0)
+    x = jax.random.normal(key, (64, 4))
+    y = x[:, :2]
+    net = pcl.MLP(key, [4, 8, 8, 2], "tanh", init_std=0.5)
+    with pytest.raises(pcl.DivergenceError, match=r"inference diverged, the energy went from .* in Euler\(dt=10\)") as err:
+        pcl.train(net, (x, y), rule="pc", solver=pcl.Euler(dt=10.0, steps=10), optimizer=optax.sgd(0.1), steps=20,
+                  batch_size=16, key=key, steps_per_call=8 if fused else 1)
+    assert err.value.step == 0 and len(err.value.history) == 0
+    assert all(bool(jnp.all(w == w0)) for w, w0 in zip(pcl.weights(err.value.net), pcl.weights(net)))
+    # the same solver at a stable step size trains, and energy <= feedforward loss at every step
+    _, hist = pcl.train(net, (x, y), rule="pc", solver=pcl.Euler(dt=0.1, steps=10), optimizer=optax.sgd(0.1), steps=20,
+                        batch_size=16, key=key)
+    assert np.all(hist.energy <= hist.loss + 1e-6)
+
+
+def test_pc_step_and_infer_refuse_a_diverging_inference():
+    key = jax.random.key(1)
+    x = jax.random.normal(key, (16, 4))
+    y = x[:, :2]
+    net = pcl.MLP(key, [4, 8, 8, 2], "tanh", init_std=0.5)
+    opt = optax.sgd(0.1)
+    state = pcl.init_opt_state(net, opt)
+    with pytest.raises(pcl.DivergenceError, match=r"Euler\(dt=10\)") as err:
+        pcl.pc_step(net, state, x, y, opt, pcl.Euler(dt=10.0, steps=10))
+    assert err.value.net is net
+    _, _, info = pcl.pc_step(net, state, x, y, opt, pcl.Euler(dt=10.0, steps=10), check=False)
+    assert float(info.energy) > 1e6 * float(info.loss)
+    with pytest.raises(pcl.DivergenceError, match=r"the energy went from .* in 10 steps of Euler\(dt=10\)"):
+        pcl.infer(net, x, y, pcl.Euler(dt=10.0, steps=10))
+    with pytest.raises(ValueError, match="at the start of inference is nan"):
+        pcl.infer(net, x.at[0, 0].set(jnp.nan), y, pcl.Euler(dt=0.1, steps=10))
+
+
+def test_divergence_error_net_is_finite_when_an_update_overflows(regression):
+    """Issue case 17: a step whose loss and gradient are finite but whose update overflows the
+    weights to inf is not applied; .net is the last finite network."""
+    x, y = regression
+    net = pcl.MLP(jax.random.key(0), [4, 8, 4], "linear", init_std=0.3)
+    for steps_per_call in (8, 1):
+        with pytest.raises(pcl.DivergenceError) as err:
+            pcl.train(net, (x, y), rule="bp", optimizer=optax.sgd(1e38), steps=5, steps_per_call=steps_per_call)
+        assert err.value.step <= 1 and len(err.value.history) == err.value.step
+        assert all(np.isfinite(np.asarray(w)).all() for w in pcl.weights(err.value.net))

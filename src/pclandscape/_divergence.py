@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import jax.numpy as jnp
+
 __all__ = ["diverging", "solver_label", "divergence_hint", "divergence_message"]
 
 _GROWTH = 2.0
@@ -13,7 +15,9 @@ def diverging(start, end):
     doubled from its start (``end > 2 start + 1e-6``). A stable descent never raises ``F``
     (gradient flow, Euler below its stability limit, Newton from the feedforward pass); an
     unstable Euler step grows the energy geometrically, so a doubling is the first clear sign."""
-    return ~(end <= _GROWTH * start + _GROWTH_ATOL)
+    if isinstance(start, (int, float)) and isinstance(end, (int, float)):  # host values
+        return not end <= _GROWTH * start + _GROWTH_ATOL
+    return jnp.logical_not(end <= _GROWTH * start + _GROWTH_ATOL)
 
 
 def solver_label(solver) -> str:

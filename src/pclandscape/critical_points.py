@@ -223,6 +223,23 @@ def _descent_order(derivs: np.ndarray, start: int, tol: float) -> tuple[int | No
     return None, 0.0
 
 
+@eqx.filter_jit
+def _value_and_grad(f, flat):
+    return jax.value_and_grad(f)(flat)
+
+
+def _check_finite(flat, value, grad) -> None:
+    """A point with NaN/inf parameters, objective or gradient has no kind: say which is bad."""
+    bad = [name for name, ok in (("parameters", bool(jnp.all(jnp.isfinite(flat)))),
+                                 ("objective", bool(jnp.isfinite(value))),
+                                 ("gradient", bool(np.all(np.isfinite(grad))))) if not ok]
+    if bad:
+        raise FloatingPointError(
+            f"classify_critical_point: the {', '.join(bad)} {'is' if len(bad) == 1 else 'are'} NaN or inf at this point, "
+            f"so it has no kind; check the parameters (a diverged training run?) and the objective."
+        )
+
+
 def _counts(lo: np.ndarray, hi: np.ndarray, p: int, eig_tol: float, converged: bool):
     """Negative and zero eigenvalue counts from the ``k`` smallest (``lo``, ascending) and ``k``
     largest (``hi``, descending) eigenvalues counted with multiplicity: exact where the
@@ -270,6 +287,9 @@ def classify_critical_point(
        candidates is reported (``"non_strict_saddle"``); none means ``"minimum"`` (as far
        as ``max_order`` shows).
 
+    Raises ``FloatingPointError`` when the parameters, objective, gradient or Hessian hold NaN
+    or inf (such a point has no kind).
+
     Args:
         fn: scalar objective of ``params``.
         params: the point (any pytree; for networks ``[W_1, ..., W_L]``).
@@ -293,13 +313,19 @@ def classify_critical_point(
     eig_tol = eig_tol if eig_tol is not None else tol
     key = jax.random.key(0) if key is None else key
 
-    grad_norm = float(np.linalg.norm(np.asarray(_jit_grad(f, flat))))
+    value, grad = _value_and_grad(f, flat)
+    grad = np.asarray(grad)
+    grad_norm = float(np.linalg.norm(grad))
+    _check_finite(flat, value, grad)
     op = hessian_operator(fn, params) if hessian is None else hessian
     if op.size != p:
         raise ValueError(f"hessian has size {op.size} but params has {p} entries.")
     if p <= dense_max:
         evals, evecs = _eigh(op, batch_size_for(op.mv, (flat,), None))
         evals_np, evecs_np = np.asarray(evals), np.asarray(evecs)
+        if not np.all(np.isfinite(evals_np)):
+            raise FloatingPointError("classify_critical_point: the Hessian holds NaN or inf at this point (the objective "
+                                     "is not twice differentiable there, or overflows); it has no kind.")
         lam_min, lam_max = float(evals_np[0]), float(evals_np[-1])
         v_min = evecs_np[:, 0]
         null = evecs_np[:, np.abs(evals_np) <= eig_tol]

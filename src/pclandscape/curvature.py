@@ -293,11 +293,14 @@ def _lanczos_extend(op: HessianOperator, V, alpha, beta, j0, j1, breakdown):
 
 
 class _Deflated(eqx.Module):
-    """``P H P`` with ``P = I - Q Q^T``: the Hessian restricted to the complement of locked
-    eigenvectors ``Q`` (columns orthonormal), for Lanczos restarts."""
+    """``H + shift Q^T Q`` (Wielandt deflation): the locked eigenvectors (rows of ``q``,
+    orthonormal; zero rows are padding) moved by ``shift`` to the far end of the spectrum, so a
+    restarted Lanczos finds the next eigenpairs at the wanted end. Unlike projecting them out
+    (``P H P``), this adds no spurious zero eigenvalues for rounding to find."""
 
     op: Any
-    q: Array  # (r, p), rows orthonormal
+    q: Array  # (r, p)
+    shift: Array
 
     @property
     def size(self) -> int:
@@ -307,12 +310,8 @@ class _Deflated(eqx.Module):
     def dtype(self):
         return self.op.dtype
 
-    def _project(self, v):
-        v = v - self.q.T @ (self.q @ v)
-        return v - self.q.T @ (self.q @ v)  # twice is enough (Kahan)
-
     def mv(self, v):
-        return self._project(self.op.mv(self._project(v)))
+        return self.op.mv(v) + self.shift * (self.q.T @ (self.q @ v))
 
 
 def lanczos(
@@ -335,8 +334,9 @@ def lanczos(
     two smallest Ritz values are ``-1, 0``. Hessians of these networks are highly degenerate
     at symmetric points (Kronecker structure at the origin), so this function restarts with
     **locking and deflation**: the converged Ritz vectors of a run are locked, the next run
-    works on ``P H P`` (``P`` the projector onto their orthogonal complement) from a fresh
-    random start, and the runs stop when one finds nothing beyond the ``k``-th locked value.
+    works on ``H + sigma Q Q^T`` (Wielandt's deflation: the locked eigenvalues moved past the
+    far end of the spectrum) from a fresh random start, and the runs stop when one finds
+    nothing beyond the ``k``-th locked value.
     The result holds the ``k`` extreme eigenvalues with their multiplicities (up to the
     tolerance); ``converged`` is False if the restarts ran out first.
 
@@ -391,20 +391,19 @@ def lanczos(
         if k == 1 and run == 1:  # the smallest eigenvalue needs no multiplicity
             converged = ok
             break
-        q = None
+        deflated = op
         if vecs:  # zero rows pad the locked block to a power of two: fewer recompilations
             rows = 1 << max(3, (len(vecs) - 1).bit_length())
-            q = jnp.zeros((rows, p), dtype).at[: len(vecs)].set(jnp.stack(vecs))
-        deflated = op if q is None else _Deflated(op, q)
+            q = jnp.zeros((rows, p), dtype).at[: len(vecs)].set(jnp.stack(vecs, axis=0))
+            deflated = _Deflated(op, q, jnp.asarray(sign * 3.0 * radius, dtype))  # locked ones past the far end
         if run == 0 and v0 is not None:
             start = jnp.asarray(v0, dtype)
         elif run == 0 and key is not None:
             start = jax.random.normal(key, (p,), dtype)
         else:  # host-side draw: no device compile for a start vector
             start = jnp.asarray(rng.standard_normal(p), dtype)
-        if q is not None:
-            start = deflated._project(start)
-        theta, s_vecs, r, m, ok = _lanczos_run(deflated, min(k, p - locked), which, start, tol, max_iter, check_every)
+        theta, s_vecs, r, m, ok, rho = _lanczos_run(deflated, min(k, p - locked), which, start, tol, max_iter, check_every)
+        radius = rho if run == 0 else radius  # spectral radius estimate (the extreme Ritz values)
         iterations += m
         kth = sorted(sign * v for v in vals)[k - 1] if len(vals) >= k else np.inf
         scale = max([abs(v) for v in vals] + [float(np.max(np.abs(theta))) if len(theta) else 0.0, np.finfo(np.float64).tiny])
@@ -432,8 +431,9 @@ def lanczos(
 
 
 def _lanczos_run(op, k, which, v0, tol, max_iter, check_every):
-    """One Lanczos run from ``v0``: ``(theta, vectors (p, k), residuals, m, converged)``
-    for the ``k`` extreme Ritz pairs (each distinct eigenvalue at most once)."""
+    """One Lanczos run from ``v0``: ``(theta, vectors (p, k), residuals, m, converged, rho)``
+    for the ``k`` extreme Ritz pairs (in exact arithmetic each distinct eigenvalue at most
+    once), ``rho`` the largest ``|Ritz value|`` (an estimate of the spectral radius)."""
     p, dtype = op.size, op.dtype
     max_iter = min(p, max_iter or 1024)
     breakdown = 1e3 * float(jnp.finfo(dtype).eps)
@@ -473,7 +473,7 @@ def _lanczos_run(op, k, which, v0, tol, max_iter, check_every):
             if bool(b_np[j1 - 1] > 0):
                 V = V.at[j1].set(_next_vector(op, V, alpha, beta, jnp.asarray(j1)))
     vecs = _ritz_vectors(V, jnp.asarray(s[:, idx], dtype), m)
-    return theta[idx], vecs, res, m, bool(converged or stopped)
+    return theta[idx], vecs, res, m, bool(converged or stopped), float(np.max(np.abs(theta)))
 
 
 @eqx.filter_jit

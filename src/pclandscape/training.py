@@ -168,6 +168,7 @@ def pc_step(
     *,
     grad_scale: float = 1.0,
     solver_state=None,
+    check: bool = True,
 ) -> tuple[PCNetwork, Any, StepInfo]:
     """One PC step: inference to equilibrium, then ``theta <- optimizer(grad_scale * dF/dtheta|_{z*})``.
 
@@ -177,13 +178,25 @@ def pc_step(
     ``solver.init_state()``): for :class:`pclandscape.PaperEuler` pass the previous step's
     ``info.inference_dt`` to continue as the paper's notebooks did (``pcl.train`` does this).
     Returns ``(net, opt_state, StepInfo)``. Jit-compiled.
+
+    With ``check`` (default) it raises :class:`~pclandscape.DivergenceError` (``.net`` = the
+    network before the step) when the inference diverged: the equilibrium energy is not finite
+    or more than double the feedforward loss it started from (an unstable solver; a stable
+    descent never raises the energy). The check reads two scalars back from the device; pass
+    ``check=False`` to keep a loop of steps asynchronous and inspect ``info`` yourself.
     """
     type(net).check_data(net, x, y)
     solver = _resolve_solver(net, y, solver)
     if solver_state is None:
         solver_state = type(solver).init_state(solver)
-    return _dispatch(_pc_step_plain, _pc_step, net, opt_state, x, y, optimizer, solver, _scalar(grad_scale),
-                     solver_state)
+    out = _dispatch(_pc_step_plain, _pc_step, net, opt_state, x, y, optimizer, solver, _scalar(grad_scale),
+                    solver_state)
+    if check:
+        info = out[2]
+        loss, energy = float(info.loss), float(info.energy)
+        if not math.isfinite(loss) or diverging(loss, energy):
+            raise DivergenceError(_diverged_message("pc", 0, info, optimizer, solver).replace(" at step 0", ""), net=net)
+    return out
 
 
 # --------------------------------------------------------------------------- history
@@ -676,7 +689,8 @@ def train(
             step_fn = (
                 (lambda n, s, x, y: bp_step(n, s, x, y, optimizer, grad_scale=grad_scale))
                 if rule == "bp"
-                else (lambda n, s, x, y: pc_step(n, s, x, y, optimizer, solver, grad_scale=grad_scale, solver_state=sstate))
+                else (lambda n, s, x, y: pc_step(n, s, x, y, optimizer, solver, grad_scale=grad_scale, solver_state=sstate,
+                                                check=False))
             )
             batches = _iter_batches(data, batch_size, key, start)
             while step < steps:
