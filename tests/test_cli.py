@@ -30,12 +30,22 @@ def _main(capsys, *argv):
         (["run", "fig3", "--set", "batch=abc"], "--set batch=abc: expected a value of type int"),
         (["run", "fig3", "--set", "batch"], "expected key=value"),
         (["run", "fig3", "--seeds", "4-1"], "--seeds '4-1'"),
-        (["run", "fig4", "--no-fallback", "--set", "mnist_depths=1", "--set", "mnist1d_depths=", "--set", "wide_depths=",
+        (["run", "fig4", "--no-fallback", "--set", "mnist_depths=1", "--set", "mnist1d_depths=1", "--set", "wide_depths=1",
           "--data-dir", "/nonexistent-pcl"], "mnist not found: place"),
         (["run", "fig9_10", "--set", "datasets=imagenet"], "unknown data set 'imagenet'"),
         (["reproduce", "--only", "fig3,figX"], "--only: unknown experiment 'figX'"),
         (["reproduce", "--only", "fig3", "--set", "bogus=2"], "--set bogus: no selected experiment has this key"),
         (["report", "/nonexistent-pcl-results"], "does not exist"),
+        # issue 12, case 9: config values are checked before anything runs
+        (["run", "fig3", "--set", "seeds=abc"], "seeds=abc: must hold non-negative integers"),
+        (["run", "fig3", "--set", "seeds=1.5"], "seeds=1.5: must hold non-negative integers"),
+        (["run", "fig3", "--set", "seeds="], "seeds=: must be a non-empty comma-separated list"),
+        (["run", "fig5", "--set", "dt=0"], "dt=0.0: must be a positive number (fig5 config)"),
+        (["run", "fig5", "--set", "T=0"], "T=0: must be a positive integer"),
+        (["run", "fig5", "--set", "until_fraction=1.5"], "until_fraction=1.5: must be a fraction"),
+        (["run", "fig3", "--set", "unrolled_dt=0"], "unrolled_dt=0.0: must be a positive number"),
+        (["run", "fig3", "--set", "depths="], "depths=: must be a non-empty comma-separated list"),
+        (["run", "fair", "--set", "lrs=0.1,-1"], "lrs=0.1,-1: must hold positive finite numbers"),
     ],
 )
 def test_errors_are_one_line_with_exit_code_2(capsys, monkeypatch, tmp_path, argv, needle):
@@ -184,3 +194,11 @@ def test_run_exits_1_when_a_paper_claim_fails(capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(mod, "plot", lambda res: {})
     rc, _, err = _main(capsys, "run", "fig3", "--out", str(tmp_path), *TINY[:6])
     assert rc == 1 and "paper claims failed in fig3" in err
+
+
+def test_every_default_and_quick_config_is_valid():
+    from pclandscape.experiments.base import validate_config
+
+    for name in runner.EXPERIMENTS:
+        validate_config(runner.get(name).Config())
+        validate_config(runner.get(name).quick_config())

@@ -50,3 +50,50 @@ def test_other_bad_arguments():
         pcl.MLP(jax.random.key(0), [3, 2], init="normal")
     with pytest.raises(ValueError, match="solver must be"):
         pcl.infer(net, jnp.ones((2, 3)), jnp.ones((2, 2)), solver="euler")
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: pcl.Euler(dt="a"), r"Euler\(dt='a'\) must be a positive finite number"),
+    (lambda: pcl.Euler(steps=2.5), r"Euler\(steps=2.5\) must be a positive integer"),
+    (lambda: pcl.Euler(dt=0.0), r"Euler\(dt=0.0\) must be a positive"),
+    (lambda: pcl.Euler(dt=float("nan")), r"Euler\(dt=nan\)"),
+    (lambda: pcl.Euler(steps=0), r"Euler\(steps=0\) must be a positive integer"),
+    (lambda: pcl.Heun(dt0=-1.0), r"Heun\(dt0=-1.0\)"),
+    (lambda: pcl.Heun(max_steps=0), r"Heun\(max_steps=0\)"),
+    (lambda: pcl.Newton(tol=-1.0), r"Newton\(tol=-1.0\)"),
+    (lambda: pcl.Newton(cg_max_steps=1.5), r"Newton\(cg_max_steps=1.5\)"),
+    (lambda: pcl.ExactLinear(tol=0.0), r"ExactLinear\(tol=0.0\)"),
+    (lambda: pcl.MLP(jax.random.key(0), [5, 2.5, 3]), r"2.5 is not an integer"),
+    (lambda: pcl.MLP(jax.random.key(0), "543"), r"widths must be a sequence of positive integers.*'543'"),
+    (lambda: pcl.MLP(jax.random.key(0), [5, 4, 3], init_std=float("nan")), r"MLP\(init_std=nan\) must be a finite number >= 0"),
+    (lambda: pcl.MLP(jax.random.key(0), [5, 4, 3], init_std=-0.1), r"MLP\(init_std=-0.1\)"),
+])
+def test_settings_are_validated_at_construction(make, match):
+    """Issue case 11: bad solver settings and network shapes used to pass (or fail inside JAX)."""
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_empty_batches_and_bad_batch_sizes():
+    """Issue case 11: an empty batch or batch_size=0 gave ZeroDivisionError from inside JAX."""
+    net = pcl.MLP(jax.random.key(0), [5, 4, 3], "tanh", init_std=0.1)
+    empty = (jnp.zeros((0, 5)), jnp.zeros((0, 3)))
+    with pytest.raises(ValueError, match="x holds no samples"):
+        pcl.infer(net, *empty)
+    with pytest.raises(ValueError, match="x holds no samples"):
+        pcl.train(net, empty, steps=2)
+    data = (jnp.ones((8, 5)), jnp.ones((8, 3)))
+    for bs in (0, 2.5, -1):
+        with pytest.raises(ValueError, match=rf"train\(batch_size={bs}\) must be a positive integer"):
+            pcl.train(net, data, steps=2, batch_size=bs)
+    with pytest.raises(ValueError, match=r"train\(eval_every=0\)"):
+        pcl.train(net, data, steps=2, batch_size=4, eval_data=data, eval_every=0)
+    nets = eqx_vmap_nets()
+    with pytest.raises(ValueError, match=r"train_many\(batch_size=0\)"):
+        pcl.train_many(nets, data, steps=2, batch_size=0)
+
+
+def eqx_vmap_nets():
+    import equinox as eqx
+
+    return eqx.filter_vmap(lambda k: pcl.MLP(k, [5, 4, 3], "tanh", init_std=0.1))(jax.random.split(jax.random.key(0), 2))

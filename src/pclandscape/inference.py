@@ -41,6 +41,7 @@ from jaxtyping import Array, Float
 
 from ._linalg import map_unbatched, per_row as _per_row, per_sample_cg, per_sample_dot
 from ._stacked import stacked_mlp
+from ._checks import nonnegative_int, nonnegative_number, positive_int, positive_number
 from ._divergence import divergence_message, diverging
 from .errors import DivergenceError
 from .kinks import _one_sided, _pieces, kink_slopes, stationarity_residual
@@ -164,9 +165,9 @@ class Euler(AbstractSolver):
     stacked: bool | None = eqx.field(default=None, static=True)
 
     def __check_init__(self):
-        _check_positive("Euler", "dt", self.dt)
-        if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)) or not self.steps >= 0:
-            raise ValueError(f"Euler(steps={self.steps!r}) must be a non-negative integer.")
+        positive_number("Euler", "dt", self.dt)
+        positive_int("Euler", "steps", self.steps)
+        positive_number("Euler", "tol", self.tol)
         valid = isinstance(self.unroll, bool) or (isinstance(self.unroll, int) and self.unroll >= 1)
         if self.unroll is not None and not valid:
             raise ValueError(f"Euler(unroll={self.unroll!r}) must be None, a bool or a positive integer.")
@@ -273,10 +274,10 @@ class PaperEuler(AbstractSolver):
     tol: float = 1e-4
 
     def __check_init__(self):
-        _check_positive("PaperEuler", "dt", self.dt)
-        _check_positive("PaperEuler", "min_dt", self.min_dt)
-        if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)) or self.steps < 1:
-            raise ValueError(f"PaperEuler(steps={self.steps!r}) must be a positive integer.")
+        positive_number("PaperEuler", "dt", self.dt)
+        positive_number("PaperEuler", "min_dt", self.min_dt)
+        positive_int("PaperEuler", "steps", self.steps)
+        positive_number("PaperEuler", "tol", self.tol)
 
     def init_state(self) -> Array:
         return jnp.asarray(self.dt, jnp.result_type(float))
@@ -309,15 +310,6 @@ class PaperEuler(AbstractSolver):
         init = (jnp.asarray(0, jnp.int32), z0, z0, jnp.asarray(jnp.inf, dtype), dt_start, jnp.asarray(False))
         t, _, z_last_start, _, dt, _ = jax.lax.while_loop(cond, body, init)
         return z_last_start, t, dt
-
-
-def _check_positive(cls: str, name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        if eqx.is_array(value):  # traced or array-valued settings are checked where they are used
-            return
-        raise ValueError(f"{cls}({name}={value!r}) must be a positive number.")
-    if not (np.isfinite(value) and value > 0):
-        raise ValueError(f"{cls}({name}={value!r}) must be a positive finite number.")
 
 
 class Heun(AbstractSolver):
@@ -359,6 +351,11 @@ class Heun(AbstractSolver):
     error_norm: str = eqx.field(default="rms", static=True)
 
     def __check_init__(self):
+        for name in ("t1", "rtol", "atol", "tol", "dt0"):
+            positive_number("Heun", name, getattr(self, name))
+        for name in ("pcoeff", "icoeff", "dcoeff"):
+            nonnegative_number("Heun", name, getattr(self, name))
+        positive_int("Heun", "max_steps", self.max_steps)
         if self.error_norm not in ("rms", "max"):
             raise ValueError(f"Heun(error_norm={self.error_norm!r}): use 'rms' or 'max'.")
 
@@ -431,6 +428,9 @@ class ExactLinear(AbstractSolver):
 
     tol: float = 1e-4
     masked: bool = eqx.field(default=False, static=True)
+
+    def __check_init__(self):
+        positive_number("ExactLinear", "tol", self.tol)
 
     def prepare(self, net, y):
         type(self).check(self, net)
@@ -557,6 +557,11 @@ class Newton(AbstractSolver):
     fallback_dt: float = 1.0
 
     def __check_init__(self):
+        positive_number("Newton", "tol", self.tol)
+        positive_number("Newton", "fallback_dt", self.fallback_dt)
+        positive_int("Newton", "max_steps", self.max_steps)
+        positive_int("Newton", "cg_max_steps", self.cg_max_steps)
+        nonnegative_int("Newton", "max_backtracks", self.max_backtracks)
         if self.linear_solve not in ("block", "cg"):
             raise ValueError(f"Newton(linear_solve={self.linear_solve!r}): use 'block' or 'cg'.")
 

@@ -28,7 +28,10 @@ from collections.abc import Callable, Sequence
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
+
+from ._checks import nonnegative_number
 
 __all__ = ["PCNetwork", "MLP", "CNN", "weights", "resolve_activation", "ACTIVATIONS", "PREDICTIONS", "is_standard_mlp"]
 
@@ -74,10 +77,13 @@ def resolve_activation(activation: str | Callable) -> tuple[str, Callable]:
 
 
 def _check_widths(widths: Sequence[int], name: str = "widths") -> tuple[int, ...]:
-    try:
-        widths = tuple(int(w) for w in widths)
-    except TypeError:
-        raise ValueError(f"{name} must be a sequence of positive integers, got {widths!r}.")
+    if isinstance(widths, (str, bytes)) or not hasattr(widths, "__iter__"):
+        raise ValueError(f"{name} must be a sequence of positive integers such as [784, 300, 10], got {widths!r}.")
+    widths = tuple(widths)
+    bad = [w for w in widths if isinstance(w, bool) or not isinstance(w, (int, np.integer))]
+    if bad:
+        raise ValueError(f"{name}={list(widths)} must contain only positive integers ({bad[0]!r} is not an integer).")
+    widths = tuple(int(w) for w in widths)
     if len(widths) < 2:
         raise ValueError(
             f"{name}={list(widths)} has fewer than two entries; give at least the input and "
@@ -101,7 +107,9 @@ def _init_matrix(key, shape, init: str, std: float | None, fan_in: int, dtype):
     )
 
 
-def _resolve_init(init: str | None, init_std: float | None) -> str:
+def _resolve_init(init: str | None, init_std: float | None, owner: str = "MLP") -> str:
+    if init_std is not None:
+        nonnegative_number(owner, "init_std", init_std)
     if init is None:
         return "normal" if init_std is not None else "standard"
     if init == "normal" and init_std is None:
@@ -183,6 +191,8 @@ class PCNetwork(eqx.Module):
     def check_data(self, x: Array, y: Array | None = None) -> None:
         """Raise a ``ValueError`` naming the argument if ``x`` or ``y`` do not fit the net."""
         xs, exp = tuple(jnp.shape(x)), self.input_shape
+        if len(xs) == len(exp) + 1 and xs[0] == 0:
+            raise ValueError("x holds no samples (batch of size 0); pass at least one sample.")
         if len(xs) != len(exp) + 1 or xs[1:] != exp:
             raise ValueError(
                 f"x has shape {xs} but this {type(self).__name__} takes inputs of shape "
@@ -403,7 +413,7 @@ class CNN(PCNetwork):
             raise ValueError(f"channels={channels} must give the output channels of exactly 3 conv blocks.")
         if len(in_shape) != 3 or in_shape[1] % 8 or in_shape[2] % 8:
             raise ValueError(f"in_shape={in_shape} must be (C, H, W) with H and W divisible by 8.")
-        init = _resolve_init(init, init_std)
+        init = _resolve_init(init, init_std, "CNN")
         dtype = dtype or jnp.zeros(()).dtype
         self.activation_name, self.activation = resolve_activation(activation)
         self.in_shape = in_shape

@@ -35,6 +35,7 @@ import optax
 from jaxtyping import Array, PRNGKeyArray
 
 from ._progress import Progress
+from ._checks import positive_int
 from ._divergence import divergence_hint, diverging, solver_label
 from .errors import DivergenceError
 from .inference import AbstractSolver, Euler, _resolve_solver, default_solver, infer_with_state
@@ -603,10 +604,10 @@ def train(
         DivergenceError: the loss, energy or gradient became NaN/inf; it names the step
             and carries the history and network up to the last finite step.
     """
-    if rule not in ("pc", "bp"):
-        raise ValueError(f"rule={rule!r} is not known; use 'pc' (predictive coding) or 'bp' (backprop).")
-    if not isinstance(steps, (int, np.integer)) or steps < 0:
-        raise ValueError(f"steps={steps!r} must be a non-negative integer (the maximum number of updates).")
+    _check_run_args("train", rule, steps, batch_size, steps_per_call)
+    for name, value in (("eval_every", eval_every), ("checkpoint_every", checkpoint_every)):
+        if value is not None:
+            positive_int("train", name, value)
     optimizer = _DEFAULT_OPTIMIZER if optimizer is None else optimizer
     if rule == "pc":
         solver = default_solver(net) if solver is None else solver
@@ -729,6 +730,15 @@ def train(
     return net, hist
 
 
+def _check_run_args(owner: str, rule, steps, batch_size, steps_per_call) -> None:
+    if rule not in ("pc", "bp"):
+        raise ValueError(f"rule={rule!r} is not known; use 'pc' (predictive coding) or 'bp' (backprop).")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise ValueError(f"steps={steps!r} must be a non-negative integer (the maximum number of updates).")
+    positive_int(owner, "batch_size", batch_size)
+    positive_int(owner, "steps_per_call", steps_per_call)
+
+
 def _initial_solver_state(solver, rows):
     """The solver state a run starts (or resumes) from: the last step's ``inference_dt`` when
     the solver carries one and a finite value was recorded, else ``solver.init_state()``."""
@@ -788,8 +798,7 @@ def train_many(
         ValueError: bad arguments (names the argument).
         DivergenceError: a seed's loss, energy or gradient became NaN/inf (names the seed and step).
     """
-    if rule not in ("pc", "bp"):
-        raise ValueError(f"rule={rule!r} is not known; use 'pc' (predictive coding) or 'bp' (backprop).")
+    _check_run_args("train_many", rule, steps, batch_size, steps_per_call)
     if on_divergence not in ("raise", "stop"):
         raise ValueError(f"on_divergence={on_divergence!r} is not known; use 'raise' or 'stop'.")
     if not _is_array_pair(data):

@@ -13,6 +13,8 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass, field
+import types
+import typing
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,7 @@ __all__ = [
     "data_label",
     "fmt",
     "sgd",
+    "validate_config",
 ]
 
 PROTOCOLS = ("paper", "fair")
@@ -180,3 +183,57 @@ def load_data(results: Results, name: str, data_dir, fallback=(), **kw):
     ds = pcl.data.load(name, data_dir, fallback=fallback, **kw)
     results.use_data(ds)
     return ds
+
+
+# --------------------------------------------------------------------------- config checks
+
+_MAY_BE_ZERO = ("init_std", "until_loss")  # suffixes of float fields where 0 is meaningful
+
+
+def _field_problem(name: str, value, typ) -> str | None:
+    """Why ``value`` is not valid for config field ``name`` of type ``typ``, or None."""
+    args = [a for a in typing.get_args(typ) if a is not type(None)]
+    if typing.get_origin(typ) in (typing.Union, types.UnionType):
+        return None if value is None else _field_problem(name, value, args[0])
+    if typ is bool:
+        return None if isinstance(value, bool) else "must be true or false"
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            return "must be a positive integer"
+        return None
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
+            return "must be a finite number"
+        if value < 0 or (value == 0 and not name.endswith(_MAY_BE_ZERO)):
+            return "must be a number >= 0" if name.endswith(_MAY_BE_ZERO) else "must be a positive number"
+        if ("fraction" in name or name == "masked") and value > 1:
+            return "must be a fraction in (0, 1]"
+        return None
+    if typ is tuple or typing.get_origin(typ) is tuple:
+        if not isinstance(value, tuple) or len(value) == 0:
+            return "must be a non-empty comma-separated list"
+        numeric = [v for v in value if not isinstance(v, str)]
+        if name == "seeds" or name.endswith(("depths", "widths", "channels", "_seeds")):
+            if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (0 if "seeds" in name else 1)
+                   for v in value):
+                return "must hold " + ("non-negative integers (e.g. 0,1,2)" if "seeds" in name else "positive integers")
+        elif numeric and len(numeric) == len(value):
+            if any(isinstance(v, bool) or not math.isfinite(v) or v <= 0 for v in numeric):
+                return "must hold positive finite numbers"
+        return None
+    return None
+
+
+def validate_config(config) -> None:
+    """Check every field of an experiment config by its type (resolved type hints), before
+    anything runs: ints positive, floats finite and positive (``>= 0`` for ``*init_std`` and
+    ``*until_loss``; fractions at most 1), tuples non-empty (seeds non-negative integers;
+    depths, widths and channels positive integers; numbers positive), Optional fields None or
+    valid. Raises one ``ValueError`` naming the field, the value and the rule."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        problem = _field_problem(f.name, value, hints.get(f.name, f.type))
+        if problem:
+            shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+            raise ValueError(f"{f.name}={shown!s}: {problem} ({type(config).__module__.rsplit('.', 1)[-1]} config).")

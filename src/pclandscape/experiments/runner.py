@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .._progress import Progress
-from .base import Results
+from .base import Results, validate_config
 
 __all__ = [
     "EXPERIMENTS",
@@ -106,7 +106,9 @@ def make_config(name: str, quick: bool = False, seeds=None, overrides=None):
     cfg = mod.quick_config() if quick else mod.Config()
     if seeds is not None:
         cfg = dataclasses.replace(cfg, seeds=tuple(seeds))
-    return parse_overrides(cfg, overrides or [])
+    cfg = parse_overrides(cfg, overrides or [])
+    validate_config(cfg)
+    return cfg
 
 
 SECTIONS = {
@@ -214,6 +216,7 @@ def run_experiment(name: str, config, out_dir: str | os.PathLike, *, progress: b
     import matplotlib.pyplot as plt
 
     mod = get(name)
+    validate_config(config)
     out = Path(out_dir) / name
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
