@@ -291,3 +291,59 @@ def test_divergence_error_net_is_finite_when_an_update_overflows(regression):
             pcl.train(net, (x, y), rule="bp", optimizer=optax.sgd(1e38), steps=5, steps_per_call=steps_per_call)
         assert err.value.step <= 1 and len(err.value.history) == err.value.step
         assert all(np.isfinite(np.asarray(w)).all() for w in pcl.weights(err.value.net))
+
+
+@pytest.mark.parametrize("damage, match", [
+    ("empty", "is empty"),
+    ("truncated", "is truncated or not JSON"),
+    ("garbage", "is not a JSON text file"),
+    ("not_history", "is not a pclandscape History"),
+    ("bad_list", "the History entry 'loss' is not a list of numbers"),
+    ("newer", "written by a newer pclandscape .format version 99"),
+    ("txt", "reads the .json or .npz files written by History.save, not '.txt'"),
+    ("npz_truncated", "is truncated or not an .npz archive"),
+    ("npz_other", "is an .npz archive but not a pclandscape History"),
+])
+def test_history_load_names_the_file_and_the_problem(tmp_path, regression, damage, match):
+    """Issue case 12: raw JSONDecodeError / KeyError / OverflowError / UnicodeDecodeError before."""
+    hist = pcl.History(rule="pc", loss=np.array([1.0, 0.5]), energy=np.array([0.9, 0.4]))
+    good = hist.save(tmp_path / "h.json")
+    text = good.read_text()
+    path = tmp_path / ("bad.npz" if damage.startswith("npz") else "bad.txt" if damage == "txt" else "bad.json")
+    if damage == "empty":
+        path.write_text("")
+    elif damage == "truncated":
+        path.write_text(text[: len(text) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"\xff\xfe\x00garbage")
+    elif damage == "not_history":
+        path.write_text("[1, 2, 3]")
+    elif damage == "bad_list":
+        path.write_text(text.replace('"loss": [1.0, 0.5]', '"loss": [[1], "a"]'))
+    elif damage == "newer":
+        path.write_text(text.replace('"version": 1', '"version": 99'))
+    elif damage == "txt":
+        path.write_text(text)
+    elif damage == "npz_truncated":
+        blob = hist.save(tmp_path / "g.npz").read_bytes()
+        path.write_bytes(blob[: len(blob) // 2])
+    else:
+        np.savez(path, a=np.zeros(3))
+    with pytest.raises(ValueError, match=match) as err:
+        pcl.History.load(path)
+    assert str(path) in str(err.value)
+    assert pcl.History.load(good).loss.tolist() == [1.0, 0.5]
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated_header", "garbage", "truncated_leaves"])
+def test_damaged_checkpoint_names_the_file(tmp_path, regression, damage):
+    x, y = regression
+    net = pcl.MLP(jax.random.key(0), [4, 8, 4], "linear", init_std=0.3)
+    ckpt = tmp_path / "run.ckpt"
+    pcl.train(net, (x, y), rule="bp", optimizer=optax.sgd(0.01), steps=4, batch_size=32, checkpoint=ckpt, checkpoint_every=2)
+    blob = ckpt.read_bytes()
+    size = int.from_bytes(blob[:8], "little")
+    ckpt.write_bytes({"empty": b"", "truncated_header": blob[: 8 + size // 2], "garbage": b"\x00" * 8 + b"x" * 40,
+                      "truncated_leaves": blob[: 8 + size + 10]}[damage])
+    with pytest.raises(ValueError, match=rf"checkpoint {ckpt}.*(empty|truncated|not a pclandscape checkpoint)"):
+        pcl.train(net, (x, y), rule="bp", optimizer=optax.sgd(0.01), steps=6, batch_size=32, checkpoint=ckpt)

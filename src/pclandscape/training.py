@@ -203,6 +203,16 @@ def pc_step(
 # --------------------------------------------------------------------------- history
 
 
+FORMAT_VERSION = 1
+"""Version of the History / checkpoint file formats written by this package."""
+
+
+def _check_version(path, version) -> None:
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(f"{path} was written by a newer pclandscape (format version {version}, this one reads up to "
+                         f"{FORMAT_VERSION}); upgrade pclandscape to read it.")
+
+
 @dataclass
 class History:
     """What :func:`train` measured. Arrays are NumPy; ``step`` is 0-based.
@@ -247,20 +257,32 @@ class History:
     def to_dict(self) -> dict:
         """A JSON-serialisable dict (NaN written as null)."""
         clean = lambda arr: [None if isinstance(v, float) and not math.isfinite(v) else v for v in np.asarray(arr).tolist()]
-        out = {"rule": self.rule, "meta": self.meta}
+        out = {"format": "pclandscape.History", "version": FORMAT_VERSION, "rule": self.rule, "meta": self.meta}
         for name in self._ARRAYS:
             out[name] = clean(getattr(self, name))
         out["extra"] = {k: clean(v) for k, v in self.extra.items()}
         return out
 
     @classmethod
-    def from_dict(cls, d: dict) -> "History":
+    def from_dict(cls, d: dict, source: str = "the dict") -> "History":
+        """The inverse of :meth:`to_dict`; ``ValueError`` naming ``source`` for anything else."""
+        if not isinstance(d, dict) or d.get("rule") not in ("pc", "bp"):
+            raise ValueError(f"{source} is not a pclandscape History (expected a JSON object with 'rule': 'pc' or "
+                             f"'bp' and per-step lists, as History.save writes).")
+        _check_version(source, d.get("version", 1))
         kw = {}
-        for name in cls._ARRAYS:
-            vals = [np.nan if v is None else v for v in d.get(name, [])]
-            dtype = np.int64 if name == "eval_step" else np.float64
-            kw[name] = np.asarray(vals, dtype=dtype)
-        extra = {k: np.asarray([np.nan if v is None else v for v in vals], np.float64) for k, vals in d.get("extra", {}).items()}
+        try:
+            for name in cls._ARRAYS:
+                vals = [np.nan if v is None else v for v in d.get(name, [])]
+                dtype = np.int64 if name == "eval_step" else np.float64
+                kw[name] = np.asarray(vals, dtype=dtype)
+                if kw[name].ndim != 1:
+                    raise ValueError
+            extra = {k: np.asarray([np.nan if v is None else v for v in vals], np.float64)
+                     for k, vals in d.get("extra", {}).items()}
+        except (TypeError, ValueError, OverflowError, AttributeError):
+            raise ValueError(f"{source}: the History entry '{name}' is not a list of numbers; the file was not written "
+                             f"by History.save or was edited.") from None
         return cls(rule=d["rule"], meta=d.get("meta", {}), extra=extra, **kw)
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -277,7 +299,8 @@ class History:
                 else:
                     arrays = {name: np.asarray(getattr(self, name)) for name in self._ARRAYS}
                     arrays.update({f"extra.{k}": np.asarray(v) for k, v in self.extra.items()})
-                    np.savez(f, rule=np.asarray(self.rule), meta=np.asarray(json.dumps(self.meta)), **arrays)
+                    np.savez(f, rule=np.asarray(self.rule), meta=np.asarray(json.dumps(self.meta)),
+                             version=np.asarray(FORMAT_VERSION), **arrays)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -286,16 +309,48 @@ class History:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "History":
-        """Read a history written by :meth:`save`."""
+        """Read a history written by :meth:`save` (``.json`` or ``.npz``).
+
+        Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file and
+        saying whether it is empty or truncated, of another format, or of a newer version.
+        """
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no history at {path}")
+        if path.suffix not in (".json", ".npz"):
+            raise ValueError(f"{path}: History.load reads the .json or .npz files written by History.save, not "
+                             f"'{path.suffix or 'no suffix'}' files.")
+        if path.stat().st_size == 0:
+            raise ValueError(f"{path} is empty (an interrupted write?); rerun the training that wrote it.")
         if path.suffix == ".json":
-            return cls.from_dict(json.loads(path.read_text()))
-        with np.load(path, allow_pickle=False) as f:
-            kw = {name: f[name] for name in cls._ARRAYS}
-            extra = {k[len("extra."):]: f[k] for k in f.files if k.startswith("extra.")}
-            return cls(rule=str(f["rule"]), meta=json.loads(str(f["meta"])), extra=extra, **kw)
+            try:
+                d = json.loads(path.read_text(encoding="utf-8"))
+            except UnicodeDecodeError:
+                raise ValueError(f"{path} is not a JSON text file (binary content); History.save writes .json as "
+                                 f"text.") from None
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path} is truncated or not JSON ({e.msg} at line {e.lineno}); rerun the training "
+                                 f"that wrote it.") from None
+            return cls.from_dict(d, source=str(path))
+        import zipfile
+
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                missing = [k for k in ("rule", "meta", *cls._ARRAYS) if k not in f.files]
+                if missing:
+                    raise ValueError(f"{path} is an .npz archive but not a pclandscape History (missing "
+                                     f"{', '.join(missing)}).")
+                kw = {name: f[name] for name in cls._ARRAYS}
+                extra = {k[len("extra."):]: f[k] for k in f.files if k.startswith("extra.")}
+                version = int(f["version"]) if "version" in f.files else 1
+                rule, meta = str(f["rule"]), json.loads(str(f["meta"]))
+        except (zipfile.BadZipFile, EOFError, OSError) as e:
+            raise ValueError(f"{path} is truncated or not an .npz archive ({type(e).__name__}); rerun the training "
+                             f"that wrote it.") from None
+        except json.JSONDecodeError:
+            raise ValueError(f"{path}: its 'meta' entry is not JSON; the file was not written by History.save.") from None
+        _check_version(path, version)
+        return cls(rule=rule, meta=meta, extra=extra, **kw)
 
 
 # --------------------------------------------------------------------------- data
@@ -915,7 +970,8 @@ def _save_checkpoint(path, net, opt_state, hist: History, evals) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            header = json.dumps({"history": hist.to_dict(), "evals": [list(e) for e in evals]}).encode()
+            header = json.dumps({"version": FORMAT_VERSION, "history": hist.to_dict(),
+                                 "evals": [list(e) for e in evals]}).encode()
             f.write(len(header).to_bytes(8, "little"))
             f.write(header)
             eqx.tree_serialise_leaves(f, (net, opt_state))
@@ -926,17 +982,29 @@ def _save_checkpoint(path, net, opt_state, hist: History, evals) -> None:
 
 
 def _load_checkpoint(path, net, opt_state):
+    path = Path(path)
+    total = path.stat().st_size
     with open(path, "rb") as f:
         size = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(size).decode())
+        if total < 8 or size == 0 or size > total - 8:
+            raise ValueError(f"checkpoint {path} is {'empty' if total == 0 else 'truncated or not a pclandscape checkpoint'} "
+                             f"(its header does not fit in its {total} bytes); delete it to start afresh.")
+        try:
+            header = json.loads(f.read(size).decode("utf-8"))
+            if not isinstance(header, dict) or "history" not in header or "evals" not in header:
+                raise ValueError
+        except (UnicodeDecodeError, ValueError):
+            raise ValueError(f"checkpoint {path} is not a pclandscape checkpoint (its header is not the expected "
+                             f"JSON); delete it or pass another checkpoint path.") from None
+        _check_version(path, header.get("version", 1))
         try:
             net, opt_state = eqx.tree_deserialise_leaves(f, (net, opt_state))
         except Exception as e:  # noqa: BLE001 - re-raised with context
             raise ValueError(
-                f"checkpoint {path} does not match this network/optimizer ({e}); delete it or "
-                f"pass another checkpoint path."
-            ) from e
-    hist = History.from_dict(header["history"])
+                f"checkpoint {path} is truncated or does not match this network/optimizer ({type(e).__name__}: {e}); "
+                f"delete it or pass another checkpoint path."
+            ) from None
+    hist = History.from_dict(header["history"], source=f"checkpoint {path}")
     n = len(hist.loss)
     rows = {k: np.asarray(getattr(hist, k) if k != "converged" else np.ones(n, bool)) for k in _ROW_KEYS}
     if len(rows["inference_dt"]) != n:  # a checkpoint written before inference_dt was recorded
