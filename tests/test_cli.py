@@ -202,3 +202,23 @@ def test_every_default_and_quick_config_is_valid():
     for name in runner.EXPERIMENTS:
         validate_config(runner.get(name).Config())
         validate_config(runner.get(name).quick_config())
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("[]", "holds a JSON list, not an object"),
+    ("null", "holds a JSON NoneType, not an object"),
+    ("{}", "the key 'name' is missing"),
+    ('{"name": "fig3", "claims": [], "data": [], "wall_time_s": 1}', "holds no claims"),
+    ('{"name": "fig3", "claims": [{"statement": "s", "expected": "e", "measured": "m", "passed": true}], "data": [], '
+     '"wall_time_s": 1}', "claim 0 has no string 'id'"),
+    ('{"name": "fig3", "claims": [{"id": "a", "statement": "s", "expected": "e", "measured": "m", "passed": "yes"}], '
+     '"data": [], "wall_time_s": 1}', "claim a: 'passed' must be true, false or null"),
+    ("\u00ff not json", "is not valid JSON"),
+])
+def test_report_validates_the_results_schema(capsys, tmp_path, content, needle):
+    """Issue case 13: [] / null / claims without id gave tracebacks; {} reported "0/0, all pass"."""
+    (tmp_path / "fig3").mkdir()
+    (tmp_path / "fig3" / "results.json").write_text(content)
+    rc, out, err = _main(capsys, "report", str(tmp_path))
+    assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "report.md").exists()

@@ -18,7 +18,7 @@ from pathlib import Path
 from .base import PROTOCOL_NOTE
 from .runner import EXPERIMENT_SECTIONS, EXPERIMENTS, SECTIONS, _atomic_write
 
-__all__ = ["collect", "summary_rows", "section_counts", "write_report", "verdict"]
+__all__ = ["collect", "results_problem", "summary_rows", "section_counts", "write_report", "verdict"]
 
 
 def collect(out_dir) -> dict[str, dict]:
@@ -35,12 +35,51 @@ def collect(out_dir) -> dict[str, dict]:
         path = out / name / "results.json"
         if path.is_file():
             try:
-                found[name] = json.loads(path.read_text())
-            except json.JSONDecodeError as e:
+                payload = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise ValueError(f"{path} is not valid JSON ({e}); delete it and rerun 'pclandscape run {name}'.") from None
+            problem = results_problem(payload)
+            if problem:
+                raise ValueError(f"{path} is not a pclandscape results file: {problem}; delete it and rerun "
+                                 f"'pclandscape run {name}'.")
+            found[name] = payload
     if not found:
         raise FileNotFoundError(f"no results in {out} (no NAME/results.json); run 'pclandscape reproduce --out {out}' first.")
     return found
+
+
+_CLAIM_TEXT = ("id", "statement", "expected", "measured")
+
+
+def results_problem(payload) -> str | None:
+    """What makes ``payload`` (a parsed results.json) unusable for the report, or None.
+
+    The schema :func:`~pclandscape.experiments.runner.run_experiment` writes: an object with
+    ``name`` (str), ``claims`` (a non-empty list of objects with string ``id``,
+    ``statement``, ``expected``, ``measured``, ``passed`` true/false/null and ``category``
+    ``"paper"``/``"finding"``/``"skipped"``), ``wall_time_s`` (a number) and ``data`` (a list
+    of strings)."""
+    if not isinstance(payload, dict):
+        return f"it holds a JSON {type(payload).__name__}, not an object"
+    for key, typ, what in (("name", str, "a string"), ("claims", list, "a list"), ("data", list, "a list"),
+                           ("wall_time_s", (int, float), "a number")):
+        if key not in payload:
+            return f"the key '{key}' is missing"
+        if not isinstance(payload[key], typ) or isinstance(payload[key], bool):
+            return f"'{key}' is not {what}"
+    if not payload["claims"]:
+        return "it holds no claims (every experiment checks at least one)"
+    for i, c in enumerate(payload["claims"]):
+        if not isinstance(c, dict):
+            return f"claim {i} is not an object"
+        for key in _CLAIM_TEXT:
+            if not isinstance(c.get(key), str):
+                return f"claim {i} has no string '{key}'"
+        if c.get("passed") not in (True, False, None) or "passed" not in c:
+            return f"claim {c['id']}: 'passed' must be true, false or null"
+        if c.get("category", "paper") not in ("paper", "finding", "skipped"):
+            return f"claim {c['id']}: unknown category {c.get('category')!r}"
+    return None
 
 
 def verdict(c: dict) -> str:

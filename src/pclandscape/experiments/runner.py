@@ -202,9 +202,10 @@ def is_done(out_dir: str | os.PathLike, name: str, config) -> bool:
     if not path.is_file():
         return False
     try:
-        return json.loads(path.read_text()).get("config_hash") == config_hash(config)
-    except (OSError, json.JSONDecodeError):
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return False
+    return isinstance(payload, dict) and payload.get("config_hash") == config_hash(config)
 
 
 def run_experiment(name: str, config, out_dir: str | os.PathLike, *, progress: bool | None = None, quick: bool = False) -> dict:
