@@ -222,3 +222,106 @@ def test_report_validates_the_results_schema(capsys, tmp_path, content, needle):
     rc, out, err = _main(capsys, "report", str(tmp_path))
     assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "report.md").exists()
+
+
+# --------------------------------------------------------------------------- output folders (issue 12, cases 8, 14-16)
+
+FIG3 = ["--quick", "--set", "depths=1", "--set", "chain_depths=1", "--set", "variants=y=-x"]
+
+
+@pytest.mark.parametrize("layout, needle", [
+    ("out_is_file", "is a file, not a folder"),
+    ("out_under_file", "cannot be created"),
+    ("name_is_file", "fig3 is a file; remove it"),
+    ("unwritable", "is not writable"),
+])
+def test_out_is_checked_before_any_compute(capsys, monkeypatch, tmp_path, layout, needle):
+    """Case 8: before, the whole experiment ran and then failed at the first write."""
+    import tempfile
+
+    mod = runner.get("fig3")
+    monkeypatch.setattr(mod, "run", lambda *a, **k: pytest.fail("computed before checking --out"))
+    out = tmp_path / "out"
+    if layout == "out_is_file":
+        out.write_text("x")
+    elif layout == "out_under_file":
+        (tmp_path / "f").write_text("x")
+        out = tmp_path / "f" / "out"
+    elif layout == "name_is_file":
+        out.mkdir()
+        (out / "fig3").write_text("x")
+    else:  # this suite may run as root, for whom permissions do not bind: simulate the refusal
+        (out / "fig3").mkdir(parents=True)
+        real = tempfile.mkstemp
+
+        def refuse(*a, dir=None, **k):
+            if dir is not None and str(dir).endswith("fig3"):
+                raise PermissionError(13, "Permission denied")
+            return real(*a, dir=dir, **k)
+
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    rc, _, err = _main(capsys, "run", "fig3", "--out", str(out), *FIG3)
+    assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_an_interrupted_rerun_leaves_the_old_generation_whole(capsys, monkeypatch, tmp_path):
+    """Case 15: SIGINT while re-running into an existing folder left new figures beside the
+    old results.json; now the new generation replaces the old one only when complete."""
+    out = tmp_path / "out"
+    assert _main(capsys, "run", "fig3", "--out", str(out), *FIG3)[0] == 0
+    before = {p.name: p.read_bytes() for p in (out / "fig3").iterdir()}
+    mod = runner.get("fig3")
+    real_plot = mod.plot
+
+    def plot_then_interrupt(res):
+        figs = real_plot(res)
+        first = dict(list(figs.items())[:1])
+        return {**first, "boom": _Boom()}
+
+    class _Boom:
+        def savefig(self, *a, **k):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(mod, "plot", plot_then_interrupt)
+    rc, _, err = _main(capsys, "run", "fig3", "--out", str(out), *FIG3)
+    assert rc == 130
+    after = {p.name: p.read_bytes() for p in (out / "fig3").iterdir()}
+    assert after == before  # byte for byte the old generation
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".fig3")) == []
+
+
+def test_a_generation_displaced_by_a_killed_swap_is_restored(tmp_path):
+    out = tmp_path / "out"
+    (out / ".fig3.old-123-456").mkdir(parents=True)
+    (out / ".fig3.old-123-456" / "results.json").write_text("{}")
+    (out / ".fig3.tmp-abc").mkdir()
+    runner._recover(out / "fig3")
+    assert (out / "fig3" / "results.json").read_text() == "{}"
+    assert [p.name for p in out.iterdir()] == ["fig3"]
+
+
+def test_a_second_run_into_the_same_folder_is_refused(capsys, tmp_path):
+    """Case 16: two runs with the same --out both computed."""
+    out = tmp_path / "out"
+    with runner.OutputLock(out):
+        rc, _, err = _main(capsys, "run", "fig3", "--out", str(out), *FIG3)
+    assert rc == 2 and f"{out} is in use by pclandscape pid" in err
+    assert _main(capsys, "run", "fig3", "--out", str(out), *FIG3)[0] == 0  # released
+
+
+def test_sigint_exits_130_every_time(tmp_path):
+    """Case 14: 3 of 28 interrupts segfaulted in jaxlib's teardown (exit -11). The console
+    entry leaves through os._exit(130) after flushing."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    for _ in range(3):
+        p = subprocess.Popen([sys.executable, "-m", "pclandscape", "demo", "--steps", "1000000"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+        time.sleep(6)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 130, (p.returncode, err.decode()[-500:])
+        assert b"interrupted" in err

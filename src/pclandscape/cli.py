@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -150,15 +151,34 @@ def _cmd_list(args) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _claim_output(out: str, names):
+    """Check ``out`` (and each ``out/NAME``) before any compute, and hold its lock meanwhile."""
+    from .experiments import runner
+
+    try:
+        for name in names:
+            runner.check_output_dir(out, name)
+        lock = runner.OutputLock(out)
+        lock.__enter__()
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
 def _cmd_run(args) -> int:
     from .experiments.report import summary_rows, write_report
 
     _setup_data(args)
     cfg = _config(args.name, args)
-    payload = _run_one(args.name, cfg, args.out, args.quick)
-    print(f"{args.name}: {payload['wall_time_s']:.1f} s, results in {args.out}/{args.name}/")
-    _print_claims(payload)
-    md, page = write_report(args.out)
+    with _claim_output(args.out, [args.name]):
+        payload = _run_one(args.name, cfg, args.out, args.quick)
+        print(f"{args.name}: {payload['wall_time_s']:.1f} s, results in {args.out}/{args.name}/")
+        _print_claims(payload)
+        md, page = write_report(args.out)
     print(f"report: {page}")
     if not summary_rows({args.name: payload})[0]["all_paper_pass"]:  # as reproduce: a failed paper claim is exit 1
         print(f"pclandscape: paper claims failed in {args.name} (see the report)", file=sys.stderr)
@@ -184,20 +204,22 @@ def _cmd_reproduce(args) -> int:
         key = item.split("=", 1)[0]
         if "." not in key and not any(key in {f.name for f in dataclasses.fields(c)} for c in configs.values()):
             raise UsageError(f"--set {key}: no selected experiment has this key (use NAME.key=value for one experiment).")
-    bar = Progress(len(names), desc="reproduce", enabled=None)
-    for name in names:
-        cfg = configs[name]
-        if not args.force and runner.is_done(args.out, name, cfg):
-            print(f"{name}: results for this config exist in {args.out}/{name}/ -- skipped (use --force to rerun)", flush=True)
-        else:
-            print(f"{name}: running ({'quick' if args.quick else 'full'} config)", flush=True)
-            payload = _run_one(name, cfg, args.out, args.quick)
-            print(f"{name}: done in {payload['wall_time_s']:.1f} s", flush=True)
-            _print_claims(payload)
-        bar.update(1, last=name)
-    bar.close()
-    results = collect(args.out)
-    md, page = write_report(args.out, results)
+    with _claim_output(args.out, names):
+        bar = Progress(len(names), desc="reproduce", enabled=None)
+        for name in names:
+            cfg = configs[name]
+            if not args.force and runner.is_done(args.out, name, cfg):
+                print(f"{name}: results for this config exist in {args.out}/{name}/ -- skipped (use --force to rerun)",
+                      flush=True)
+            else:
+                print(f"{name}: running ({'quick' if args.quick else 'full'} config)", flush=True)
+                payload = _run_one(name, cfg, args.out, args.quick)
+                print(f"{name}: done in {payload['wall_time_s']:.1f} s", flush=True)
+                _print_claims(payload)
+            bar.update(1, last=name)
+        bar.close()
+        results = collect(args.out)
+        md, page = write_report(args.out, results)
     rows = [r for r in summary_rows(results) if r["name"] in names]
     print()
     print(f"{'experiment':10s} {'paper claims':>12s} {'findings':>9s} {'wall (s)':>9s}  data")
@@ -287,5 +309,24 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["PCLANDSCAPE_NO_FALLBACK"] = saved
 
 
+def entry() -> None:
+    """The console script: ``main()``, then exit. After an interrupt (Ctrl-C, or SIGTERM,
+    which is turned into one so that cleanups run) it flushes and leaves with status 130
+    through ``os._exit``: the interpreter's teardown of JAX's runtime, half way through
+    interrupted work, can crash (a segfault instead of 130)."""
+    import signal
+
+    def _term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
+    rc = main()
+    if rc == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -8,6 +8,7 @@ import importlib
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 import types
@@ -28,6 +29,8 @@ __all__ = [
     "run_experiment",
     "load_results",
     "is_done",
+    "check_output_dir",
+    "OutputLock",
 ]
 
 EXPERIMENTS = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig9_10", "fig12", "fair")
@@ -211,15 +214,30 @@ def is_done(out_dir: str | os.PathLike, name: str, config) -> bool:
 def run_experiment(name: str, config, out_dir: str | os.PathLike, *, progress: bool | None = None, quick: bool = False) -> dict:
     """Run one experiment and write ``out_dir/name/``: results.json, figures (PNG + PDF), arrays.npz.
 
-    Every file is written atomically (temporary file + rename); results.json is written
-    last, so its presence marks a complete run. Returns the results dict.
+    The folder is written as a whole: the run writes into a hidden temporary folder beside
+    it, which then replaces ``out_dir/name`` (an interrupt leaves the old generation or the
+    new one, never a mix; a generation displaced by a killed swap is restored by the next
+    run). ``out_dir`` is checked (creatable, writable, not a file) before anything runs.
+    results.json is written last. Returns the results dict.
     """
-    import matplotlib.pyplot as plt
-
     mod = get(name)
     validate_config(config)
-    out = Path(out_dir) / name
-    out.mkdir(parents=True, exist_ok=True)
+    final = Path(out_dir) / name
+    check_output_dir(out_dir, name)
+    _recover(final)
+    out = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{name}.tmp-"))
+    try:
+        payload = _run_into(mod, name, config, out, progress, quick)
+        _swap_into_place(out, final)
+    finally:
+        if out.exists():
+            shutil.rmtree(out, ignore_errors=True)
+    return payload
+
+
+def _run_into(mod, name, config, out: Path, progress, quick) -> dict:
+    import matplotlib.pyplot as plt
+
     start = time.perf_counter()
     bar = Progress(getattr(mod, "progress_total", lambda c: 1)(config), desc=name, enabled=progress)
     res: Results = mod.run(config, progress=bar)
@@ -256,6 +274,106 @@ def run_experiment(name: str, config, out_dir: str | os.PathLike, *, progress: b
     }
     _atomic_write(out / "results.json", lambda f: f.write(json.dumps(_jsonable(payload), indent=1).encode()))
     return payload
+
+
+def check_output_dir(out_dir: str | os.PathLike, name: str | None = None) -> Path:
+    """Create ``out_dir`` if needed and check that it (and ``out_dir/name`` if it exists) can
+    be written, before any computation: ``ValueError`` with one line saying what is wrong."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder; pass a folder (it is created if missing).")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--out {out} cannot be created ({e.strerror}); pass a folder you can write to.") from None
+    targets = [out] + ([out / name] if name and (out / name).is_dir() else [])
+    if name and (out / name).exists() and not (out / name).is_dir():
+        raise ValueError(f"{out / name} is a file; remove it (the results of {name} go into that folder).")
+    for t in targets:
+        try:
+            fd, probe = tempfile.mkstemp(dir=t, prefix=".write-probe-")
+            os.close(fd)
+            os.remove(probe)
+        except OSError as e:
+            raise ValueError(f"{t} is not writable ({e.strerror}); fix its permissions or pass another --out.") from None
+    return out
+
+
+def _recover(final: Path) -> None:
+    """Put back a generation displaced by a swap that was killed half way, and remove the
+    temporary folders of killed runs."""
+    parent = final.parent
+    old = sorted(parent.glob(f".{final.name}.old-*"))
+    if old and not final.exists():
+        os.replace(old[-1], final)
+        old = old[:-1]
+    for p in old + list(parent.glob(f".{final.name}.tmp-*")):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _swap_into_place(new: Path, final: Path) -> None:
+    """Replace ``final`` by the folder ``new`` with SIGINT held back, so an interrupt lands
+    before or after the two renames, never between them."""
+    import signal
+    import threading
+
+    block = threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask")
+    if block:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        old = None
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}-{time.time_ns()}")
+            os.replace(final, old)
+        os.replace(new, final)
+        os.chmod(final, 0o777 & ~_umask())  # mkdtemp creates 0700; results are ordinary folders
+    finally:
+        if block:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+class OutputLock:
+    """An exclusive lock on an output folder (``out_dir/.lock``, ``flock``): a second run into
+    the same folder fails at once with a ``ValueError`` naming the process that holds it. The
+    lock goes with the process (also when it is killed)."""
+
+    def __init__(self, out_dir: str | os.PathLike):
+        self.path = Path(out_dir) / ".lock"
+        self._file = None
+
+    def __enter__(self):
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise ValueError(f"{self.path.parent} is in use by {holder}; wait for it to finish or pass another "
+                             f"--out.") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pclandscape pid {os.getpid()} (started {time.strftime('%Y-%m-%d %H:%M:%S')})")
+        f.flush()
+        self._file = f
+        return self
+
+    def __exit__(self, *exc):
+        if self._file is not None:
+            self._file.close()  # releases the flock
+            self._file = None
+        return False
 
 
 def load_results(out_dir: str | os.PathLike, name: str) -> dict:

@@ -1,0 +1,5 @@
+"""``python -m pclandscape``: the command line."""
+
+from .cli import entry
+
+entry()
