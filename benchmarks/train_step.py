@@ -116,7 +116,7 @@ def peer_steps(activation, widths, x, y, steps, dt, lr, ws) -> dict:
 
     jpc (``make_pc_step`` with diffrax Euler, ``dt``, ``steps * dt`` time, constant steps): the
     same number of activity steps and one SGD update. Note that jpc differentiates the
-    batch-*mean* energy, so its activities move ``dt / N`` per step (see DESIGN.md): the rows
+    batch-*mean* energy, so its activities move ``dt / N`` per step (see docs/conventions.md): the rows
     compare cost per step, not equal dynamics.
 
     pcx (its tutorials' training step: value nodes (``Vode``) initialised by the forward pass,

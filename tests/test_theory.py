@@ -30,7 +30,7 @@ def test_eq6_and_eq8_equal_autodiff_hessians_at_origin(x64, n_hidden):
     assert float(jnp.max(jnp.abs(h_loss - eq6))) <= 1e-10
     assert float(jnp.max(jnp.abs(h_energy - eq8))) <= 1e-10
     assert float(jnp.max(jnp.abs(eq8))) > 0.1  # not trivially zero
-    # Eq 8's last block is exactly -Sigma_yy (x) I in the row-major order (DESIGN.md)
+    # Eq 8's last block is exactly -Sigma_yy (x) I in the row-major order (docs/conventions.md)
     k = widths[-1] * widths[-2]
     syy = y.T @ y / y.shape[0]
     np.testing.assert_array_equal(eq8[-k:, -k:], -jnp.kron(syy, jnp.eye(widths[-2])))

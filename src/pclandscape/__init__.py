@@ -1,6 +1,6 @@
 """pclandscape: train predictive coding networks and study their energy landscape.
 
-The public API (see DESIGN.md; names marked *contract* there are stable)::
+The public API (documented in docs/; names marked *contract* in their docstrings are stable)::
 
     import pclandscape as pcl
     net = pcl.MLP(key, widths=[784, 300, 10], activation="tanh", init_std=0.07)

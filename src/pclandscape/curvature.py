@@ -3,7 +3,7 @@
 Every function takes ``fn(params) -> scalar`` with ``params`` any pytree (for networks, the
 list ``[W_1, ..., W_L]``). The flat parameter vector is ``jax.flatten_util.ravel_pytree``
 of ``params``: leaves in order, each flattened row-major -- for a list of weight matrices
-exactly the order of DESIGN.md (contract).
+exactly the order of docs/conventions.md (contract).
 
 Matrix-free methods work on a :class:`HessianOperator`, a symmetric operator given by its
 matrix-vector product; :func:`hessian_operator` builds one from ``fn`` (HVPs by
@@ -122,7 +122,7 @@ def hessian_operator(fn: Callable[[PyTree], Array], params: PyTree) -> HessianOp
 def hessian(fn: Callable[[PyTree], Array], params: PyTree, *, batch_size: int | None = None) -> Float[Array, "p p"]:
     """Dense Hessian ``d^2 fn / d theta^2`` at ``params``, shape ``(p, p)`` (contract).
 
-    ``theta`` is the flat parameter vector (DESIGN.md order). Columns are computed as
+    ``theta`` is the flat parameter vector (the order of docs/conventions.md). Columns are computed as
     Hessian-vector products, ``batch_size`` at a time (bounds memory for large ``p``;
     ``None``: as many as keep ``batch_size * p <= 2**24``, at least 64).
     """
@@ -151,7 +151,7 @@ def _jit_mv(op, v):
 
 
 def gradient(fn: Callable[[PyTree], Array], params: PyTree) -> Float[Array, " p"]:
-    """Flat gradient of ``fn`` at ``params`` (DESIGN.md order)."""
+    """Flat gradient of ``fn`` at ``params`` (the order of docs/conventions.md)."""
     f, flat = _flat_fn(fn, params)
     return _jit_grad(f, flat)
 

@@ -106,7 +106,7 @@ def _use_reduction(net, x, reduce_first_layer) -> bool:
 
 
 def _expand(h: Array, x: Array, n1: int) -> Array:
-    """Map a Hessian in ``(U, W_2..W_L)`` coordinates to ``(W_1, W_2..W_L)`` (DESIGN.md order).
+    """Map a Hessian in ``(U, W_2..W_L)`` coordinates to ``(W_1, W_2..W_L)`` (the order of docs/conventions.md).
 
     ``U = X W_1^T`` is linear in ``W_1``, so ``H_W1W1 = J^T H_UU J`` and ``H_W1R = J^T H_UR``:
     ``H_W1W1[(a,b),(c,d)] = sum_ij X[i,b] H_UU[(i,a),(j,c)] X[j,d]``. Each sample's ``U_i``
@@ -430,7 +430,7 @@ def loss_hessian(
 ):
     """Hessian of the MSE loss (Eq 1) with respect to the weights ``W_1..W_L``.
 
-    Returns a dense ``(p, p)`` matrix in the DESIGN.md order (``form="dense"``, with the
+    Returns a dense ``(p, p)`` matrix in the order of docs/conventions.md (``form="dense"``, with the
     first-layer reduction when it pays) or a :class:`~pclandscape.curvature.HessianOperator`
     (``form="operator"``). The dense form is computed eagerly (call it outside ``jax.jit``).
     """
@@ -476,7 +476,7 @@ def energy_hessian(
             (``None``: as many as keep ``batch_size * p <= 2**24``, at least 64).
 
     Returns:
-        ``(p, p)`` array in the DESIGN.md order, or a ``HessianOperator``. The dense form is
+        ``(p, p)`` array in the order of docs/conventions.md, or a ``HessianOperator``. The dense form is
         computed eagerly (inference residual checked on the host): call it outside ``jax.jit``.
     """
     net.check_data(x, y)

@@ -4,7 +4,7 @@ All solvers share one small interface (:class:`AbstractSolver`) and are used thr
 :func:`infer`, which starts from the feedforward pass and returns an :class:`Equilibrium`
 with its convergence diagnostics.
 
-**Step sizes are per sample** (DESIGN.md): sample ``i`` moves along ``-dF_i/dz_i`` where
+**Step sizes are per sample** (docs/conventions.md): sample ``i`` moves along ``-dF_i/dz_i`` where
 ``F_i = 1/2 sum_l ||z_{l,i} - f_l(z_{l-1,i})||^2`` is its own energy (``F = mean_i F_i``).
 Since samples do not interact, this is the gradient of ``sum_i F_i``; differentiating the
 batch *mean* instead would shrink every step by ``1/N``. The result for one sample therefore

@@ -1,6 +1,6 @@
 """The two objectives of the paper: the MSE loss (Eq 1) and the PC energy (Eq 2).
 
-Normalisations (DESIGN.md, contract)::
+Normalisations (docs/conventions.md, contract)::
 
     L = 1/(2N) sum_i ||y_i - f(x_i)||^2                                   (Eq 1)
     F = 1/(2N) sum_i sum_l ||z_{l,i} - f_l(z_{l-1,i})||^2,  z_0 = x, z_L = y   (Eq 2)

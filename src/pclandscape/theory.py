@@ -135,7 +135,7 @@ def _one_hidden_cross_block(widths, sxy) -> Array:
     """``d^2/dW_1 dW_2`` at the origin for H = 1: ``-Sigma_xy (x) I_{n_1}`` of Eq 6, re-indexed.
 
     The paper's Kronecker form indexes ``W_1`` column-major (``d_x`` outer, ``n_1`` inner) and
-    ``W_2`` row-major; the rows are permuted here to the row-major order of DESIGN.md.
+    ``W_2`` row-major; the rows are permuted here to the row-major order of docs/conventions.md.
     """
     d_x, n_1, d_y = widths
     block = -jnp.kron(sxy, jnp.eye(n_1, dtype=sxy.dtype))  # rows (b, a) col-major W_1, cols (c, d) row-major W_2
@@ -161,7 +161,7 @@ def loss_hessian_at_origin(
 
     ``[[0, -Sigma_xy (x) I_{n_1}], [-I_{n_1} (x) Sigma_yx, 0]]`` for one hidden layer
     (H = 1) and the zero matrix for H > 1. Built from the Kronecker formula, in the
-    row-major ``W_1, ..., W_L`` order of DESIGN.md; shape ``(p, p)``.
+    row-major ``W_1, ..., W_L`` order of docs/conventions.md; shape ``(p, p)``.
     """
     widths = _check_origin_args(widths, x, y)
     sxy, syy = _covariances(x, y)
