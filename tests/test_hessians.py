@@ -127,3 +127,15 @@ def test_first_layer_expansion_equals_the_chain_rule(x64, rank):
     got = np.asarray(_expand(jnp.asarray(h), jnp.asarray(x), n1))
     assert np.max(np.abs(got - expected)) <= 1e-12 * max(1.0, np.max(np.abs(expected)))
     assert (rank <= _KRON_MAX_RANK) == (rank in (0, 1, 3))  # both paths are exercised
+
+
+def test_hessians_refuse_non_finite_weights_and_inputs():
+    """Issue 12 (non-finite points): a NaN matrix was returned silently."""
+    net = pcl.MLP(jax.random.key(0), [2, 3, 2], "linear", init_std=0.5)
+    x, y = jnp.ones((4, 2)), jnp.ones((4, 2))
+    bad = net.with_weights([pcl.weights(net)[0].at[0, 0].set(jnp.nan), pcl.weights(net)[1]])
+    for fn in (pcl.loss_hessian, lambda n, a, b: pcl.energy_hessian(n, a, b, "implicit")):
+        with pytest.raises(ValueError, match="the weights hold NaN or inf"):
+            fn(bad, x, y)
+    with pytest.raises(ValueError, match="the inputs x hold NaN or inf"):
+        pcl.loss_hessian(net, x.at[0, 0].set(jnp.inf), y)

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 import pclandscape as pcl
-from pclandscape.kinks import KINKS, _one_sided, activities_on_kinks, kink_slopes, stationarity_residual
-from pclandscape.objectives import _sample_energies
+from pclandscape._subgradients import one_sided_derivatives
+from pclandscape.kinks import KINKS, activities_on_kinks, kink_slopes, stationarity_residual
+from pclandscape import sample_energies
 
 
 def _relu_problem(h, *, bias=True, masked=True):
@@ -50,8 +51,8 @@ def test_one_sided_derivatives_and_min_norm_subgradient_on_kinks(x64):
     z[0] = z[0].at[:, :3].set(0.0)  # 15 activities of layer 1 and 10 of layer 2 on the kink
     z[1] = z[1].at[:, 4:].set(0.0)
     z = tuple(z)
-    dm, dp, _ = _one_sided(net, z, x, y, KINKS["relu"])
-    f = lambda zz: _sample_energies(net, zz, x, y)  # noqa: E731
+    dm, dp, _ = one_sided_derivatives(net, z, x, y, KINKS["relu"])
+    f = lambda zz: sample_energies(net, zz, x, y)  # noqa: E731
     f0, h = f(z), 1e-3
     for l, cols in ((0, range(3)), (1, range(4, 6))):
         for j in cols:
@@ -86,15 +87,15 @@ def test_newton_reaches_equilibria_on_relu_kinks(x64, linear_solve):
         assert int(activities_on_kinks(net, z)) > 0
         g = pcl.activity_grad(net, z, x, y)
         assert max(float(jnp.max(jnp.abs(a))) for a in g) > 1e-2  # not a zero of the gradient
-        dm, dp, _ = _one_sided(net, z, x, y, KINKS["relu"])
+        dm, dp, _ = one_sided_derivatives(net, z, x, y, KINKS["relu"])
         for a, m, p in zip(z, dm, dp):  # V-shaped along every pinned activity
             on = a == 0
             assert bool(jnp.all(jnp.where(on, m, 0.0) <= 1e-12)) and bool(jnp.all(jnp.where(on, p, 0.0) >= -1e-12))
-        f0 = _sample_energies(net, z, x, y)
+        f0 = sample_energies(net, z, x, y)
         keys = jax.random.split(jax.random.key(100), len(z))
         for eps in (1e-3, 1e-6):  # no nearby point is lower: 200 random directions
             vs = tuple(eps * jax.random.normal(kk, (200,) + a.shape) for kk, a in zip(keys, z))
-            f1 = jax.vmap(lambda v: _sample_energies(net, tuple(a + b for a, b in zip(z, v)), x, y))(vs)
+            f1 = jax.vmap(lambda v: sample_energies(net, tuple(a + b for a, b in zip(z, v)), x, y))(vs)
             assert bool(jnp.all(f1 >= f0 - 1e-13)), (h, eps, float(jnp.min(f1 - f0)))
 
 

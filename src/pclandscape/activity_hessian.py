@@ -22,7 +22,7 @@ from jaxtyping import Array
 
 from ._linalg import inv_per_sample
 from .networks import MLP, PCNetwork, is_standard_mlp
-from .objectives import _sample_energies, output_error
+from ._energies import output_error, per_sample_energies
 
 __all__ = [
     "activity_hessian_blocks",
@@ -212,7 +212,7 @@ def dense_activity_hessian(net: PCNetwork, z, x: Array, y: Array) -> Array:
 
     def one(zi_flat, xi, yi):
         def f(v):
-            return jnp.sum(_sample_energies(net, unflatten_per_sample(v[None], like), xi[None], yi[None]))
+            return jnp.sum(per_sample_energies(net, unflatten_per_sample(v[None], like), xi[None], yi[None]))
 
         return jax.hessian(f)(zi_flat)
 

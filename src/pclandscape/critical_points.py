@@ -22,7 +22,8 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PyTree
 
 from ._linalg import batch_size_for
-from .curvature import HessianOperator, _dense, _flat_fn, _jit_grad, hessian_operator, lanczos
+from ._autodiff import dense_matrix, flatten_fn, jit_grad
+from .curvature import HessianOperator, hessian_operator, lanczos
 
 __all__ = ["CriticalPoint", "CriticalPointSearch", "classify_critical_point", "directional_derivatives", "find_critical_point"]
 
@@ -124,7 +125,7 @@ def find_critical_point(
     Returns:
         A :class:`CriticalPointSearch`.
     """
-    f, w0 = _flat_fn(fn, params)
+    f, w0 = flatten_fn(fn, params)
     if not bool(jnp.all(jnp.isfinite(w0))):
         raise ValueError("find_critical_point: params contain NaN or inf.")
     w = w0
@@ -135,7 +136,7 @@ def find_critical_point(
         alpha, moved = 1.0, False
         for _ in range(max_backtracks):
             w_try = w + alpha * d
-            gn_try = float(jnp.linalg.norm(_jit_grad(f, w_try)))
+            gn_try = float(jnp.linalg.norm(jit_grad(f, w_try)))
             if np.isfinite(gn_try) and gn_try < gn:
                 w, moved = w_try, True
                 break
@@ -153,7 +154,7 @@ def directional_derivatives(fn: Callable, params: PyTree, direction: PyTree, max
 
     ``D^k fn[d^k] = d^k/dt^k fn(params + t d) |_{t=0}``.
     """
-    f, flat = _flat_fn(fn, params)
+    f, flat = flatten_fn(fn, params)
     d, _ = ravel_pytree(direction)
     return np.asarray(_derivs(f, flat, jnp.asarray(d, flat.dtype)[None], max_order))[0]
 
@@ -204,7 +205,7 @@ def _derivs(f, flat, ds, max_order):
 
 @eqx.filter_jit
 def _eigh(op, batch_size):
-    return jnp.linalg.eigh(_dense(op, batch_size))
+    return jnp.linalg.eigh(dense_matrix(op, batch_size))
 
 
 def _descent_order(derivs: np.ndarray, start: int, tol: float) -> tuple[int | None, float]:
@@ -235,8 +236,8 @@ def _check_finite(flat, value, grad) -> None:
                                  ("gradient", bool(np.all(np.isfinite(grad))))) if not ok]
     if bad:
         raise FloatingPointError(
-            f"classify_critical_point: the {', '.join(bad)} {'is' if len(bad) == 1 else 'are'} NaN or inf at this point, "
-            f"so it has no kind; check the parameters (a diverged training run?) and the objective."
+            f"classify_critical_point: NaN or inf in the {', '.join(bad)} at this point, so it has no kind; check "
+            f"the parameters (a diverged training run?) and the objective."
         )
 
 
@@ -305,7 +306,7 @@ def classify_critical_point(
             cheaper one than autodiff of ``fn`` exists (e.g. ``pcl.energy_hessian(...,
             form="operator")`` for the equilibrated energy); it must be the Hessian of ``fn``.
     """
-    f, flat = _flat_fn(fn, params)
+    f, flat = flatten_fn(fn, params)
     unravel = f.unravel
     p = flat.size
     is64 = flat.dtype == jnp.float64

@@ -23,6 +23,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PyTree
 
+from ._autodiff import dense_matrix, flatten_fn, hvp_product, jit_grad
 from ._linalg import batch_size_for
 
 __all__ = [
@@ -58,55 +59,7 @@ class HessianOperator(eqx.Module):
     def as_matrix(self, batch_size: int | None = None) -> Float[Array, "p p"]:
         """The dense matrix, built column by column from products (``batch_size`` at a time;
         one at a time when the product involves LAPACK, see :mod:`pclandscape._linalg`)."""
-        return _dense(self, batch_size_for(self.mv, (jnp.zeros((self.size,), self.dtype),), batch_size))
-
-
-@eqx.filter_jit
-def _dense(op: HessianOperator, batch_size: int | None):
-    """``(p, p)`` matrix of ``op`` from products with the unit vectors, ``batch_size`` at a time
-    (``None``: as many as keep ``batch_size * p`` under ``2**24``, at least 64).
-
-    The columns are split into equal batches (the last padded with repeats, then dropped) so
-    that the product is traced and compiled once, not once more for a remainder batch."""
-    n = op.size
-    if batch_size is None:
-        batch_size = max(64, 2**24 // n)
-    k = -(-n // max(1, min(batch_size, n)))  # number of batches
-    b = -(-n // k)  # columns per batch
-    eye_col = lambda i: op.mv(jnp.zeros((n,), op.dtype).at[i].set(1))
-    if k == 1:  # one batch: no loop to compile
-        cols = jax.vmap(eye_col)(jnp.arange(n))
-    else:
-        idx = jnp.minimum(jnp.arange(k * b), n - 1).reshape(k, b)
-        cols = jax.lax.map(jax.vmap(eye_col), idx).reshape(k * b, n)[:n]
-    return 0.5 * (cols + cols.T)  # rows are H e_i; symmetrise the rounding
-
-
-class _Flat(eqx.Module):
-    """``fn`` as a function of the flat parameter vector.
-
-    The arrays ``fn`` closes over are hoisted into ``consts`` (``jax.closure_convert``), so
-    that jit traces them as arguments instead of baking them in as (slow to compile)
-    constants.
-    """
-
-    fn: Callable = eqx.field(static=True)
-    consts: list
-    unravel: Callable = eqx.field(static=True)
-
-    def __call__(self, v):
-        return self.fn(v, *self.consts)
-
-
-def _flat_fn(fn, params) -> tuple[_Flat, Array]:
-    flat, unravel = ravel_pytree(params)
-    converted, consts = jax.closure_convert(lambda v: fn(unravel(v)), flat)
-    return _Flat(converted, list(consts), unravel), flat
-
-
-def _hvp_product(args, v):
-    f, flat = args
-    return jax.jvp(jax.grad(f), (flat,), (v,))[1]
+        return dense_matrix(self, batch_size_for(self.mv, (jnp.zeros((self.size,), self.dtype),), batch_size))
 
 
 def hessian_operator(fn: Callable[[PyTree], Array], params: PyTree) -> HessianOperator:
@@ -115,8 +68,8 @@ def hessian_operator(fn: Callable[[PyTree], Array], params: PyTree) -> HessianOp
     Products are forward-over-reverse autodiff (``jvp`` of ``grad``), one gradient's cost
     each.
     """
-    f, flat = _flat_fn(fn, params)
-    return HessianOperator(fn=_hvp_product, args=(f, flat), size=int(flat.size), dtype=flat.dtype)
+    f, flat = flatten_fn(fn, params)
+    return HessianOperator(fn=hvp_product, args=(f, flat), size=int(flat.size), dtype=flat.dtype)
 
 
 def hessian(fn: Callable[[PyTree], Array], params: PyTree, *, batch_size: int | None = None) -> Float[Array, "p p"]:
@@ -152,13 +105,8 @@ def _jit_mv(op, v):
 
 def gradient(fn: Callable[[PyTree], Array], params: PyTree) -> Float[Array, " p"]:
     """Flat gradient of ``fn`` at ``params`` (the order of docs/conventions.md)."""
-    f, flat = _flat_fn(fn, params)
-    return _jit_grad(f, flat)
-
-
-@eqx.filter_jit
-def _jit_grad(f, flat):
-    return jax.grad(f)(flat)
+    f, flat = flatten_fn(fn, params)
+    return jit_grad(f, flat)
 
 
 # --------------------------------------------------------------------------- spectra

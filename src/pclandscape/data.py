@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._io import atomic_write
+
 __all__ = [
     "Dataset",
     "DataNotFoundError",
@@ -591,15 +593,7 @@ def _extract(tar: Path, dest: Path) -> None:
                 if m.isdir():
                     target.mkdir(parents=True, exist_ok=True)
                     continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-                try:
-                    with os.fdopen(fd, "wb") as f:
-                        shutil.copyfileobj(t.extractfile(m), f)
-                    os.replace(tmp, target)
-                finally:
-                    if os.path.exists(tmp):
-                        os.remove(tmp)
+                atomic_write(target, lambda f, m=m: shutil.copyfileobj(t.extractfile(m), f))
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         raise DataError(f"{tar} cannot be extracted ({type(e).__name__}: {e}): it is corrupt or truncated; delete it "
                         f"or replace it.") from None
@@ -631,11 +625,7 @@ def mnist1d(seed: int = 42, *, num_samples: int = 5000) -> Dataset:
         finally:
             np.random.set_state(state)
         try:  # generation takes seconds: keep a copy (atomically written)
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".npz")
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **{k: np.asarray(d[k]) for k in ("x", "y", "x_test", "y_test")})
-            os.replace(tmp, cache)
+            atomic_write(cache, lambda f: np.savez(f, **{k: np.asarray(d[k]) for k in ("x", "y", "x_test", "y_test")}))
         except OSError:
             pass
     return Dataset(

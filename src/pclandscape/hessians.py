@@ -49,13 +49,15 @@ from .activity_hessian import (
     unflatten_per_sample,
 )
 from ._linalg import batch_size_for, inv_per_sample, per_sample_cg
-from .curvature import HessianOperator, _dense, _hvp_product
+from ._autodiff import dense_matrix, hvp_product
+from .curvature import HessianOperator
 from .errors import DivergenceError, NotAtEquilibriumError
 from .kinks import activities_on_kinks
 from ._divergence import divergence_message
-from .inference import AbstractSolver, Euler, _infer, _resolve_solver, infer
+from .inference import AbstractSolver, Euler, infer, infer_compiled, resolve_solver
 from .networks import MLP, PCNetwork, is_standard_mlp
-from .objectives import _sample_energies, mse_loss, pc_energy
+from ._energies import per_sample_energies
+from .objectives import mse_loss, pc_energy
 
 __all__ = ["energy_hessian", "loss_hessian", "implicit_energy_operator"]
 
@@ -203,7 +205,7 @@ def _objective_operator(objective, net, x, y, reduced) -> HessianOperator:
     coords = _make_coords(net, x, reduced)
     flat, unravel = ravel_pytree(coords.phi(net))
     f = _Objective(objective, coords, unravel, y)
-    return HessianOperator(fn=_hvp_product, args=(f, flat), size=int(flat.size), dtype=flat.dtype)
+    return HessianOperator(fn=hvp_product, args=(f, flat), size=int(flat.size), dtype=flat.dtype)
 
 
 # Dense Hessians are one-off computations whose run time is dominated by library matrix
@@ -232,7 +234,7 @@ def _objective_operator_size(net, x, reduced) -> int:
 
 @eqx.filter_jit(**_ONE_OFF)
 def _objective_dense_coords(objective, net, x, y, reduced, batch_size):
-    return _dense(_objective_operator(objective, net, x, y, reduced), batch_size)
+    return dense_matrix(_objective_operator(objective, net, x, y, reduced), batch_size)
 
 
 @eqx.filter_jit
@@ -268,7 +270,7 @@ class _ImplicitArgs(eqx.Module):
 
 def _energy_sum(args: _ImplicitArgs, phi_flat, z):
     net, xx = args.coords.build(args.unravel(phi_flat))
-    return jnp.sum(_sample_energies(net, z, xx, args.y))
+    return jnp.sum(per_sample_energies(net, z, xx, args.y))
 
 
 def _grad_z(args, phi_flat, z):
@@ -325,12 +327,12 @@ def _implicit_operator_jit(net, x, y, z, settings):
 def _implicit_dense_coords(net, x, y, solver, reduced, settings, batch_size):
     """Inference, then the dense implicit Hessian in the Hessian coordinates, as one program
     (compiled once, at low optimisation: see ``_ONE_OFF``). Returns ``(Equilibrium, H)``."""
-    eq = _infer(net, x, y, solver, None)
-    return eq, _dense(_implicit_operator(net, x, y, eq.activities, reduced, settings), batch_size)
+    eq = infer_compiled(net, x, y, solver, None)
+    return eq, dense_matrix(_implicit_operator(net, x, y, eq.activities, reduced, settings), batch_size)
 
 
 def _implicit_dense(net, x, y, solver, tol, linear_solve, reduced, batch_size):
-    solver = _resolve_solver(net, y, solver)
+    solver = resolve_solver(net, y, solver)
     settings = _implicit_settings(net, x, y, linear_solve, None)
     eq, h = _implicit_dense_coords(net, x, y, solver, reduced, settings, batch_size)
     _check_equilibrium(net, eq, solver, tol)  # the formula holds only there: refuse otherwise
@@ -344,7 +346,7 @@ def _activity_size(net, x) -> int:
 
 
 def _equilibrium(net, x, y, solver, tol):
-    solver = _resolve_solver(net, y, solver)
+    solver = resolve_solver(net, y, solver)
     eq = infer(net, x, y, solver)
     _check_equilibrium(net, eq, solver, tol)
     return eq
@@ -406,12 +408,26 @@ def implicit_energy_operator(
     when a sample has at most 1024 activities).
     """
     net.check_data(x, y)
+    _check_finite(net, x, y)
     eq = _equilibrium(net, x, y, solver, tol)
     settings = _implicit_settings(net, x, y, linear_solve, cg_rtol, cg_max_steps)
     return _implicit_operator_jit(net, x, y, tuple(eq.activities), settings)
 
 
 # --------------------------------------------------------------------------- public
+
+
+def _check_finite(net, x, y) -> None:
+    """Hessians at NaN/inf weights or inputs are NaN: refuse them with the reason. Targets may
+    hold NaN (unobserved entries), never inf."""
+    bad = [name for name, ok in (
+        ("weights", all(bool(jnp.all(jnp.isfinite(w))) for w in net.weights)),
+        ("inputs x", bool(jnp.all(jnp.isfinite(x)))),
+        ("targets y", not bool(jnp.any(jnp.isinf(y)))),
+    ) if not ok]
+    if bad:
+        raise ValueError(f"the {' and '.join(bad)} hold NaN or inf: a Hessian there is NaN. Check them (a diverged "
+                         f"training run?).")
 
 
 def _check_form(form):
@@ -435,6 +451,7 @@ def loss_hessian(
     (``form="operator"``). The dense form is computed eagerly (call it outside ``jax.jit``).
     """
     net.check_data(x, y)
+    _check_finite(net, x, y)
     _check_form(form)
     if form == "operator":
         return _objective_operator_jit(_loss_objective, net, x, y)
@@ -480,6 +497,7 @@ def energy_hessian(
         computed eagerly (inference residual checked on the host): call it outside ``jax.jit``.
     """
     net.check_data(x, y)
+    _check_finite(net, x, y)
     if method not in _METHODS:
         raise ValueError(f"method={method!r} is not known; use one of {list(_METHODS)}.")
     _check_form(form)

@@ -39,14 +39,16 @@ import optimistix as optx
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._linalg import map_unbatched, per_row as _per_row, per_sample_cg, per_sample_dot
+from ._linalg import map_unbatched, per_row, per_sample_cg, per_sample_dot
 from ._stacked import stacked_mlp
 from ._checks import nonnegative_int, nonnegative_number, positive_int, positive_number
 from ._divergence import divergence_message, diverging
 from .errors import DivergenceError
-from .kinks import _one_sided, _pieces, kink_slopes, stationarity_residual
+from ._subgradients import descent_pieces, one_sided_derivatives
+from .kinks import kink_slopes, stationarity_residual
 from .networks import MLP, PCNetwork, is_standard_mlp
-from .objectives import _sample_energies, check_activities, pc_energy
+from ._energies import per_sample_energies
+from .objectives import check_activities, pc_energy
 
 __all__ = [
     "AbstractSolver",
@@ -69,7 +71,7 @@ def activity_grad(net: PCNetwork, activities, x: Array, y: Array) -> tuple[Array
     Same shapes as ``activities``. This is ``N`` times the gradient of the batch-mean
     energy of Eq 2.
     """
-    return jax.grad(lambda z: jnp.sum(_sample_energies(net, z, x, y)))(tuple(activities))
+    return jax.grad(lambda z: jnp.sum(per_sample_energies(net, z, x, y)))(tuple(activities))
 
 
 def _per_sample_norm(grads) -> Array:
@@ -79,7 +81,7 @@ def _per_sample_norm(grads) -> Array:
 
 def _energies_and_grads(net, z, x, y):
     """Per-sample energies ``F_i`` ``(N,)`` and activity gradients ``dF_i/dz_i`` in one pass."""
-    e, vjp = jax.vjp(lambda zz: _sample_energies(net, zz, x, y), z)
+    e, vjp = jax.vjp(lambda zz: per_sample_energies(net, zz, x, y), z)
     return e, vjp(jnp.ones_like(e))[0]
 
 
@@ -214,10 +216,10 @@ class Euler(AbstractSolver):
 
         def body_bt(_, carry):
             z, e, g, step = carry
-            cand = tuple(a - _per_row(step, a) * b for a, b in zip(z, g))
+            cand = tuple(a - per_row(step, a) * b for a, b in zip(z, g))
             e_new, g_new = energy_and_grad(cand)
             ok = e_new <= e
-            pick = lambda new, old: jnp.where(_per_row(ok, new), new, old)
+            pick = lambda new, old: jnp.where(per_row(ok, new), new, old)
             z = tuple(pick(c, a) for c, a in zip(cand, z))
             g = tuple(pick(c, a) for c, a in zip(g_new, g))
             return z, jnp.where(ok, e_new, e), g, jnp.where(ok, step, step / 2)
@@ -604,7 +606,7 @@ class Newton(AbstractSolver):
             return self._newton_direction(hvp, rhs, gnorm)
 
         def project(z, d, alpha, _):
-            return tuple(a + _per_row(alpha, a) * b for a, b in zip(z, d))
+            return tuple(a + per_row(alpha, a) * b for a, b in zip(z, d))
 
         return evaluate, direction, project
 
@@ -626,8 +628,8 @@ class Newton(AbstractSolver):
         left, right = slopes
 
         def evaluate(z):
-            dm, dp, e = _one_sided(net, z, x, y, slopes)
-            side, held, geff = _pieces(z, dm, dp)
+            dm, dp, e = one_sided_derivatives(net, z, x, y, slopes)
+            side, held, geff = descent_pieces(z, dm, dp)
             return e, (side, held), geff, _per_sample_norm(geff)
 
         def direction(z, aux, g, gnorm):
@@ -641,7 +643,7 @@ class Newton(AbstractSolver):
         def project(z, d, alpha, aux):
             out = []
             for a, dd, r in zip(z, d, aux[0]):
-                t = a + _per_row(alpha, a) * dd
+                t = a + per_row(alpha, a) * dd
                 out.append(jnp.where(jnp.where(r, t < 0, t > 0), 0.0, t))
             return tuple(out)
 
@@ -665,7 +667,7 @@ class Newton(AbstractSolver):
             slope_n = dot(g, newton)
             use_newton = jnp.isfinite(slope_n) & (slope_n < 0) & ~stalled
             d = tuple(
-                jnp.where(_per_row(use_newton, a), jnp.where(jnp.isfinite(a), a, 0.0), -self.fallback_dt * b)
+                jnp.where(per_row(use_newton, a), jnp.where(jnp.isfinite(a), a, 0.0), -self.fallback_dt * b)
                 for a, b in zip(newton, g)
             )
             slope = dot(g, d)
@@ -730,7 +732,7 @@ def default_solver(net: PCNetwork) -> AbstractSolver:
     return Newton()
 
 
-def _resolve_solver(net: PCNetwork, y: Array, solver: AbstractSolver | None) -> AbstractSolver:
+def resolve_solver(net: PCNetwork, y: Array, solver: AbstractSolver | None) -> AbstractSolver:
     """``solver`` (default :func:`default_solver`) validated and prepared for ``net`` and ``y``.
 
     Methods are called unbound: every bound-method access on an equinox Module builds a
@@ -764,7 +766,8 @@ def infer_with_state(net, x, y, solver, init, state):
 
 
 @eqx.filter_jit
-def _infer(net, x, y, solver, init):
+def infer_compiled(net, x, y, solver, init):
+    """:func:`infer` without its checks, compiled: the building block of the Hessians of ``F*``."""
     return infer_with_state(net, x, y, solver, init, solver.init_state())[0]
 
 
@@ -809,10 +812,10 @@ def infer(
             it started from (an unstable solver: a stable descent never raises it).
     """
     net.check_data(x, y)
-    solver = _resolve_solver(net, y, solver)
+    solver = resolve_solver(net, y, solver)
     if init is not None:
         init = check_activities(net, init, x)
-    eq = _infer(net, x, y, solver, init)
+    eq = infer_compiled(net, x, y, solver, init)
     start = _start_energy(net, x, y, init)
     if _is_traced(eq):
         energy = eqx.error_if(

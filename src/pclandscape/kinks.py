@@ -27,7 +27,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .activity_hessian import mlp_errors
+from ._subgradients import descent_pieces, one_sided_derivatives
 from .networks import ACTIVATIONS, MLP, PCNetwork, is_standard_mlp
 from .objectives import check_activities
 
@@ -48,16 +48,6 @@ def kink_slopes(net: PCNetwork) -> tuple[float, float] | None:
     return None
 
 
-def _one_sided(net: MLP, z, x, y, slopes):
-    """One-sided derivatives ``D^- = e - f'(0^-) c`` and ``D^+ = e - f'(0^+) c`` per hidden layer,
-    and the per-sample energies."""
-    left, right = slopes
-    errors, backs, energies = mlp_errors(net, z, x, y)
-    dminus = tuple(e - left * c for e, c in zip(errors, backs))
-    dplus = tuple(e - right * c for e, c in zip(errors, backs))
-    return dminus, dplus, energies
-
-
 def _min_norm(z, dminus, dplus):
     """Min-norm Clarke subgradient per layer: the gradient off the kink (``D^+`` right of it,
     ``D^-`` left of it), the point of ``[min(D^-, D^+), max(D^-, D^+)]`` closest to 0 on it."""
@@ -66,27 +56,6 @@ def _min_norm(z, dminus, dplus):
         on = jnp.clip(0.0, jnp.minimum(dm, dp), jnp.maximum(dm, dp))
         out.append(jnp.where(a == 0, on, jnp.where(a > 0, dp, dm)))
     return tuple(out)
-
-
-def _pieces(z, dminus, dplus):
-    """Per hidden layer, the piece a descent step lives in and the gradient on it.
-
-    Returns ``(side, held, grad)``: ``side`` is True for the piece right of the kink (the
-    sign of ``z`` off the kink; on it, the side whose one-sided derivative descends, the
-    steeper one if both do); ``held`` marks activities on a V-shaped kink
-    (``D^- <= 0 <= D^+``: a minimum along that activity, to be kept at 0); ``grad`` is the
-    derivative on the chosen piece, 0 where held. Its norm bounds the min-norm subgradient
-    from above and is zero only where no activity can descend (not at a Lambda-shaped kink).
-    """
-    side, held, grad = [], [], []
-    for a, m, p in zip(z, dminus, dplus):
-        on = a == 0
-        held_l = on & (m <= 0) & (p >= 0)
-        side_l = jnp.where(on, (p < 0) & ((m <= 0) | (-p >= m)), a > 0)
-        side.append(side_l)
-        held.append(held_l)
-        grad.append(jnp.where(held_l, 0.0, jnp.where(side_l, p, m)))
-    return side, held, grad
 
 
 def stationarity_residual(
@@ -117,7 +86,7 @@ def stationarity_residual(
         from .inference import activity_grad
 
         return activity_grad(net, activities, x, y)
-    dminus, dplus, _ = _one_sided(net, activities, x, y, slopes)
+    dminus, dplus, _ = one_sided_derivatives(net, activities, x, y, slopes)
     return _min_norm(activities, dminus, dplus)
 
 

@@ -21,7 +21,8 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PyTree
 
 from ._linalg import batch_size_for
-from .curvature import _flat_fn, hessian_operator, lanczos
+from ._autodiff import flatten_fn
+from .curvature import hessian_operator, lanczos
 
 __all__ = ["Slice1D", "Slice2D", "slice_1d", "slice_2d", "hessian_directions", "random_direction"]
 
@@ -76,7 +77,7 @@ def slice_1d(
     batch_size: int = 64,
 ) -> Slice1D:
     """``fn`` along ``params + alpha * direction`` for ``alpha`` in ``span`` (``resolution`` points)."""
-    f, flat = _flat_fn(fn, params)
+    f, flat = flatten_fn(fn, params)
     d = _flat_dir(direction, flat.size, flat.dtype)
     alphas = np.linspace(*_span(span), resolution)
     batch_size = batch_size_for(f, (flat,), batch_size)
@@ -106,7 +107,7 @@ def slice_2d(
     """
     if len(directions) != 2:
         raise ValueError("directions must be a pair (d1, d2).")
-    f, flat = _flat_fn(fn, params)
+    f, flat = flatten_fn(fn, params)
     d = jnp.stack([_flat_dir(v, flat.size, flat.dtype) for v in directions])
     if isinstance(span, (tuple, list)) and len(span) == 2 and isinstance(span[0], (tuple, list)):
         sa, sb = _span(span[0]), _span(span[1])

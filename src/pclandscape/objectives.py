@@ -22,18 +22,10 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ._energies import output_error, per_sample_energies, sq_norm_per_sample
 from .networks import PCNetwork
 
 __all__ = ["mse_loss", "pc_energy", "layer_energies", "sample_energies", "output_error"]
-
-
-def _sq_norm_per_sample(e: Array) -> Array:
-    return jnp.sum(jnp.reshape(e, (e.shape[0], -1)) ** 2, axis=1)
-
-
-def output_error(y: Array, prediction: Array) -> Array:
-    """``y - prediction`` with unobserved (NaN) targets contributing zero."""
-    return jnp.where(jnp.isnan(y), 0.0, y - prediction)
 
 
 def check_activities(net: PCNetwork, activities: Sequence[Array], x: Array) -> tuple[Array, ...]:
@@ -59,7 +51,7 @@ def check_activities(net: PCNetwork, activities: Sequence[Array], x: Array) -> t
 def mse_loss(net: PCNetwork, x: Float[Array, "N ..."], y: Float[Array, "N dy"]) -> Float[Array, ""]:
     """MSE loss, Eq 1: ``1/(2N) sum_i ||y_i - f(x_i)||^2`` (contract)."""
     net.check_data(x, y)
-    return 0.5 * jnp.mean(_sq_norm_per_sample(output_error(y, net(x))))
+    return 0.5 * jnp.mean(sq_norm_per_sample(output_error(y, net(x))))
 
 
 @eqx.filter_jit
@@ -71,16 +63,7 @@ def sample_energies(
     ``F = mean_i F_i`` (Eq 2). Inference moves sample ``i`` along ``-dF_i/dz_i``.
     """
     net.check_data(x, y)
-    return _sample_energies(net, check_activities(net, activities, x), x, y)
-
-
-def _sample_energies(net: PCNetwork, activities, x: Array, y: Array) -> Array:
-    zs = (x, *activities, y)
-    total = 0.0
-    for layer in range(1, net.n_layers):
-        total = total + _sq_norm_per_sample(zs[layer] - net.predict(layer, zs[layer - 1]))
-    total = total + _sq_norm_per_sample(output_error(y, net.predict(net.n_layers, zs[-2])))
-    return 0.5 * total
+    return per_sample_energies(net, check_activities(net, activities, x), x, y)
 
 
 @eqx.filter_jit
@@ -97,7 +80,7 @@ def layer_energies(
     zs = (x, *activities, y)
     errors = [zs[l] - net.predict(l, zs[l - 1]) for l in range(1, net.n_layers)]
     errors.append(output_error(y, net.predict(net.n_layers, zs[-2])))
-    return jnp.stack([0.5 * jnp.mean(_sq_norm_per_sample(e)) for e in errors])
+    return jnp.stack([0.5 * jnp.mean(sq_norm_per_sample(e)) for e in errors])
 
 
 @eqx.filter_jit
@@ -114,4 +97,4 @@ def pc_energy(
     """
     net.check_data(x, y)
     activities = check_activities(net, activities, x)
-    return jnp.mean(_sample_energies(net, activities, x, y))
+    return jnp.mean(per_sample_energies(net, activities, x, y))

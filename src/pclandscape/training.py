@@ -21,7 +21,6 @@ import json
 import functools
 import math
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +35,10 @@ from jaxtyping import Array, PRNGKeyArray
 
 from ._progress import Progress
 from ._checks import positive_int
+from ._io import atomic_write, jsonable
 from ._divergence import divergence_hint, diverging, solver_label
 from .errors import DivergenceError
-from .inference import AbstractSolver, Euler, _resolve_solver, default_solver, infer_with_state
+from .inference import AbstractSolver, Euler, default_solver, infer_with_state, resolve_solver
 from .networks import PCNetwork
 from .objectives import mse_loss, output_error, pc_energy
 
@@ -128,7 +128,7 @@ def _dispatch(plain, filtered, *args):
 
 
 # The per-step entry points call methods unbound (``type(net).check_data(net, ...)``, see
-# ``inference._resolve_solver``): a Python loop of training steps would pay for equinox's
+# ``inference.resolve_solver``): a Python loop of training steps would pay for equinox's
 # bound-method wrappers on every step.
 
 
@@ -187,7 +187,7 @@ def pc_step(
     ``check=False`` to keep a loop of steps asynchronous and inspect ``info`` yourself.
     """
     type(net).check_data(net, x, y)
-    solver = _resolve_solver(net, y, solver)
+    solver = resolve_solver(net, y, solver)
     if solver_state is None:
         solver_state = type(solver).init_state(solver)
     out = _dispatch(_pc_step_plain, _pc_step, net, opt_state, x, y, optimizer, solver, _scalar(grad_scale),
@@ -256,11 +256,10 @@ class History:
 
     def to_dict(self) -> dict:
         """A JSON-serialisable dict (NaN written as null)."""
-        clean = lambda arr: [None if isinstance(v, float) and not math.isfinite(v) else v for v in np.asarray(arr).tolist()]
-        out = {"format": "pclandscape.History", "version": FORMAT_VERSION, "rule": self.rule, "meta": self.meta}
+        out = {"format": "pclandscape.History", "version": FORMAT_VERSION, "rule": self.rule, "meta": jsonable(self.meta)}
         for name in self._ARRAYS:
-            out[name] = clean(getattr(self, name))
-        out["extra"] = {k: clean(v) for k, v in self.extra.items()}
+            out[name] = jsonable(np.asarray(getattr(self, name)))
+        out["extra"] = {k: jsonable(np.asarray(v)) for k, v in self.extra.items()}
         return out
 
     @classmethod
@@ -290,21 +289,16 @@ class History:
         path = Path(path)
         if path.suffix not in (".json", ".npz"):
             raise ValueError(f"path={str(path)!r} must end in .json or .npz.")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                if path.suffix == ".json":
-                    f.write(json.dumps(self.to_dict()).encode())
-                else:
-                    arrays = {name: np.asarray(getattr(self, name)) for name in self._ARRAYS}
-                    arrays.update({f"extra.{k}": np.asarray(v) for k, v in self.extra.items()})
-                    np.savez(f, rule=np.asarray(self.rule), meta=np.asarray(json.dumps(self.meta)),
-                             version=np.asarray(FORMAT_VERSION), **arrays)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        def write(f):
+            if path.suffix == ".json":
+                f.write(json.dumps(self.to_dict()).encode())
+            else:
+                arrays = {name: np.asarray(getattr(self, name)) for name in self._ARRAYS}
+                arrays.update({f"extra.{k}": np.asarray(v) for k, v in self.extra.items()})
+                np.savez(f, rule=np.asarray(self.rule), meta=np.asarray(json.dumps(self.meta)),
+                         version=np.asarray(FORMAT_VERSION), **arrays)
+
+        atomic_write(path, write)
         return path
 
     @classmethod
@@ -701,7 +695,7 @@ def train(
         if fused:
             x_all, y_all = _device_data(net, data)
             if rule == "pc":
-                solver = _resolve_solver(net, y_all, solver)
+                solver = resolve_solver(net, y_all, solver)
             order = _index_stream(x_all.shape[0], batch_size, key, start, steps)
             metric_fns = tuple((metrics or {}).values())
             scale, target = _scalar(grad_scale), _scalar(-np.inf if until_loss is None else until_loss)
@@ -868,7 +862,7 @@ def train_many(
         raise ValueError(f"keys has {len(keys)} entries but nets has {n_seeds} seeds.")
     optimizer = _DEFAULT_OPTIMIZER if optimizer is None else optimizer
     if rule == "pc":
-        solver = _resolve_solver(first, y_all, solver)
+        solver = resolve_solver(first, y_all, solver)
     vectorize = jax.default_backend() != "cpu" if vectorize is None else bool(vectorize)
     opt_states = eqx.filter_vmap(lambda n: init_opt_state(n, optimizer))(nets)
     orders = [_index_stream(x_all.shape[0], batch_size, None if keys is None else keys[s], 0, steps) for s in range(n_seeds)]
@@ -965,20 +959,14 @@ def _finish(hist: History, rows: list[StepInfo], evals, extras=None) -> History:
 
 
 def _save_checkpoint(path, net, opt_state, hist: History, evals) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            header = json.dumps({"version": FORMAT_VERSION, "history": hist.to_dict(),
-                                 "evals": [list(e) for e in evals]}).encode()
-            f.write(len(header).to_bytes(8, "little"))
-            f.write(header)
-            eqx.tree_serialise_leaves(f, (net, opt_state))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    def write(f):
+        header = json.dumps({"version": FORMAT_VERSION, "history": hist.to_dict(),
+                             "evals": [list(e) for e in evals]}).encode()
+        f.write(len(header).to_bytes(8, "little"))
+        f.write(header)
+        eqx.tree_serialise_leaves(f, (net, opt_state))
+
+    atomic_write(path, write)
 
 
 def _load_checkpoint(path, net, opt_state):

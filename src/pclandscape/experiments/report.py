@@ -16,7 +16,8 @@ import json
 from pathlib import Path
 
 from .base import PROTOCOL_NOTE
-from .runner import EXPERIMENT_SECTIONS, EXPERIMENTS, SECTIONS, _atomic_write
+from .._io import atomic_write
+from .runner import EXPERIMENT_SECTIONS, EXPERIMENTS, SECTIONS
 
 __all__ = ["collect", "results_problem", "summary_rows", "section_counts", "write_report", "verdict"]
 
@@ -332,6 +333,6 @@ def write_report(out_dir, results: dict[str, dict] | None = None) -> tuple[Path,
     md = _markdown(results, rows, generated)
     page = _html(out, results, rows, generated)
     md_path, html_path = out / "report.md", out / "report.html"
-    _atomic_write(md_path, lambda f: f.write(md.encode()))
-    _atomic_write(html_path, lambda f: f.write(page.encode()))
+    atomic_write(md_path, lambda f: f.write(md.encode()))
+    atomic_write(html_path, lambda f: f.write(page.encode()))
     return md_path, html_path

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._io import atomic_write, jsonable, umask
 from .._progress import Progress
 from .base import Results, validate_config
 
@@ -152,7 +153,7 @@ def config_hash(config) -> str:
 
 def _versions() -> dict:
     out = {"python": platform.python_version()}
-    for mod in ("pclandscape", "jax", "jaxlib", "equinox", "optax", "diffrax", "lineax", "numpy", "matplotlib"):
+    for mod in ("pclandscape", "jax", "jaxlib", "equinox", "optax", "diffrax", "numpy", "matplotlib"):
         try:
             out[mod] = importlib.import_module(mod).__version__
         except Exception:  # noqa: BLE001 - version reporting must never fail a run
@@ -165,38 +166,6 @@ def _device() -> str:
 
     d = jax.devices()[0]
     return f"{d.platform}:{getattr(d, 'device_kind', '')}"
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are ordinary files
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        return v if np.isfinite(v) else None
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    return obj
 
 
 def is_done(out_dir: str | os.PathLike, name: str, config) -> bool:
@@ -248,11 +217,11 @@ def _run_into(mod, name, config, out: Path, progress, quick) -> dict:
     for fname, fig in figures.items():
         for ext in ("png", "pdf"):
             path = out / f"{fname}.{ext}"
-            _atomic_write(path, lambda f, fig=fig, ext=ext: fig.savefig(f, format=ext, dpi=120, bbox_inches="tight"))
+            atomic_write(path, lambda f, fig=fig, ext=ext: fig.savefig(f, format=ext, dpi=120, bbox_inches="tight"))
         fig_files.append(f"{fname}.png")
         plt.close(fig)
     if res.arrays:
-        _atomic_write(out / "arrays.npz", lambda f: np.savez_compressed(f, **{k: np.asarray(v) for k, v in res.arrays.items()}))
+        atomic_write(out / "arrays.npz", lambda f: np.savez_compressed(f, **{k: np.asarray(v) for k, v in res.arrays.items()}))
     payload = {
         "name": name,
         "description": mod.DESCRIPTION,
@@ -268,11 +237,11 @@ def _run_into(mod, name, config, out: Path, progress, quick) -> dict:
         "notes": res.notes,
         "tables": res.tables,
         "claims": [dict(c.to_dict(), section=EXPERIMENT_SECTIONS.get(name, "paper_code")) for c in res.claims],
-        "series": _jsonable(res.series),
+        "series": jsonable(res.series),
         "figures": fig_files,
         "arrays": "arrays.npz" if res.arrays else None,
     }
-    _atomic_write(out / "results.json", lambda f: f.write(json.dumps(_jsonable(payload), indent=1).encode()))
+    atomic_write(out / "results.json", lambda f: f.write(json.dumps(jsonable(payload), indent=1).encode()))
     return payload
 
 
@@ -326,18 +295,12 @@ def _swap_into_place(new: Path, final: Path) -> None:
             old = final.with_name(f".{final.name}.old-{os.getpid()}-{time.time_ns()}")
             os.replace(final, old)
         os.replace(new, final)
-        os.chmod(final, 0o777 & ~_umask())  # mkdtemp creates 0700; results are ordinary folders
+        os.chmod(final, 0o777 & ~umask())  # mkdtemp creates 0700; results are ordinary folders
     finally:
         if block:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 class OutputLock:

@@ -1,0 +1,29 @@
+"""The energy's per-sample pieces (Eq 2), shared by the objectives, inference, activity
+Hessians and Hessians of ``F*``."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jaxtyping import Array
+
+__all__ = ["sq_norm_per_sample", "output_error", "per_sample_energies"]
+
+
+def sq_norm_per_sample(e: Array) -> Array:
+    return jnp.sum(jnp.reshape(e, (e.shape[0], -1)) ** 2, axis=1)
+
+
+def output_error(y: Array, prediction: Array) -> Array:
+    """``y - prediction`` with unobserved (NaN) targets contributing zero."""
+    return jnp.where(jnp.isnan(y), 0.0, y - prediction)
+
+
+def per_sample_energies(net, activities, x: Array, y: Array) -> Array:
+    """Per-sample energies ``F_i`` (Eq 2 without the mean), unchecked and traceable; see
+    :func:`pclandscape.sample_energies` for the checked, compiled entry point."""
+    zs = (x, *activities, y)
+    total = 0.0
+    for layer in range(1, net.n_layers):
+        total = total + sq_norm_per_sample(zs[layer] - net.predict(layer, zs[layer - 1]))
+    total = total + sq_norm_per_sample(output_error(y, net.predict(net.n_layers, zs[-2])))
+    return 0.5 * total
