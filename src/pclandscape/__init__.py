@@ -29,7 +29,7 @@ from .curvature import (
     lanczos,
     spectral_density,
 )
-from .errors import DivergenceError, NotAtEquilibriumError
+from .errors import DataError, DataNotFoundError, DivergenceError, NotAtEquilibriumError
 from .hessians import energy_hessian, implicit_energy_operator, loss_hessian
 from .inference import (
     AbstractSolver,
@@ -109,5 +109,7 @@ __all__ = [
     "find_critical_point",
     # errors
     "DivergenceError",
+    "DataNotFoundError",
+    "DataError",
     "NotAtEquilibriumError",
 ]

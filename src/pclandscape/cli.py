@@ -120,8 +120,7 @@ def _print_claims(payload: dict) -> None:
 
 
 def _data_errors():
-    from .data import DataNotFoundError
-    from .errors import DivergenceError, NotAtEquilibriumError
+    from .errors import DataNotFoundError, DivergenceError, NotAtEquilibriumError
 
     return DataNotFoundError, DivergenceError, NotAtEquilibriumError
 

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from ._io import atomic_write
+from .errors import DataError, DataNotFoundError
 
 __all__ = [
     "Dataset",
@@ -59,16 +60,6 @@ __all__ = [
 ]
 
 NAMES = ("toy", "mnist", "fashion_mnist", "cifar10", "mnist1d", "matrix_completion")
-
-
-class DataNotFoundError(FileNotFoundError):
-    """A data set's files are not on this machine and could not be downloaded."""
-
-
-class DataError(ValueError):
-    """A data file exists but cannot be used: corrupt, truncated, of another format, not the
-    data set it is named after (checksum or content), or unsafe (an archive member that is a
-    link or leaves its folder). The message names the file and says what to do."""
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DivergenceError", "NotAtEquilibriumError"]
+__all__ = ["DivergenceError", "NotAtEquilibriumError", "DataNotFoundError", "DataError"]
 
 
 class DivergenceError(FloatingPointError):
@@ -21,3 +21,14 @@ class DivergenceError(FloatingPointError):
 
 class NotAtEquilibriumError(ValueError):
     """A formula that holds only at the inference equilibrium was asked for away from it."""
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A data set's files are not on this machine and could not be downloaded; the message
+    lists the files to place and where."""
+
+
+class DataError(ValueError):
+    """A data file exists but cannot be used: corrupt, truncated, of another format, not the
+    data set it is named after (checksum or content), or unsafe (an archive member that is a
+    link or leaves its folder). The message names the file and says what to do."""
