@@ -45,7 +45,7 @@ from .inference import (
     infer,
 )
 from .kinks import stationarity_residual
-from .networks import CNN, MLP, PCNetwork, weights
+from .networks import CNN, MLP, NTP, SP, MuPC, Parameterisation, PCNetwork, weights
 from .objectives import layer_energies, mse_loss, pc_energy, sample_energies
 from .training import History, StepInfo, bp_step, evaluate, init_opt_state, pc_step, train, train_many
 
@@ -58,6 +58,10 @@ __all__ = [
     "kinks",
     # networks
     "PCNetwork",
+    "Parameterisation",
+    "SP",
+    "MuPC",
+    "NTP",
     "MLP",
     "CNN",
     "weights",

@@ -25,5 +25,7 @@ def per_sample_energies(net, activities, x: Array, y: Array) -> Array:
     total = 0.0
     for layer in range(1, net.n_layers):
         total = total + sq_norm_per_sample(zs[layer] - net.predict(layer, zs[layer - 1]))
-    total = total + sq_norm_per_sample(output_error(y, net.predict(net.n_layers, zs[-2])))
+    out = sq_norm_per_sample(output_error(y, net.predict(net.n_layers, zs[-2])))
+    precision = net.output_precision
+    total = total + (out if precision == 1.0 else precision * out)  # the output term's precision
     return 0.5 * total

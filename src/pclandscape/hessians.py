@@ -188,7 +188,7 @@ def _loss_objective(net, xx, y):
 
 
 def _theory_objective(net, xx, y):
-    return theory.equilibrated_energy(list(net.weights), xx, y)
+    return theory.network_equilibrated_energy(net, xx, y)
 
 
 class _UnrolledObjective(eqx.Module):

@@ -409,8 +409,12 @@ class ExactLinear(AbstractSolver):
     For a linear MLP (``f = id``, optional biases) the stationarity conditions
     ``dF_i/dz_l = 0`` of every sample are the linear system, for ``l = 1..H``::
 
-        (I + W_{l+1}^T W_{l+1}) z_l - W_l z_{l-1} - W_{l+1}^T z_{l+1}
-            = b_l - W_{l+1}^T b_{l+1}        (z_0 = x, z_L = y)
+        (I + p_{l+1} M_{l+1}^T M_{l+1}) z_l - M_l z_{l-1} - p_{l+1} M_{l+1}^T z_{l+1}
+            = c_l - p_{l+1} M_{l+1}^T c_{l+1}        (z_0 = x, z_L = y)
+
+    with ``M_l``, ``c_l`` the layer's linear map and offset (``MLP.linear_maps``: ``W_l``,
+    ``b_l`` in the standard parameterisation; ``a_l W_l (+ I)`` for scaled and residual MLPs)
+    and ``p_{l+1}`` the output precision for ``l = H``, else 1.
 
     whose matrix is symmetric positive definite and block tridiagonal across layers, and
     the same for every sample. It is solved by block Cholesky (Thomas) elimination: the
@@ -450,8 +454,8 @@ class ExactLinear(AbstractSolver):
             )
 
     def solve(self, net, x, y, z0):
-        ws = net.weights
-        bs = net.biases
+        ws, bs = net.linear_maps()  # M_l = a_l W_l (+ I on skip layers), offsets a_l b_l
+        p = net.output_precision
         n_hidden = len(ws) - 1
         if n_hidden == 0:
             return (), jnp.asarray(0, jnp.int32)
@@ -459,25 +463,26 @@ class ExactLinear(AbstractSolver):
         observed = ~jnp.isnan(y)
         y = jnp.where(observed, y, 0.0)
         rhs = []
-        for l in range(1, n_hidden + 1):  # hidden layer l uses W_l (in) and W_{l+1} (out)
+        for l in range(1, n_hidden + 1):  # hidden layer l uses M_l (in) and M_{l+1} (out)
             r = jnp.zeros((x.shape[0], ws[l - 1].shape[0]), dtype)
+            out_weight = p if l == n_hidden else 1.0  # the output term carries the precision
             if l == 1:
                 r = r + x @ ws[0].T
             if l == n_hidden:
-                r = r + y @ ws[-1]
+                r = r + p * (y @ ws[-1])
                 if bs is not None and self.masked:  # the output bias acts on observed units only
-                    r = r - (observed * bs[-1]) @ ws[-1] + bs[-1] @ ws[-1]
+                    r = r + p * (bs[-1] @ ws[-1] - (observed * bs[-1]) @ ws[-1])
             if bs is not None:
-                r = r + bs[l - 1] - bs[l] @ ws[l]
+                r = r + bs[l - 1] - out_weight * (bs[l] @ ws[l])
             rhs.append(r)
         chols, cs = [], []
         for l in range(1, n_hidden + 1):
             w_out = ws[l]
             last = l == n_hidden
-            if last and self.masked:  # per sample: I + W_L^T M_i W_L
-                gram = jnp.einsum("no,oi,oj->nij", observed.astype(dtype), w_out, w_out)
+            if last and self.masked:  # per sample: I + p M_L^T O_i M_L
+                gram = p * jnp.einsum("no,oi,oj->nij", observed.astype(dtype), w_out, w_out)
             else:
-                gram = w_out.T @ w_out
+                gram = (p if last else 1.0) * (w_out.T @ w_out)
             d = jnp.eye(w_out.shape[1], dtype=dtype) + gram
             c = rhs[l - 1]
             if l > 1:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import abc
 import copy
+import math
 from collections.abc import Callable, Sequence
 
 import equinox as eqx
@@ -31,9 +32,22 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import nonnegative_number
+from ._checks import nonnegative_number, positive_number
 
-__all__ = ["PCNetwork", "MLP", "CNN", "weights", "resolve_activation", "ACTIVATIONS", "PREDICTIONS", "is_standard_mlp"]
+__all__ = [
+    "PCNetwork",
+    "MLP",
+    "CNN",
+    "Parameterisation",
+    "SP",
+    "MuPC",
+    "NTP",
+    "weights",
+    "resolve_activation",
+    "ACTIVATIONS",
+    "PREDICTIONS",
+    "is_standard_mlp",
+]
 
 
 def _identity(x):
@@ -117,6 +131,67 @@ def _resolve_init(init: str | None, init_std: float | None, owner: str = "MLP") 
     return init
 
 
+class Parameterisation(eqx.Module):
+    """How an MLP scales its layers: layer ``l`` predicts ``a_l W_l f(z_{l-1})`` with the raw
+    weights ``W_l`` stored (``pcl.weights`` returns them) and the factors ``a_l`` applied in the
+    predictions. ``gamma`` (optional) divides the output layer's factor.
+
+    The factors follow the muPC paper (Innocenti, Achour, Buckley, NeurIPS 2025,
+    arXiv:2505.13124) as implemented in jpc 1.0 (``jpc/_core/_energies.py``,
+    ``_get_param_scalings``), with ``D`` the input width, ``N`` the first hidden width and
+    ``L`` the number of weight layers: :class:`SP` all 1; :class:`MuPC` ``a_1 = 1/sqrt(D)``,
+    ``a_l = 1/sqrt(N)`` (``1/sqrt(N L)`` with skip connections) for ``1 < l < L``,
+    ``a_L = 1/N``; :class:`NTP` the same but ``a_L = 1/sqrt(N)``.
+    """
+
+    gamma: float | None = None
+
+    def __check_init__(self):
+        if self.gamma is not None:
+            positive_number(type(self).__name__, "gamma", self.gamma)
+
+    def scalings(self, widths: Sequence[int], residual: bool) -> tuple[float, ...]:
+        """``(a_1, ..., a_L)`` for an MLP of these ``widths`` (with skips if ``residual``)."""
+        a = list(self._base(tuple(widths), residual))
+        if self.gamma is not None:
+            a[-1] = a[-1] / self.gamma
+        return tuple(float(v) for v in a)
+
+    def _base(self, widths, residual):
+        raise NotImplementedError
+
+
+class SP(Parameterisation):
+    """The standard parameterisation: every ``a_l = 1`` (``a_L = 1/gamma`` if ``gamma``)."""
+
+    def _base(self, widths, residual):
+        return [1.0] * (len(widths) - 1)
+
+
+class MuPC(Parameterisation):
+    """muPC (arXiv:2505.13124, jpc ``param_type="mupc"``): ``a_1 = 1/sqrt(D)``, hidden
+    ``1/sqrt(N)`` or ``1/sqrt(N L)`` with skips, output ``a_L = 1/(N gamma)``."""
+
+    def _base(self, widths, residual):
+        return _depth_mu_scalings(widths, residual, last=1.0 / widths[1])
+
+
+class NTP(Parameterisation):
+    """The neural tangent parameterisation (jpc ``param_type="ntp"``): as :class:`MuPC` but the
+    output layer ``a_L = 1/(sqrt(N) gamma)``."""
+
+    def _base(self, widths, residual):
+        return _depth_mu_scalings(widths, residual, last=1.0 / math.sqrt(widths[1]))
+
+
+def _depth_mu_scalings(widths, residual, last):
+    n_layers = len(widths) - 1
+    if n_layers == 1:  # no hidden layer: the single layer is the output layer
+        return [last]
+    hidden = 1.0 / math.sqrt(widths[1] * n_layers) if residual else 1.0 / math.sqrt(widths[1])
+    return [1.0 / math.sqrt(widths[0])] + [hidden] * (n_layers - 2) + [last]
+
+
 class PCNetwork(eqx.Module):
     """Interface of a network that can be trained by backprop and by predictive coding.
 
@@ -151,6 +226,12 @@ class PCNetwork(eqx.Module):
     def is_linear(self) -> bool:
         """True for a deep linear network (identity activation everywhere)."""
         return self.activation_name == "linear"
+
+    @property
+    def output_precision(self) -> float:
+        """Weight of the output layer's term in the energy (the precision of the generative
+        model at the output; 1 unless the network sets it)."""
+        return 1.0
 
     def feedforward(self, x: Array) -> tuple[Array, ...]:
         """All activities of the feedforward pass ``(z_1, ..., z_L)`` for inputs ``x``."""
@@ -249,6 +330,10 @@ class MLP(PCNetwork):
     activation: Callable = eqx.field(static=True)
     activation_name: str = eqx.field(static=True)
     prediction: str = eqx.field(static=True, default="W f(z)")
+    residual: bool = eqx.field(static=True, default=False)
+    param: Parameterisation = eqx.field(static=True, default=SP())
+    scalings: tuple[float, ...] = eqx.field(static=True, default=())
+    precision: float = eqx.field(static=True, default=1.0)
 
     def __init__(
         self,
@@ -261,10 +346,24 @@ class MLP(PCNetwork):
         init: str | None = None,
         dtype=None,
         prediction: str = "W f(z)",
+        residual: bool = False,
+        param: Parameterisation | None = None,
+        output_precision: float = 1.0,
     ):
         widths = _check_widths(widths)
         init = _resolve_init(init, init_std)
         self.prediction = _check_prediction(prediction)
+        self.residual = bool(residual)
+        if residual and len(set(widths[1:-1])) > 1:
+            raise ValueError(f"residual=True needs equal hidden widths (identity skips between hidden layers), got "
+                             f"widths={list(widths)}.")
+        param = SP() if param is None else param
+        if not isinstance(param, Parameterisation):
+            raise ValueError(f"param={param!r} must be pcl.SP(), pcl.MuPC() or pcl.NTP().")
+        self.param = param
+        self.scalings = param.scalings(widths, self.residual)
+        positive_number("MLP", "output_precision", output_precision)
+        self.precision = float(output_precision)
         dtype = dtype or jnp.zeros(()).dtype
         self.activation_name, self.activation = resolve_activation(activation)
         self.widths = widths
@@ -284,8 +383,10 @@ class MLP(PCNetwork):
         activation: str | Callable = "linear",
         biases: Sequence[Float[Array, " out"]] | None = None,
         prediction: str = "W f(z)",
+        **options,
     ) -> "MLP":
-        """Build an MLP whose layer ``l`` uses the given ``(n_l, n_{l-1})`` matrix ``W_l``."""
+        """Build an MLP whose layer ``l`` uses the given ``(n_l, n_{l-1})`` matrix ``W_l``
+        (``options``: ``residual``, ``param``, ``output_precision`` as in the constructor)."""
         weights = [jnp.asarray(w) for w in weights]
         if len(weights) < 1:
             raise ValueError("weights is empty; pass the list [W_1, ..., W_L].")
@@ -300,7 +401,7 @@ class MLP(PCNetwork):
                 )
         widths = [weights[0].shape[1]] + [w.shape[0] for w in weights]
         net = cls(None, widths, activation, use_bias=biases is not None, init="zeros", dtype=weights[0].dtype,
-                  prediction=prediction)
+                  prediction=prediction, **options)
         net = eqx.tree_at(lambda n: n.weights, net, tuple(weights))
         if biases is not None:
             biases = tuple(jnp.asarray(b) for b in biases)
@@ -317,17 +418,51 @@ class MLP(PCNetwork):
     def output_dim(self) -> int:
         return self.widths[-1]
 
+    @property
+    def output_precision(self) -> float:
+        return self.precision
+
+    def has_skip(self, layer: int) -> bool:
+        """Whether layer ``layer`` (1..L) adds ``z_{layer-1}``: hidden-to-hidden layers of a
+        residual MLP (none from the input, none into the output, as in muPC)."""
+        return self.residual and 1 < layer < self.n_layers
+
     def predict(self, layer: int, z_prev: Array) -> Array:
-        """``mu_l = f(z_{l-1}) W_l^T (+ b_l)`` for a batch ``z_prev`` of shape ``(N, n_{l-1})``
-        (``f(z_{l-1} W_l^T + b_l)`` for ``l < L`` under ``prediction="f(W z)"``)."""
+        """``mu_l = a_l (f(z_{l-1}) W_l^T + b_l) [+ z_{l-1}]`` for a batch ``z_prev`` of shape
+        ``(N, n_{l-1})``: ``a_l`` the parameterisation's factor (1 for :class:`SP`), the skip
+        ``z_{l-1}`` on hidden-to-hidden layers of a residual MLP. Under
+        ``prediction="f(W z)"`` hidden layers predict ``f(a_l (z_{l-1} W_l^T + b_l)) [+ z_{l-1}]``."""
         after = self.prediction == "f(W z)"
         h = z_prev if (layer == 1 or after) else self.activation(z_prev)
         out = h @ self.weights[layer - 1].T
         if self.biases is not None:
             out = out + self.biases[layer - 1]
+        a = self.scalings[layer - 1] if self.scalings else 1.0
+        if a != 1.0:
+            out = a * out
         if after and layer < self.n_layers:
             out = self.activation(out)
+        if self.has_skip(layer):
+            out = out + z_prev
         return out
+
+    def linear_maps(self) -> tuple[tuple[Array, ...], tuple[Array, ...] | None]:
+        """For a linear MLP, the matrices ``M_l`` and offsets ``c_l`` with
+        ``mu_l = M_l z_{l-1} + c_l``: ``M_l = a_l W_l (+ I on skip layers)``, ``c_l = a_l b_l``.
+        They are what every closed form of a linear network is written in (Theorem 1's
+        ``W_{L:l}`` become products of ``M_l``)."""
+        if not self.is_linear:
+            raise ValueError("linear_maps() is defined for linear MLPs (activation='linear') only.")
+        maps = []
+        for layer, w in enumerate(self.weights, start=1):
+            m = self.scalings[layer - 1] * w if self.scalings else w
+            if self.has_skip(layer):
+                m = m + jnp.eye(w.shape[0], dtype=w.dtype)
+            maps.append(m)
+        offsets = None
+        if self.biases is not None:
+            offsets = tuple((self.scalings[i] if self.scalings else 1.0) * b for i, b in enumerate(self.biases))
+        return tuple(maps), offsets
 
 
 def _check_prediction(prediction) -> str:
@@ -340,13 +475,20 @@ def _check_prediction(prediction) -> str:
 
 
 def is_standard_mlp(net) -> bool:
-    """True for an :class:`MLP` whose layers predict ``W f(z)`` (any linear MLP qualifies).
+    """True for a plain :class:`MLP`: layers predicting ``W f(z)`` (any linear MLP qualifies),
+    no skips, every scaling 1 and output precision 1.
 
     The closed forms of this package (block-tridiagonal activity Hessians, the layer-stacked
     Euler step, the kink iteration of ReLU nets, the first-layer reduction of Hessians) are
     written for that form; other networks go through autodiff.
     """
-    return isinstance(net, MLP) and (net.prediction == "W f(z)" or net.is_linear)
+    return (
+        isinstance(net, MLP)
+        and (net.prediction == "W f(z)" or net.is_linear)
+        and not net.residual
+        and all(a == 1.0 for a in net.scalings)
+        and net.output_precision == 1.0
+    )
 
 
 def _max_pool(z: Array) -> Array:

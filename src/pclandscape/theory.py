@@ -18,6 +18,7 @@ from jaxtyping import Array, Float
 __all__ = [
     "rescaling",
     "equilibrated_energy",
+    "network_equilibrated_energy",
     "product",
     "loss_hessian_at_origin",
     "energy_hessian_at_origin",
@@ -69,15 +70,17 @@ def product(weights: Sequence[Array], k: int | None = None, l: int = 1) -> Array
 
 
 @jax.jit
-def rescaling(weights: Sequence[Float[Array, "out in"]]) -> Float[Array, "dy dy"]:
-    """The rescaling of Theorem 1: ``S = I_{d_y} + sum_{l=2}^{L} W_{L:l} W_{L:l}^T``.
+def rescaling(weights: Sequence[Float[Array, "out in"]], output_precision: float = 1.0) -> Float[Array, "dy dy"]:
+    """The rescaling of Theorem 1: ``S = I_{d_y} / p + sum_{l=2}^{L} W_{L:l} W_{L:l}^T``.
 
     ``S`` is the covariance of the output that the hierarchical Gaussian model of PC
-    implies (Eq 30).
+    implies (Eq 30): unit noise at every hidden layer, noise of variance ``1/p`` at the
+    output (``p`` the output precision, 1 in the paper). For scaled or residual linear MLPs
+    pass their linear maps ``M_l = a_l W_l (+ I)`` (``MLP.linear_maps()``) as ``weights``.
     """
     ws = _check_weights(weights)
     d_y = ws[-1].shape[0]
-    s = jnp.eye(d_y, dtype=ws[0].dtype)
+    s = jnp.eye(d_y, dtype=ws[0].dtype) / output_precision
     m = jnp.eye(d_y, dtype=ws[0].dtype)  # W_{L:l}, built from l = L downwards
     for l in range(len(ws), 1, -1):
         m = m @ ws[l - 1]
@@ -87,11 +90,20 @@ def rescaling(weights: Sequence[Float[Array, "out in"]]) -> Float[Array, "dy dy"
 
 @jax.jit
 def equilibrated_energy(
-    weights: Sequence[Float[Array, "out in"]], x: Float[Array, "N dx"], y: Float[Array, "N dy"]
+    weights: Sequence[Float[Array, "out in"]],
+    x: Float[Array, "N dx"],
+    y: Float[Array, "N dy"],
+    output_precision: float = 1.0,
 ) -> Float[Array, ""]:
     """Theorem 1 (Eq 5): ``F* = 1/(2N) sum_i r_i^T S^{-1} r_i``, ``r_i = y_i - W_{L:1} x_i`` (contract).
 
-    The PC energy of a deep linear network at the exact inference equilibrium.
+    The PC energy of a deep linear network at the exact inference equilibrium. Generalised
+    (beyond the paper) to any linear maps ``M_l`` in place of ``W_l`` -- the muPC / NTP
+    scalings and identity skips of ``MLP(residual=True, param=...)`` enter only through
+    ``M_l = a_l W_l (+ I)``, see ``MLP.linear_maps()`` -- and to an output precision ``p``
+    (the weight of the output term of the energy), which enters ``S`` as ``I/p``
+    (:func:`rescaling`): the minimum over the activities of a Gaussian model's joint energy
+    is its marginal energy.
     """
     ws = _check_weights(weights)
     _check_xy(ws, x, y)
@@ -99,7 +111,7 @@ def equilibrated_energy(
     for w in ws:  # W_{L:1} x_i applied layer by layer: O(N sum n_l n_{l-1}), no matrix product
         pred = pred @ w.T
     r = y - pred
-    s = rescaling(ws)
+    s = rescaling(ws, output_precision)
     sol = jsl.cho_solve(jsl.cho_factor(s, lower=True), r.T)
     return 0.5 * jnp.mean(jnp.sum(r.T * sol, axis=0))
 
@@ -341,3 +353,12 @@ def origin_spectrum(widths: Sequence[int], x: Array, y: Array, objective: str = 
         return jnp.zeros((p,), sxy.dtype)
     neg = jnp.tile(-jnp.linalg.eigvalsh(syy), widths[-2])
     return jnp.sort(jnp.concatenate([neg, jnp.zeros((p - neg.size,), sxy.dtype)]))
+
+
+def network_equilibrated_energy(net, x: Float[Array, "N dx"], y: Float[Array, "N dy"]) -> Float[Array, ""]:
+    """:func:`equilibrated_energy` of a linear :class:`~pclandscape.MLP` (any parameterisation,
+    with or without skips, any output precision; no biases): Theorem 1 in its linear maps."""
+    maps, offsets = net.linear_maps()
+    if offsets is not None:
+        raise ValueError("network_equilibrated_energy needs an MLP without biases (Theorem 1).")
+    return equilibrated_energy(list(maps), x, y, net.output_precision)

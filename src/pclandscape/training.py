@@ -195,8 +195,8 @@ def pc_step(
     if check:
         info = out[2]
         loss, energy = float(info.loss), float(info.energy)
-        if not math.isfinite(loss) or diverging(loss, energy):
-            raise DivergenceError(_diverged_message("pc", 0, info, optimizer, solver).replace(" at step 0", ""), net=net)
+        if not math.isfinite(loss) or diverging(net.output_precision * loss, energy):
+            raise DivergenceError(_diverged_message("pc", 0, info, optimizer, solver, net.output_precision).replace(" at step 0", ""), net=net)
     return out
 
 
@@ -446,8 +446,8 @@ def _step_ok(rule, info: StepInfo, new_net):
     ``inference._diverging``). Traceable; a scalar boolean."""
     ok = jnp.isfinite(info.loss) & jnp.isfinite(info.grad_norm)
     ok &= jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(_params(new_net))]))
-    if rule == "pc":
-        ok &= ~diverging(info.loss, info.energy)
+    if rule == "pc":  # the feedforward energy is the loss times the output precision
+        ok &= ~diverging(new_net.output_precision * info.loss, info.energy)
     return ok
 
 
@@ -562,14 +562,14 @@ def evaluate(net: PCNetwork, x: Array, y: Array, batch_size: int = 10_000) -> tu
 # --------------------------------------------------------------------------- train
 
 
-def _diverged_message(rule, step, info: StepInfo, optimizer_name, solver) -> str:
+def _diverged_message(rule, step, info: StepInfo, optimizer_name, solver, precision: float = 1.0) -> str:
     what = ", ".join(
         f"{k}={float(v):.3g}" for k, v in (("loss", info.loss), ("energy", info.energy), ("grad_norm", info.grad_norm))
         if not (k == "energy" and rule == "bp")
     )
     cause = "the learning rate is probably too large: lower it"
     loss, energy = float(info.loss), float(info.energy)
-    if rule == "pc" and math.isfinite(loss) and bool(diverging(loss, energy)):
+    if rule == "pc" and math.isfinite(loss) and bool(diverging(precision * loss, energy)):
         return (
             f"Training (PC) stopped at step {step}: inference diverged, the energy went from {loss:.4g} (feedforward) "
             f"to {energy:.4g} in {solver_label(solver)} inference: {divergence_hint(solver)}. "
@@ -722,7 +722,7 @@ def train(
                     k = int(np.argmax(bad))
                     bad_info = _host_row(info, k)
                     raise DivergenceError(
-                        _diverged_message(rule, step + m, bad_info, optimizer, solver),
+                        _diverged_message(rule, step + m, bad_info, optimizer, solver, net.output_precision),
                         step=step + m,
                         history=_finish(hist, rows, evals, extras),
                         net=net,
@@ -750,7 +750,7 @@ def train(
                 if not bool(_jit_step_ok(rule, info, new_net)):
                     partial = _finish(hist, rows, evals, extras)
                     raise DivergenceError(
-                        _diverged_message(rule, step, info, optimizer, solver),
+                        _diverged_message(rule, step, info, optimizer, solver, net.output_precision),
                         step=step,
                         history=partial,
                         net=net,
@@ -905,7 +905,7 @@ def train_many(
                 s, i = (int(v[0]) for v in np.nonzero(bad))
                 bad_info = _host_row(info, (s, i))
                 raise DivergenceError(
-                    f"seed {s}: " + _diverged_message(rule, len(rows[s]), bad_info, optimizer, solver),
+                    f"seed {s}: " + _diverged_message(rule, len(rows[s]), bad_info, optimizer, solver, first.output_precision),
                     step=len(rows[s]),
                     history=_finish(History(rule=rule), rows[s], [], extras[s]),
                     net=jax.tree_util.tree_map(lambda a: a[s] if eqx.is_array(a) else a, new_nets),  # bad steps not applied

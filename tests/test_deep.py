@@ -1,0 +1,108 @@
+"""Scaled and residual MLPs (muPC / NTP parameterisations, identity skips, output precision):
+the predictions against a hand transcription of the muPC scalings, and Theorem 1 generalised
+against the exact inference, to 64 layers, in float64."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import pclandscape as pcl
+
+
+def _hand_forward(ws, x, act, scal, residual):
+    """The muPC forward pass written out: z_l = a_l W_l f(z_{l-1}) [+ z_{l-1}]."""
+    z = x
+    L = len(ws)
+    for l, (w, a) in enumerate(zip(ws, scal), start=1):
+        h = z if l == 1 else act(z)
+        new = a * h @ w.T
+        if residual and 1 < l < L:
+            new = new + z
+        z = new
+    return z
+
+
+@pytest.mark.parametrize("param, residual", [(pcl.SP(), False), (pcl.MuPC(), True), (pcl.MuPC(), False),
+                                             (pcl.NTP(), True), (pcl.MuPC(gamma=2.0), True)])
+def test_scalings_and_predictions_follow_mupc(x64, param, residual):
+    """a_1 = 1/sqrt(D); a_l = 1/sqrt(N) (1/sqrt(N L) with skips); a_L = 1/N (muPC) or
+    1/sqrt(N) (NTP), divided by gamma (muPC paper, arXiv:2505.13124; jpc's _get_param_scalings)."""
+    D, N, L = 6, 5, 4
+    widths = [D, N, N, N, 3]
+    net = pcl.MLP(jax.random.key(0), widths, "tanh", residual=residual, param=param, dtype=jnp.float64)
+    if isinstance(param, pcl.SP):
+        expect = [1.0] * L
+    else:
+        hidden = 1 / math.sqrt(N * L) if residual else 1 / math.sqrt(N)
+        last = 1 / N if isinstance(param, pcl.MuPC) else 1 / math.sqrt(N)
+        expect = [1 / math.sqrt(D), hidden, hidden, last / (param.gamma or 1.0)]
+    np.testing.assert_allclose(net.scalings, expect, rtol=1e-15)
+    x = jax.random.normal(jax.random.key(1), (7, D), jnp.float64)
+    ws = [np.asarray(w) for w in pcl.weights(net)]
+    np.testing.assert_allclose(np.asarray(net(x)), _hand_forward(ws, np.asarray(x), np.tanh, expect, residual),
+                               rtol=1e-13)
+
+
+def test_output_precision_weights_the_output_term(x64):
+    net = pcl.MLP(jax.random.key(0), [3, 4, 4, 2], "tanh", output_precision=2.5, dtype=jnp.float64)
+    plain = pcl.MLP(jax.random.key(0), [3, 4, 4, 2], "tanh", dtype=jnp.float64)
+    x, y = jnp.ones((5, 3)), jnp.zeros((5, 2))
+    z = tuple(a + 0.1 for a in net.feedforward(x)[:-1])
+    per_layer = pcl.layer_energies(plain, z, x, y)
+    assert float(pcl.pc_energy(net, z, x, y)) == pytest.approx(float(per_layer[:-1].sum() + 2.5 * per_layer[-1]), rel=1e-14)
+    # at the feedforward pass F = p * L
+    assert float(pcl.pc_energy(net, net.feedforward(x)[:-1], x, y)) == pytest.approx(2.5 * float(pcl.mse_loss(net, x, y)))
+    assert not pcl.networks.is_standard_mlp(net)
+
+
+@pytest.mark.parametrize("n_layers", [2, 5, 16, 64])
+@pytest.mark.parametrize("param, residual, precision", [
+    (pcl.SP(), False, 1.0), (pcl.SP(), True, 1.0), (pcl.MuPC(), True, 1.0), (pcl.MuPC(gamma=0.5), False, 3.0),
+    (pcl.NTP(), True, 0.25),
+])
+def test_theorem_1_generalised_equals_exact_inference(x64, n_layers, param, residual, precision):
+    """F* from the rescaling S = I/p + sum_l M_{L:l} M_{L:l}^T (M_l = a_l W_l + I on skips)
+    against the block-tridiagonal solve of the stationarity conditions, to 1e-10 relative;
+    and the solve's residual ||dF/dz|| at machine precision (it is a real equilibrium)."""
+    widths = [4] + [5] * (n_layers - 1) + [3]
+    net = pcl.MLP(jax.random.key(n_layers), widths, "linear", residual=residual, param=param,
+                  output_precision=precision, dtype=jnp.float64)
+    if isinstance(param, pcl.SP):  # keep the deep SP product O(1) (muPC's scalings do this by design):
+        # W_l ~ N(0, 1/(4 n)) without skips, the branches shrunk by 1/sqrt(L) with them
+        net = net.with_weights([w / (math.sqrt(n_layers) if residual else 2) for w in pcl.weights(net)])
+    kx, ky = jax.random.split(jax.random.key(99))
+    x = jax.random.normal(kx, (9, 4), jnp.float64)
+    y = jax.random.normal(ky, (9, 3), jnp.float64)
+    eq = pcl.infer(net, x, y, pcl.ExactLinear(tol=1e-9))
+    closed = pcl.theory.network_equilibrated_energy(net, x, y)
+    assert float(eq.grad_norm) <= 1e-10 * max(1.0, float(eq.energy))
+    np.testing.assert_allclose(float(eq.energy), float(closed), rtol=1e-10)
+
+
+def test_residual_mlp_needs_equal_hidden_widths():
+    with pytest.raises(ValueError, match="residual=True needs equal hidden widths"):
+        pcl.MLP(jax.random.key(0), [3, 4, 5, 2], residual=True)
+    with pytest.raises(ValueError, match="param=.* must be pcl.SP"):
+        pcl.MLP(jax.random.key(0), [3, 4, 2], param="mupc")
+    with pytest.raises(ValueError, match=r"MuPC\(gamma=0\)"):
+        pcl.MuPC(gamma=0)
+
+
+@pytest.mark.parametrize("param, residual, precision", [(pcl.MuPC(), True, 1.0), (pcl.NTP(gamma=2.0), False, 2.0)])
+def test_energy_hessian_of_scaled_residual_nets(x64, param, residual, precision):
+    """The implicit Hessian of F* (autodiff through the exact equilibrium) equals the Hessian of
+    the generalised Theorem 1 (autodiff of the closed form), and Lanczos finds its extremes."""
+    net = pcl.MLP(jax.random.key(3), [3, 4, 4, 4, 2], "linear", residual=residual, param=param,
+                  output_precision=precision, dtype=jnp.float64)
+    x = jax.random.normal(jax.random.key(4), (6, 3), jnp.float64)
+    y = jax.random.normal(jax.random.key(5), (6, 2), jnp.float64)
+    implicit = np.asarray(pcl.energy_hessian(net, x, y, "implicit"))
+    closed = np.asarray(pcl.energy_hessian(net, x, y, "theory"))
+    np.testing.assert_allclose(implicit, closed, atol=1e-10 * np.abs(closed).max())
+    ev = np.linalg.eigvalsh(closed)
+    op = pcl.energy_hessian(net, x, y, "implicit", form="operator")
+    lo = pcl.lanczos(op, k=2, which="smallest")
+    np.testing.assert_allclose(np.asarray(lo.eigenvalues), ev[:2], atol=1e-8 * np.abs(ev).max())
