@@ -106,3 +106,53 @@ def test_energy_hessian_of_scaled_residual_nets(x64, param, residual, precision)
     op = pcl.energy_hessian(net, x, y, "implicit", form="operator")
     lo = pcl.lanczos(op, k=2, which="smallest")
     np.testing.assert_allclose(np.asarray(lo.eigenvalues), ev[:2], atol=1e-8 * np.abs(ev).max())
+
+
+def test_activity_spectrum_of_a_one_hidden_layer_linear_net(x64):
+    """d^2F_i/dz_1^2 = I + p M_2^T M_2: eigenvalues 1 + p sigma_j(M_2)^2 (and 1 where M_2 has
+    fewer rows), from the SVD, against the assembled Hessian and against Lanczos."""
+    net = pcl.MLP(jax.random.key(0), [3, 6, 2], "linear", param=pcl.NTP(), output_precision=2.0, dtype=jnp.float64)
+    x, y = jnp.ones((4, 3)), jnp.zeros((4, 2))
+    m2 = np.asarray(net.linear_maps()[0][1])
+    sv = np.linalg.svd(m2, compute_uv=False)
+    lam_max, lam_min = 1 + 2.0 * sv.max() ** 2, 1.0  # 6 activities, rank-2 M_2: eigenvalue 1 remains
+    for spec in (pcl.activity_spectrum(net, x, y), pcl.activity_spectrum(net, x, y, dense_max=1)):
+        np.testing.assert_allclose(np.asarray(spec.lambda_max), lam_max, rtol=1e-10)
+        np.testing.assert_allclose(np.asarray(spec.lambda_min), lam_min, rtol=1e-10)
+        np.testing.assert_allclose(np.asarray(spec.condition), lam_max / lam_min, rtol=1e-10)
+    assert float(pcl.activity_condition_number(net, x, y)) == pytest.approx(lam_max, rel=1e-10)
+
+
+def test_activity_spectrum_closed_form_blocks_match_autodiff(x64):
+    """A plain tanh MLP uses the closed-form blocks, a residual muPC one autodiff: both against
+    jax.hessian of one sample's energy."""
+    x = jax.random.normal(jax.random.key(1), (3, 4), jnp.float64)
+    y = jax.random.normal(jax.random.key(2), (3, 2), jnp.float64)
+    for net in (pcl.MLP(jax.random.key(0), [4, 5, 5, 2], "tanh", dtype=jnp.float64),
+                pcl.MLP(jax.random.key(0), [4, 5, 5, 5, 2], "tanh", residual=True, param=pcl.MuPC(), dtype=jnp.float64)):
+        z = tuple(a + 0.3 for a in net.feedforward(x)[:-1])
+        spec = pcl.activity_spectrum(net, x, y, z)
+        for i in range(3):
+            def f(flat, i=i):
+                parts, k = [], 0
+                for a in z:
+                    parts.append(flat[k : k + a.shape[1]][None])
+                    k += a.shape[1]
+                return pcl.sample_energies(net, parts, x[i : i + 1], y[i : i + 1])[0]
+
+            flat = jnp.concatenate([a[i] for a in z])
+            ev = np.linalg.eigvalsh(np.asarray(jax.hessian(f)(flat)))
+            assert float(spec.lambda_min[i]) == pytest.approx(ev[0], rel=1e-10, abs=1e-12)
+            assert float(spec.lambda_max[i]) == pytest.approx(ev[-1], rel=1e-10)
+
+
+def test_activity_condition_number_is_recorded_during_training():
+    import optax
+
+    net = pcl.MLP(jax.random.key(0), [4, 6, 6, 6, 2], "linear", residual=True, param=pcl.MuPC())  # convex in z
+    x = jax.random.normal(jax.random.key(1), (32, 4))
+    y = x[:, :2]
+    _, hist = pcl.train(net, (x, y), rule="pc", solver=pcl.Euler(dt=0.1, steps=20), optimizer=optax.sgd(0.1), steps=4,
+                        batch_size=8, metrics={"activity_cond": pcl.activity_condition_number}, progress=None)
+    cond = np.asarray(hist.extra["activity_cond"])
+    assert cond.shape == (4,) and np.all(np.isfinite(cond)) and np.all(cond >= 1.0)

@@ -10,6 +10,7 @@ The public API (documented in docs/; names marked *contract* in their docstrings
 
 from . import curvature, data, kinks, landscape, theory
 from ._version import __version__
+from .activity_spectrum import ActivitySpectrum, activity_condition_number, activity_spectrum
 from .critical_points import (
     CriticalPoint,
     CriticalPointSearch,
@@ -57,6 +58,9 @@ __all__ = [
     "landscape",
     "kinks",
     # networks
+    "ActivitySpectrum",
+    "activity_spectrum",
+    "activity_condition_number",
     "PCNetwork",
     "Parameterisation",
     "SP",

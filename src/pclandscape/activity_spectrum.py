@@ -1,0 +1,94 @@
+"""The spectrum of the activity Hessian ``d^2 F_i / dz_i^2``: how hard inference is.
+
+Gradient-flow inference converges at a rate set by the activity Hessian's smallest
+eigenvalue and must keep its step below ``2 / lambda_max``; the condition number
+``lambda_max / lambda_min`` is the number of Euler steps per e-fold of the residual. The
+muPC paper (Innocenti et al., arXiv:2505.13124) reports that it grows with width, depth and
+training time in standard parameterisations; :func:`activity_spectrum` measures it and
+:func:`activity_condition_number` records it during training (``train(metrics=...)``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from ._energies import per_sample_energies
+from .activity_hessian import dense_activity_hessian
+from .curvature import hessian_operator, lanczos
+from .networks import PCNetwork
+
+__all__ = ["ActivitySpectrum", "activity_spectrum", "activity_condition_number"]
+
+
+class ActivitySpectrum(NamedTuple):
+    """Extreme eigenvalues of each sample's activity Hessian.
+
+    Attributes:
+        lambda_min, lambda_max: ``(N,)`` smallest and largest eigenvalues.
+        condition: ``(N,)`` ``lambda_max / lambda_min`` (inf where ``lambda_min <= 0``: the
+            energy is not convex in the activities there).
+        method: ``"dense"`` (``eigvalsh`` of the assembled Hessians) or ``"lanczos"``.
+    """
+
+    lambda_min: Array
+    lambda_max: Array
+    condition: Array
+    method: str
+
+
+def _activities(net, x, activities):
+    return tuple(net.feedforward(x)[:-1]) if activities is None else tuple(activities)
+
+
+def activity_spectrum(
+    net: PCNetwork,
+    x: Float[Array, "N ..."],
+    y: Float[Array, "N dy"],
+    activities=None,
+    *,
+    dense_max: int = 2048,
+) -> ActivitySpectrum:
+    """Extreme eigenvalues and condition number of ``d^2 F_i / dz_i^2`` for every sample.
+
+    At ``activities`` (default: the feedforward pass, where inference starts; pass
+    ``pcl.infer(...).activities`` for the equilibrium). For a linear network the Hessian does
+    not depend on the activities. Dense (closed-form blocks for plain MLPs, autodiff
+    otherwise) when the number of activities per sample ``m <= dense_max``, else Lanczos on
+    Hessian-vector products, one sample at a time.
+    """
+    net.check_data(x, y)
+    z = _activities(net, x, activities)
+    m = sum(int(np.prod(a.shape[1:])) for a in z)
+    if m == 0:
+        raise ValueError("this network has no hidden layer: there are no activities to infer.")
+    if m <= dense_max:
+        ev = jnp.linalg.eigvalsh(dense_activity_hessian(net, z, x, y))
+        lo, hi = ev[:, 0], ev[:, -1]
+        method = "dense"
+    else:
+        los, his = [], []
+        for i in range(x.shape[0]):
+            def energy(zi, i=i):
+                return per_sample_energies(net, tuple(a[None] for a in zi), x[i : i + 1], y[i : i + 1])[0]
+
+            op = hessian_operator(energy, tuple(a[i] for a in z))
+            los.append(lanczos(op, k=1, which="smallest").eigenvalues[0])
+            his.append(lanczos(op, k=1, which="largest").eigenvalues[0])
+        lo, hi = jnp.stack(los), jnp.stack(his)
+        method = "lanczos"
+    cond = jnp.where(lo > 0, hi / jnp.where(lo > 0, lo, 1.0), jnp.inf)
+    return ActivitySpectrum(lo, hi, cond, method)
+
+
+def activity_condition_number(net: PCNetwork, x: Array, y: Array) -> Array:
+    """The largest condition number of the activity Hessians of a batch at the feedforward
+    pass (dense; traceable), for ``pcl.train(..., metrics={"activity_cond":
+    pcl.activity_condition_number})``."""
+    ev = jnp.linalg.eigvalsh(dense_activity_hessian(net, _activities(net, x, None), x, y))
+    lo, hi = ev[:, 0], ev[:, -1]
+    return jnp.max(jnp.where(lo > 0, hi / jnp.where(lo > 0, lo, 1.0), jnp.inf))
