@@ -156,3 +156,56 @@ def test_activity_condition_number_is_recorded_during_training():
                         batch_size=8, metrics={"activity_cond": pcl.activity_condition_number}, progress=None)
     cond = np.asarray(hist.extra["activity_cond"])
     assert cond.shape == (4,) and np.all(np.isfinite(cond)) and np.all(cond >= 1.0)
+
+
+def _residual_net(act, depth=6, width=5, precision=2.5, param=None):
+    return pcl.MLP(jax.random.key(7), [4] + [width] * (depth - 1) + [3], act, residual=True,
+                   param=param or pcl.MuPC(), output_precision=precision, dtype=jnp.float64)
+
+
+def test_closed_form_activity_hessian_of_residual_scaled_nets_matches_autodiff(x64):
+    """Blocks (J = a W diag(f') + I on skip layers, precision on the output block) and the
+    matrix-free products against autodiff, with an unobserved target entry."""
+    from pclandscape.activity_hessian import dense_activity_hessian, mlp_activity_hvp, per_sample_flat
+
+    net = _residual_net("tanh")
+    x = jax.random.normal(jax.random.key(1), (3, 4), jnp.float64)
+    y = jax.random.normal(jax.random.key(2), (3, 3), jnp.float64).at[1, 2].set(jnp.nan)
+    z = tuple(a + 0.2 * jax.random.normal(jax.random.key(i), a.shape, jnp.float64)
+              for i, a in enumerate(net.feedforward(x)[:-1]))
+    assert pcl.networks.has_block_closed_form(net) and not pcl.networks.is_standard_mlp(net)
+    closed = np.asarray(dense_activity_hessian(net, z, x, y))
+    v = tuple(jax.random.normal(jax.random.key(10 + i), a.shape, jnp.float64) for i, a in enumerate(z))
+    hv = per_sample_flat(mlp_activity_hvp(net, z, x, y)(v))
+    for i in range(3):
+        like = tuple(a[i : i + 1] for a in z)
+
+        def f(flat, i=i):
+            parts, k = [], 0
+            for a in like:
+                parts.append(flat[k : k + a.shape[1]][None])
+                k += a.shape[1]
+            return pcl.sample_energies(net, parts, x[i : i + 1], y[i : i + 1])[0]
+
+        auto = np.asarray(jax.hessian(f)(jnp.concatenate([a[0] for a in like])))
+        np.testing.assert_allclose(closed[i], auto, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(hv[i]), auto @ np.asarray(per_sample_flat(v)[i]), atol=1e-12)
+
+
+@pytest.mark.parametrize("act, linear_solve", [("tanh", "block"), ("tanh", "cg"), ("relu", "block")])
+def test_newton_reaches_a_verified_equilibrium_on_deep_residual_nets(x64, act, linear_solve):
+    """32-layer residual muPC nets: Newton (block-tridiagonal direct solve or CG, the kink
+    iteration for ReLU) to a residual <= 1e-10 in float64, the residual recomputed here by
+    autodiff (smooth nets) or as the min-norm subgradient (ReLU)."""
+    net = _residual_net(act, depth=32, width=8, precision=1.0)
+    x = jax.random.normal(jax.random.key(3), (8, 4), jnp.float64)
+    y = jax.random.normal(jax.random.key(4), (8, 3), jnp.float64)
+    eq = pcl.infer(net, x, y, pcl.Newton(tol=1e-10, max_steps=300, linear_solve=linear_solve))
+    assert bool(eq.converged) and float(eq.grad_norm) <= 1e-10
+    if act == "tanh":
+        g = pcl.activity_grad(net, eq.activities, x, y)
+        assert max(float(jnp.max(jnp.linalg.norm(a, axis=1))) for a in g) <= 1e-10
+    else:
+        r = pcl.stationarity_residual(net, eq.activities, x, y)
+        assert max(float(jnp.max(jnp.linalg.norm(a, axis=1))) for a in r) <= 1e-10
+    assert float(eq.energy) < float(pcl.mse_loss(net, x, y))  # below the feedforward energy

@@ -8,6 +8,11 @@ layers ``l = 1..H``::
     D_l     = I + diag(f'(z_l)) W_{l+1}^T W_{l+1} diag(f'(z_l)) - diag(f''(z_l) * W_{l+1}^T e_{l+1})
     C_l     = d^2 F_i / dz_{l+1} dz_l = -W_{l+1} diag(f'(z_l))          (l = 1..H-1)
 
+For scaled and residual MLPs (``mu_{l+1} = a W f(z_l) + s z_l``, output precision ``p``) the
+same holds with the layer Jacobian ``J_{l+1} = a W_{l+1} diag(f'(z_l)) + s I`` in place of
+``W_{l+1} diag(f'(z_l))``, ``a W`` in the curvature term, and the output block's ``J^T J``
+and curvature weighted by ``p``.
+
 (for a linear network ``f' = 1``, ``f'' = 0`` and the blocks are the same for every sample).
 :func:`activity_hessian_blocks` builds them in closed form (no autodiff); for other networks
 :func:`dense_activity_hessian` falls back to autodiff.
@@ -21,7 +26,7 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from ._linalg import inv_per_sample
-from .networks import MLP, PCNetwork, is_standard_mlp
+from .networks import MLP, PCNetwork, has_block_closed_form
 from ._energies import output_error, per_sample_energies
 
 __all__ = [
@@ -63,14 +68,20 @@ def _derivatives(fn, z):
 def mlp_errors(net: MLP, z, x: Array, y: Array):
     """Closed-form pieces of an MLP's energy, per hidden layer ``l = 1..H``.
 
-    Returns ``(errors, backs, energies)``: ``errors[l-1] = e_l = z_l - mu_l`` and
-    ``backs[l-1] = c_l = W_{l+1}^T e_{l+1}`` (each ``(N, n_l)``; the output error of an
-    unobserved (NaN) target is 0), and the per-sample energies ``F_i = 1/2 sum_l ||e_l||^2``
-    ``(N,)``. The activity gradient is ``dF_i/dz_l = e_l - f'(z_l) c_l``.
+    With ``mu_{l+1} = A_{l+1} f(z_l) + s_{l+1} z_l`` (``A = a W`` the scaled weights, ``s = 1``
+    on the skip layers of a residual MLP, else 0), errors ``e_l = z_l - mu_l`` and output
+    precision ``p`` (weights ``p_l = p`` for ``l = L``, else 1), the activity gradient is
+    ``dF_i/dz_l = r_l - f'(z_l) c_l`` with ``r_l = e_l - s_{l+1} p_{l+1} e_{l+1}`` and
+    ``c_l = A_{l+1}^T p_{l+1} e_{l+1}``.
+
+    Returns ``(residuals, backs, energies)``: ``residuals[l-1] = r_l`` and ``backs[l-1] = c_l``
+    (each ``(N, n_l)``; the output error of an unobserved (NaN) target is 0), and the
+    per-sample energies ``F_i = 1/2 sum_l p_l ||e_l||^2`` ``(N,)``. For a plain MLP
+    (``a = 1``, no skips, ``p = 1``) ``r_l = e_l`` and ``c_l = W_{l+1}^T e_{l+1}``.
 
     Raises ``ValueError`` for an MLP predicting ``f(W z)`` (these formulas are for ``W f(z)``).
     """
-    if not is_standard_mlp(net):
+    if not has_block_closed_form(net):
         raise ValueError(
             "the closed-form MLP energy pieces are written for layers predicting W f(z); this network "
             "predicts f(W z) (or is not an MLP): use the autodiff paths (pcl.Newton(linear_solve='cg'), "
@@ -78,11 +89,15 @@ def mlp_errors(net: MLP, z, x: Array, y: Array):
         )
     zs = (x, *z, y)
     n_layers = net.n_layers
+    p = net.output_precision
     errors = [zs[l] - net.predict(l, zs[l - 1]) for l in range(1, n_layers)]
     errors.append(output_error(y, net.predict(n_layers, zs[-2])))
-    energies = 0.5 * sum(jnp.sum(e**2, axis=1) for e in errors)
-    backs = [errors[l] @ net.weights[l] for l in range(1, n_layers)]
-    return errors[:-1], backs, energies
+    weighted = errors[:-1] + [errors[-1] if p == 1.0 else p * errors[-1]]
+    energies = 0.5 * sum(jnp.sum(e * w, axis=1) for e, w in zip(errors, weighted))
+    aws = net.scaled_weights()
+    backs = [weighted[l] @ aws[l] for l in range(1, n_layers)]
+    residuals = [errors[l - 1] - weighted[l] if net.has_skip(l + 1) else errors[l - 1] for l in range(1, n_layers)]
+    return residuals, backs, energies
 
 
 def _slopes_and_curvature(net: MLP, z, x, y, slopes):
@@ -116,27 +131,39 @@ def activity_hessian_blocks(
     their rows and columns are replaced by those of the identity, so a solve leaves them
     where they are (a Newton step on a face of the piece).
     """
-    ws = net.weights
+    ws = net.scaled_weights()
+    p = net.output_precision
     n_hidden = len(ws) - 1
     n = 1 if shared else x.shape[0]
     observed = (~jnp.isnan(y)).astype(ws[-1].dtype)
     fps, curvs = _slopes_and_curvature(net, z, x, y, slopes)
     diag, off = [], []
-    for l in range(1, n_hidden + 1):  # hidden layer l; outgoing weight W_{l+1} = ws[l]
+    for l in range(1, n_hidden + 1):  # hidden layer l; outgoing (scaled) weight A_{l+1} = ws[l]
         w_out = ws[l]
         n_l = w_out.shape[1]
         eye = jnp.eye(n_l, dtype=w_out.dtype)
         last = l == n_hidden
-        if last and not shared:  # W^T M_i W with the per-sample mask of observed outputs
-            gram = jnp.einsum("no,oi,oj->nij", observed, w_out, w_out)
-        else:
-            gram = (w_out.T @ w_out)[None]
+        weight = p if last else 1.0
+        skip = net.has_skip(l + 1)  # mu_{l+1} also adds z_l: the Jacobian gains an identity
         fp, curv = fps[l - 1], curvs[l - 1]
         if fp is None:  # linear: the same blocks for every sample
-            d = jnp.broadcast_to(eye + gram, (n, n_l, n_l))
-            c = jnp.broadcast_to(-w_out, (n,) + w_out.shape)
+            jac = w_out + eye if skip else w_out
+            if last and not shared:  # J^T M_i J with the per-sample mask of observed outputs
+                gram = jnp.einsum("no,oi,oj->nij", observed, jac, jac)
+            else:
+                gram = (jac.T @ jac)[None]
+            d = jnp.broadcast_to(eye + weight * gram, (n, n_l, n_l))
+            c = jnp.broadcast_to(-jac, (n,) + jac.shape)
+        elif skip:  # per sample J_i = A diag(f'_i) + I
+            jac = w_out[None] * fp[:, None, :] + eye[None]
+            d = eye + jnp.einsum("noi,noj->nij", jac, jac)
+            c = -jac
         else:
-            d = eye + fp[:, :, None] * gram * fp[:, None, :]
+            if last and not shared:
+                gram = jnp.einsum("no,oi,oj->nij", observed, w_out, w_out)
+            else:
+                gram = (w_out.T @ w_out)[None]
+            d = eye + weight * (fp[:, :, None] * gram * fp[:, None, :])
             c = -w_out[None] * fp[:, None, :]
         if curv is not None:
             d = d - jax.vmap(jnp.diag)(curv)
@@ -164,7 +191,9 @@ def mlp_activity_hvp(net: MLP, z, x: Array, y: Array, *, slopes=None, fixed=None
     :func:`activity_hessian_blocks` (the quadratic piece of a piecewise-linear activation,
     activities held fixed: identity rows and columns).
     """
-    ws = net.weights
+    ws = net.scaled_weights()
+    p = net.output_precision
+    skips = [net.has_skip(l) for l in range(1, len(ws) + 1)]  # skips[l] for layer l + 1
     n_hidden = len(ws) - 1
     observed = (~jnp.isnan(y)).astype(ws[-1].dtype)
     fp, curv = _slopes_and_curvature(net, z, x, y, slopes)
@@ -175,9 +204,13 @@ def mlp_activity_hvp(net: MLP, z, x: Array, y: Array, *, slopes=None, fixed=None
 
     def mv(v_all):
         v = list(v_all) if fixed is None else [jnp.where(f, a, 0.0) for f, a in zip(free, v_all)]
-        u = [v[0]] + [v[l] - scale(fp[l - 1], v[l - 1]) @ ws[l].T for l in range(1, n_hidden)]
+        # (J v) per layer: u[l] is the derivative of the error of layer l + 1
+        u = [v[0]] + [v[l] - scale(fp[l - 1], v[l - 1]) @ ws[l].T - (v[l - 1] if skips[l] else 0.0)
+                      for l in range(1, n_hidden)]
         u.append(-observed * (scale(fp[-1], v[-1]) @ ws[-1].T))
-        w = [u[l] - scale(fp[l], u[l + 1] @ ws[l + 1]) for l in range(n_hidden)]
+        pu = u[:-1] + [u[-1] if p == 1.0 else p * u[-1]]
+        # J^T P (J v)
+        w = [u[l] - scale(fp[l], pu[l + 1] @ ws[l + 1]) - (pu[l + 1] if skips[l + 1] else 0.0) for l in range(n_hidden)]
         w = [a if c is None else a - c * b for a, c, b in zip(w, curv, v)]
         if fixed is None:
             return tuple(w)
@@ -191,7 +224,7 @@ def dense_activity_hessian(net: PCNetwork, z, x: Array, y: Array) -> Array:
 
     Assembled from :func:`activity_hessian_blocks` for MLPs; by autodiff for other networks.
     """
-    if is_standard_mlp(net):
+    if has_block_closed_form(net):
         diag, off = activity_hessian_blocks(net, z, x, y)
         n = x.shape[0]
         diag = [jnp.broadcast_to(d, (n,) + d.shape[1:]) for d in diag]

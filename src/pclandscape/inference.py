@@ -46,7 +46,7 @@ from ._divergence import divergence_message, diverging
 from .errors import DivergenceError
 from ._subgradients import descent_pieces, one_sided_derivatives
 from .kinks import kink_slopes, stationarity_residual
-from .networks import MLP, PCNetwork, is_standard_mlp
+from .networks import MLP, PCNetwork, has_block_closed_form
 from ._energies import per_sample_energies
 from .objectives import check_activities, pc_energy
 
@@ -573,7 +573,7 @@ class Newton(AbstractSolver):
             raise ValueError(f"Newton(linear_solve={self.linear_solve!r}): use 'block' or 'cg'.")
 
     def check(self, net):
-        if self.linear_solve == "block" and not is_standard_mlp(net):
+        if self.linear_solve == "block" and not has_block_closed_form(net):
             raise ValueError(
                 f"Newton(linear_solve='block') needs an MLP (its activity Hessian is built in closed "
                 f"form), not a {type(net).__name__}; use Newton(linear_solve='cg'), pcl.Heun() or pcl.Euler()."
@@ -604,7 +604,7 @@ class Newton(AbstractSolver):
             rhs = tuple(-a for a in g)
             if self.linear_solve == "block":
                 return factor_activity_hessian(net, z, x, y).solve(rhs)
-            if is_standard_mlp(net):  # closed form: two matrix products per layer
+            if has_block_closed_form(net):  # closed form: two matrix products per layer
                 hvp = mlp_activity_hvp(net, z, x, y)
             else:
                 hvp = lambda t: jax.jvp(lambda zz: activity_grad(net, zz, x, y), (z,), (t,))[1]  # noqa: E731

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ._subgradients import descent_pieces, one_sided_derivatives
-from .networks import ACTIVATIONS, MLP, PCNetwork, is_standard_mlp
+from .networks import ACTIVATIONS, MLP, PCNetwork, has_block_closed_form
 from .objectives import check_activities
 
 __all__ = ["KINKS", "kink_slopes", "stationarity_residual", "activities_on_kinks"]
@@ -40,7 +40,7 @@ KINKS: dict[str, tuple[float, float]] = {"relu": (0.0, 1.0)}
 
 def kink_slopes(net: PCNetwork) -> tuple[float, float] | None:
     """``(f'(0^-), f'(0^+))`` when ``net`` is an MLP whose activation has a kink at 0, else None."""
-    if not is_standard_mlp(net):
+    if not has_block_closed_form(net):
         return None
     name = net.activation_name
     if name in KINKS and net.activation is ACTIVATIONS[name]:

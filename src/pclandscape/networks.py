@@ -47,6 +47,7 @@ __all__ = [
     "ACTIVATIONS",
     "PREDICTIONS",
     "is_standard_mlp",
+    "has_block_closed_form",
 ]
 
 
@@ -446,6 +447,13 @@ class MLP(PCNetwork):
             out = out + z_prev
         return out
 
+    def scaled_weights(self) -> tuple[Array, ...]:
+        """``(a_1 W_1, ..., a_L W_L)``: the weights with the parameterisation's factors applied
+        (the raw ``W_l`` for :class:`SP`)."""
+        if not self.scalings or all(a == 1.0 for a in self.scalings):
+            return tuple(self.weights)
+        return tuple(a * w for a, w in zip(self.scalings, self.weights))
+
     def linear_maps(self) -> tuple[tuple[Array, ...], tuple[Array, ...] | None]:
         """For a linear MLP, the matrices ``M_l`` and offsets ``c_l`` with
         ``mu_l = M_l z_{l-1} + c_l``: ``M_l = a_l W_l (+ I on skip layers)``, ``c_l = a_l b_l``.
@@ -472,6 +480,14 @@ def _check_prediction(prediction) -> str:
             f"default) or 'f(W z)' (activation after the weights, as in the paper's PyTorch code)."
         )
     return prediction
+
+
+def has_block_closed_form(net) -> bool:
+    """True for an :class:`MLP` whose layers predict ``a_l W_l f(z) [+ z]`` (any
+    parameterisation, skips and output precision; any linear MLP): the closed-form
+    block-tridiagonal activity Hessian (:mod:`pclandscape.activity_hessian`), its products
+    and the kink iteration are written for these; ``f(W z)`` networks and CNNs use autodiff."""
+    return isinstance(net, MLP) and (net.prediction == "W f(z)" or net.is_linear)
 
 
 def is_standard_mlp(net) -> bool:
