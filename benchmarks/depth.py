@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _timing import device_name  # noqa: E402
-from inference import _LAPACK, _SHORT, _interleaved  # noqa: E402
+from inference import _SHORT, measure, print_rows  # noqa: E402
 
 
 def _solvers(pcl, tol, max_steps):
@@ -58,7 +58,7 @@ def main(argv=None):
     print(f"# residual MLPs ({type(param).__name__}), time to max_i ||dF_i/dz_i|| <= {tol:g} "
           f"({'float64' if args.x64 else 'float32'}), batch {args.batch}, width {args.width}, device {device_name()}, "
           f"median of {args.repeats}")
-    print(f"{'net':<16} {'solver':<14} {'ms':>10} {'iters':>7} {'residual':>10} {'conv':>5} {'t/t_best':>9}")
+    print(f"{'net':<16} {'solver':<14} {'ms':>10} {'iters':>7} {'residual':>10} {'conv':>5} {'t/t_best':>10}")
     for act in args.activations.split(","):
         for depth in (int(d) for d in args.depths.split(",")):
             net = pcl.MLP(jax.random.key(0), [784] + [args.width] * (depth - 1) + [10], act, residual=True,
@@ -68,16 +68,10 @@ def main(argv=None):
                 keep = {_SHORT[k] for k in args.solvers.split(",")}
                 solvers = {k: v for k, v in solvers.items() if k in keep}
             fns = {k: (lambda s=s: pcl.infer(net, x, y, s)) for k, s in solvers.items()}
-            results = {k: jax.block_until_ready(f()) for k, f in fns.items()}
-            med = _interleaved(fns, args.repeats, skip=_LAPACK)
-            for k in _LAPACK & fns.keys():
-                med.update(_interleaved({k: fns[k]}, args.repeats))
+            results, med = measure(fns, args.repeats)
             best = min(med[k] for k in fns if bool(results[k].converged)) if any(
                 bool(r.converged) for r in results.values()) else float("nan")
-            for k in fns:
-                eq = results[k]
-                print(f"{f'{act} L={depth}':<16} {k:<14} {med[k]:>10.1f} {int(eq.steps):>7d} {float(eq.grad_norm):>10.1e} "
-                      f"{'yes' if bool(eq.converged) else 'no':>5} {med[k] / best:>9.2f}", flush=True)
+            print_rows(f"{act} L={depth}", results, med, best, 16)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,24 @@ def _interleaved(fns, repeats, skip=frozenset()):
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def measure(fns, repeats):
+    """``(results, median ms)`` per solve callable: compiled and run once, then timed
+    round-robin, the LAPACK solvers alone after the others (LAPACK's worker threads keep
+    spinning after a solve and slow whatever runs next)."""
+    results = {k: jax.block_until_ready(f()) for k, f in fns.items()}  # compile + first solve
+    med = _interleaved(fns, repeats, skip=_LAPACK)
+    for k in _LAPACK & fns.keys():
+        med.update(_interleaved({k: fns[k]}, repeats))
+    return results, med
+
+
+def print_rows(label, results, med, reference, width):
+    """One line per solver: ms, iterations, residual, converged, time over ``reference``."""
+    for k, eq in results.items():
+        print(f"{label:<{width}} {k:<14} {med[k]:>10.1f} {int(eq.steps):>7d} {float(eq.grad_norm):>10.1e} "
+              f"{'yes' if bool(eq.converged) else 'no':>5} {med[k] / reference:>10.2f}", flush=True)
+
+
 def _solvers(pcl, act, tol, max_steps):
     out = {
         "Euler dt=0.1": pcl.Euler(dt=0.1, steps=max_steps, tol=tol, stop_at_tol=True),
@@ -103,15 +121,9 @@ def main(argv=None):
                 keep = {_SHORT[k] for k in args.solvers.split(",")}
                 solvers = {k: v for k, v in solvers.items() if k in keep}
             fns = {k: (lambda s=s: pcl.infer(net, x, y, s)) for k, s in solvers.items()}
-            results = {k: jax.block_until_ready(f()) for k, f in fns.items()}  # compile + first solve
-            med = _interleaved(fns, args.repeats, skip=_LAPACK)
-            for k in _LAPACK & fns.keys():  # LAPACK's worker threads keep spinning after a solve and
-                med.update(_interleaved({k: fns[k]}, args.repeats))  # slow whatever runs next: alone
+            results, med = measure(fns, args.repeats)
             newton = min([med[k] for k in ("Newton block", "Newton cg") if k in med] or [float("nan")])
-            for k in fns:
-                eq = results[k]
-                print(f"{f'{act} H={h}':<18} {k:<14} {med[k]:>10.1f} {int(eq.steps):>7d} {float(eq.grad_norm):>10.1e} "
-                      f"{'yes' if bool(eq.converged) else 'no':>5} {med[k] / newton:>10.2f}", flush=True)
+            print_rows(f"{act} H={h}", results, med, newton, 18)
 
 
 if __name__ == "__main__":

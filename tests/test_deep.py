@@ -108,6 +108,17 @@ def test_energy_hessian_of_scaled_residual_nets(x64, param, residual, precision)
     np.testing.assert_allclose(np.asarray(lo.eigenvalues), ev[:2], atol=1e-8 * np.abs(ev).max())
 
 
+def _autodiff_activity_hessian(net, z, x, y, i):
+    """``d^2 F_i / dz_i^2`` of sample ``i`` by ``jax.hessian`` of its energy (dense, m x m)."""
+    sizes = [a.shape[1] for a in z]
+
+    def f(flat):
+        parts = jnp.split(flat, np.cumsum(sizes)[:-1])
+        return pcl.sample_energies(net, [p[None] for p in parts], x[i : i + 1], y[i : i + 1])[0]
+
+    return np.asarray(jax.hessian(f)(jnp.concatenate([a[i] for a in z])))
+
+
 def test_activity_spectrum_of_a_one_hidden_layer_linear_net(x64):
     """d^2F_i/dz_1^2 = I + p M_2^T M_2: eigenvalues 1 + p sigma_j(M_2)^2 (and 1 where M_2 has
     fewer rows), from the SVD, against the assembled Hessian and against Lanczos."""
@@ -133,15 +144,7 @@ def test_activity_spectrum_closed_form_blocks_match_autodiff(x64):
         z = tuple(a + 0.3 for a in net.feedforward(x)[:-1])
         spec = pcl.activity_spectrum(net, x, y, z)
         for i in range(3):
-            def f(flat, i=i):
-                parts, k = [], 0
-                for a in z:
-                    parts.append(flat[k : k + a.shape[1]][None])
-                    k += a.shape[1]
-                return pcl.sample_energies(net, parts, x[i : i + 1], y[i : i + 1])[0]
-
-            flat = jnp.concatenate([a[i] for a in z])
-            ev = np.linalg.eigvalsh(np.asarray(jax.hessian(f)(flat)))
+            ev = np.linalg.eigvalsh(_autodiff_activity_hessian(net, z, x, y, i))
             assert float(spec.lambda_min[i]) == pytest.approx(ev[0], rel=1e-10, abs=1e-12)
             assert float(spec.lambda_max[i]) == pytest.approx(ev[-1], rel=1e-10)
 
@@ -178,16 +181,7 @@ def test_closed_form_activity_hessian_of_residual_scaled_nets_matches_autodiff(x
     v = tuple(jax.random.normal(jax.random.key(10 + i), a.shape, jnp.float64) for i, a in enumerate(z))
     hv = per_sample_flat(mlp_activity_hvp(net, z, x, y)(v))
     for i in range(3):
-        like = tuple(a[i : i + 1] for a in z)
-
-        def f(flat, i=i):
-            parts, k = [], 0
-            for a in like:
-                parts.append(flat[k : k + a.shape[1]][None])
-                k += a.shape[1]
-            return pcl.sample_energies(net, parts, x[i : i + 1], y[i : i + 1])[0]
-
-        auto = np.asarray(jax.hessian(f)(jnp.concatenate([a[0] for a in like])))
+        auto = _autodiff_activity_hessian(net, z, x, y, i)
         np.testing.assert_allclose(closed[i], auto, atol=1e-12)
         np.testing.assert_allclose(np.asarray(hv[i]), auto @ np.asarray(per_sample_flat(v)[i]), atol=1e-12)
 
