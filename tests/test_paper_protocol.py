@@ -273,3 +273,21 @@ def test_prediction_forms_compute_the_same_function_and_different_energies(act):
         assert abs(float(pcl.pc_energy(mlp, z, xm, ym)) - by_hand) > 1e-3
     with pytest.raises(ValueError, match="prediction"):
         mlp.with_prediction("W z")
+
+
+def test_fig12_start_matches_the_notebooks_other_saddle_init():
+    """The DNN notebook's "other_saddle": every layer N(0, 5e-3^2) but W_{L-1}, left at
+    nn.Linear's default kaiming_uniform_(a=sqrt(5)) = U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    (variance 1/(3 fan_in))."""
+    from pclandscape.experiments import fig5, fig12
+
+    cfg = fig12.quick_config()
+    net = fig5.initial_net(cfg, jax.random.key(0), [784, 200, 200, 200, 10], "tanh")
+    ws = [np.asarray(w) for w in pcl.weights(net)]
+    bound = 1 / np.sqrt(200)
+    w = ws[-2]
+    assert np.abs(w).max() <= bound and np.abs(w).max() > 0.99 * bound
+    assert np.var(w) == pytest.approx(1 / (3 * 200), rel=0.03)  # 40,000 draws: s.e. ~0.6 %
+    assert abs(np.mean(w)) < 4 * bound / np.sqrt(3 * w.size)
+    for other in (*ws[:-2], ws[-1]):
+        assert np.std(other) == pytest.approx(cfg.init_std, rel=0.05)

@@ -1,7 +1,8 @@
 """Fig 12: as Figs 5 and 11, but starting near another zero-rank saddle.
 
-Every weight starts near zero (std 5e-3, as in Fig 5) except W_{L-1}, drawn at the standard
-fan-in scale: the network starts next to the zero-rank critical point of Theorem 3 studied in
+Every weight starts near zero (std 5e-3, as in Fig 5) except W_{L-1}, drawn as the paper's DNN
+notebook leaves it ("other_saddle": PyTorch's default ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``,
+see ``fig5.torch_default_init``): the network starts next to the zero-rank critical point of Theorem 3 studied in
 Figs 9-10 ("all hyperparameters except the initialisation remained unchanged", §A.4). The
 claims are those of Fig 5: PC leaves the plateau far earlier than BP, and BP's gradient
 vanishes there while PC's does not.

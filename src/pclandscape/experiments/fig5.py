@@ -94,17 +94,25 @@ def progress_total(cfg) -> int:
     return mlp + cnn
 
 
+def torch_default_init(key, like):
+    """A weight shaped like ``like`` drawn as PyTorch's ``nn.Linear`` / ``nn.Conv2d`` draw their
+    own by default (``kaiming_uniform_(a=sqrt(5))``): ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``,
+    ``fan_in`` the product of all dimensions but the first. The paper's DNN notebook leaves
+    ``W_{L-1}`` at this default for its zero-rank saddle ("other_saddle": every other layer
+    gets ``N(0, 5e-3^2)``)."""
+    bound = 1.0 / np.sqrt(int(np.prod(like.shape[1:])))
+    return jax.random.uniform(key, like.shape, like.dtype, -bound, bound)
+
+
 def initial_net(cfg, key, widths_or_cnn, activation):
     """The starting network: near the origin, or near the zero-rank saddle of Fig 12."""
     if widths_or_cnn == "cnn":
         net = pcl.CNN(key, activation, channels=cfg.cnn_channels, hidden=cfg.cnn_hidden, init_std=cfg.init_std)
     else:
         net = pcl.MLP(key, widths_or_cnn, activation, init_std=cfg.init_std)
-    if cfg.init == "zero_rank":  # W_{L-1} at a standard (fan-in) scale, every other weight near 0
-        w = net.weights[-2]
-        fan_in = int(np.prod(w.shape[1:]))
-        big = jax.random.normal(jax.random.fold_in(key, 7), w.shape, w.dtype) / np.sqrt(fan_in)
-        net = net.with_weights([*net.weights[:-2], big, net.weights[-1]])
+    if cfg.init == "zero_rank":  # W_{L-1} at PyTorch's default scale, every other weight near 0
+        net = net.with_weights([*net.weights[:-2], torch_default_init(jax.random.fold_in(key, 7), net.weights[-2]),
+                                net.weights[-1]])
     return net
 
 
