@@ -331,3 +331,18 @@ def test_sigint_exits_130_every_time(tmp_path):
         _, err = p.communicate(timeout=120)
         assert p.returncode == 130, (p.returncode, err.decode()[-500:])
         assert b"interrupted" in err
+
+
+def test_an_experiment_version_changes_the_config_hash():
+    """Results computed by an experiment's old code are not resumed from: fig12 (VERSION 2)
+    hashes its config with its version; fig3 (VERSION 1, the default) hashes the config alone."""
+    import dataclasses
+    import hashlib
+
+    def plain(cfg):
+        return hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    f12, f3 = runner.make_config("fig12", quick=True), runner.make_config("fig3", quick=True)
+    assert runner.get("fig12").VERSION == 2
+    assert runner.config_hash(f12) == runner.config_hash(f12) != plain(f12)
+    assert runner.config_hash(f3) == plain(f3)

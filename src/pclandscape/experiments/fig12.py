@@ -16,6 +16,7 @@ from . import fig5
 from .base import Results
 
 NAME = "fig12"
+VERSION = 2  # 2: W_{L-1} drawn as the notebook's (PyTorch's default uniform), was N(0, 1/fan_in)
 DESCRIPTION = "Fig 12: BP vs PC escaping the zero-rank saddle 'all W near zero but W_{L-1}' (as Fig 5)"
 
 

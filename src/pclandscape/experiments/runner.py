@@ -147,7 +147,16 @@ def quick_changes(name: str, config) -> list[dict]:
 
 
 def config_hash(config) -> str:
-    blob = json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
+    """Hash of a config and of its experiment's ``VERSION`` (default 1; an experiment raises it
+    when its code changes what a config computes, so ``reproduce`` does not resume from results
+    of the old code)."""
+    import sys
+
+    fields = dataclasses.asdict(config)
+    version = getattr(sys.modules.get(type(config).__module__), "VERSION", 1)
+    if version != 1:
+        fields["__version__"] = version
+    blob = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
