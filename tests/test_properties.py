@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import pclandscape as pcl
 from pclandscape._compat import enable_x64
 
-_SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+_SETTINGS = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 
 
 @st.composite
