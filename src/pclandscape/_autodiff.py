@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array
 
-__all__ = ["FlatFunction", "flatten_fn", "dense_matrix", "hvp_product", "jit_grad"]
+__all__ = ["FlatFunction", "flatten_fn", "dense_matrix", "hvp_product", "jit_grad", "jit_value_and_grad"]
 
 
 @eqx.filter_jit
@@ -69,3 +69,9 @@ def hvp_product(args, v):
 def jit_grad(f, flat):
     """``grad f`` at ``flat``, compiled."""
     return jax.grad(f)(flat)
+
+
+@eqx.filter_jit
+def jit_value_and_grad(f, flat):
+    """``(f, grad f)`` at ``flat``, compiled."""
+    return jax.value_and_grad(f)(flat)

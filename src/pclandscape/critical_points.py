@@ -22,7 +22,7 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PyTree
 
 from ._linalg import batch_size_for
-from ._autodiff import dense_matrix, flatten_fn, jit_grad
+from ._autodiff import dense_matrix, flatten_fn, jit_grad, jit_value_and_grad
 from .curvature import HessianOperator, hessian_operator, lanczos
 
 __all__ = ["CriticalPoint", "CriticalPointSearch", "classify_critical_point", "directional_derivatives", "find_critical_point"]
@@ -224,11 +224,6 @@ def _descent_order(derivs: np.ndarray, start: int, tol: float) -> tuple[int | No
     return None, 0.0
 
 
-@eqx.filter_jit
-def _value_and_grad(f, flat):
-    return jax.value_and_grad(f)(flat)
-
-
 def _check_finite(flat, value, grad) -> None:
     """A point with NaN/inf parameters, objective or gradient has no kind: say which is bad."""
     bad = [name for name, ok in (("parameters", bool(jnp.all(jnp.isfinite(flat)))),
@@ -314,7 +309,7 @@ def classify_critical_point(
     eig_tol = eig_tol if eig_tol is not None else tol
     key = jax.random.key(0) if key is None else key
 
-    value, grad = _value_and_grad(f, flat)
+    value, grad = jit_value_and_grad(f, flat)
     grad = np.asarray(grad)
     grad_norm = float(np.linalg.norm(grad))
     _check_finite(flat, value, grad)

@@ -777,9 +777,12 @@ def infer_compiled(net, x, y, solver, init):
 
 
 @eqx.filter_jit
-def _start_energy(net, x, y, init):
+def _infer_from(net, x, y, solver, init):
+    """``(Equilibrium, energy at the starting activities)`` in one compiled call: what
+    :func:`infer` needs to tell a diverging inference (the energy rose) from a slow one."""
     z0 = net.feedforward(x)[:-1] if init is None else tuple(init)
-    return pc_energy(net, z0, x, y)
+    eq = infer_with_state(net, x, y, solver, z0, solver.init_state())[0]
+    return eq, pc_energy(net, z0, x, y)
 
 
 def _is_traced(*trees) -> bool:
@@ -820,8 +823,7 @@ def infer(
     solver = resolve_solver(net, y, solver)
     if init is not None:
         init = check_activities(net, init, x)
-    eq = infer_compiled(net, x, y, solver, init)
-    start = _start_energy(net, x, y, init)
+    eq, start = _infer_from(net, x, y, solver, init)
     if _is_traced(eq):
         energy = eqx.error_if(
             eq.energy,

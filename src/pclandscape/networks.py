@@ -158,8 +158,9 @@ class Parameterisation(eqx.Module):
             a[-1] = a[-1] / self.gamma
         return tuple(float(v) for v in a)
 
-    def _base(self, widths, residual):
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _base(self, widths, residual) -> list[float]:
+        """The factors before ``gamma``."""
 
 
 class SP(Parameterisation):
@@ -438,7 +439,7 @@ class MLP(PCNetwork):
         out = h @ self.weights[layer - 1].T
         if self.biases is not None:
             out = out + self.biases[layer - 1]
-        a = self.scalings[layer - 1] if self.scalings else 1.0
+        a = self.scalings[layer - 1]
         if a != 1.0:
             out = a * out
         if after and layer < self.n_layers:
@@ -450,7 +451,7 @@ class MLP(PCNetwork):
     def scaled_weights(self) -> tuple[Array, ...]:
         """``(a_1 W_1, ..., a_L W_L)``: the weights with the parameterisation's factors applied
         (the raw ``W_l`` for :class:`SP`)."""
-        if not self.scalings or all(a == 1.0 for a in self.scalings):
+        if all(a == 1.0 for a in self.scalings):
             return tuple(self.weights)
         return tuple(a * w for a, w in zip(self.scalings, self.weights))
 
@@ -463,13 +464,13 @@ class MLP(PCNetwork):
             raise ValueError("linear_maps() is defined for linear MLPs (activation='linear') only.")
         maps = []
         for layer, w in enumerate(self.weights, start=1):
-            m = self.scalings[layer - 1] * w if self.scalings else w
+            m = self.scalings[layer - 1] * w
             if self.has_skip(layer):
                 m = m + jnp.eye(w.shape[0], dtype=w.dtype)
             maps.append(m)
         offsets = None
         if self.biases is not None:
-            offsets = tuple((self.scalings[i] if self.scalings else 1.0) * b for i, b in enumerate(self.biases))
+            offsets = tuple(a * b for a, b in zip(self.scalings, self.biases))
         return tuple(maps), offsets
 
 
