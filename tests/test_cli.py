@@ -309,6 +309,40 @@ def test_a_second_run_into_the_same_folder_is_refused(capsys, tmp_path):
     assert _main(capsys, "run", "fig3", "--out", str(out), *FIG3)[0] == 0  # released
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_an_interrupt_swallowed_by_a_gc_callback_is_raised_again(monkeypatch):
+    """CI saw SIGINT land in JAX's ``_xla_gc_callback``: Python printed "Exception ignored",
+    dropped the KeyboardInterrupt, and the run finished with exit 0. The request is recorded
+    by the handler, raised again at the next progress tick, and the entry exits with 130."""
+    import gc
+
+    from pclandscape import _interrupt
+    from pclandscape._progress import Progress
+
+    class _Swallower:  # a finaliser that takes the signal, as a gc callback does
+        def __del__(self):
+            _interrupt.handler(2, None)
+
+    monkeypatch.setattr(_interrupt, "_requested", False)
+    _Swallower()
+    gc.collect()  # the KeyboardInterrupt raised in __del__ is dropped by Python
+    assert _interrupt.requested()
+    bar = Progress(10, enabled=False)
+    with pytest.raises(KeyboardInterrupt):
+        bar.update(1)
+    assert bar.n == 0
+
+    exits = []
+    monkeypatch.setattr(cli, "main", lambda argv=None: 0)  # the run went on to the end
+    monkeypatch.setattr(cli.os, "_exit", lambda rc: exits.append(rc))
+    import signal
+
+    monkeypatch.setattr(signal, "signal", lambda *a: None)  # leave pytest's own handlers alone
+    with pytest.raises(SystemExit):  # os._exit is stubbed, so the entry falls through to sys.exit
+        cli.entry()
+    assert exits == [130]
+
+
 def test_sigint_exits_130_every_time(tmp_path):
     """Case 14: 3 of 28 interrupts segfaulted in jaxlib's teardown (exit -11). The console
     entry leaves through os._exit(130) after flushing. Each try interrupts a real experiment

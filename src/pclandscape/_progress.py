@@ -6,6 +6,8 @@ import os
 import sys
 import time
 
+from . import _interrupt
+
 
 def progress_enabled(progress: bool | None) -> bool:
     """Resolve ``progress=None`` to: on when stderr is a terminal and ``PCLANDSCAPE_PROGRESS`` != 0."""
@@ -36,6 +38,7 @@ class Progress:
         self.postfix = ""
 
     def update(self, n: int = 1, **postfix) -> None:
+        _interrupt.raise_if_requested()
         self.n += n
         if postfix:
             self.postfix = " ".join(f"{k}={_fmt(v)}" for k, v in postfix.items())

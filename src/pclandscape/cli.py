@@ -312,14 +312,22 @@ def entry() -> None:
     """The console script: ``main()``, then exit. After an interrupt (Ctrl-C, or SIGTERM,
     which is turned into one so that cleanups run) it flushes and leaves with status 130
     through ``os._exit``: the interpreter's teardown of JAX's runtime, half way through
-    interrupted work, can crash (a segfault instead of 130)."""
+    interrupted work, can crash (a segfault instead of 130). An interrupt that Python
+    swallowed (delivered inside a garbage-collection callback) is raised again at the next
+    progress tick, and still ends the process with 130."""
     import signal
 
-    def _term(signum, frame):
-        raise KeyboardInterrupt
+    from . import _interrupt
 
-    signal.signal(signal.SIGTERM, _term)
-    rc = main()
+    signal.signal(signal.SIGINT, _interrupt.handler)
+    signal.signal(signal.SIGTERM, _interrupt.handler)
+    try:
+        rc = main()
+    except KeyboardInterrupt:  # raised again after main's own handler, e.g. during its cleanup
+        rc = 130
+    if _interrupt.requested() and rc != 130:
+        print("pclandscape: interrupted (finished experiments are kept; rerun to resume)", file=sys.stderr)
+        rc = 130
     if rc == 130:
         sys.stdout.flush()
         sys.stderr.flush()
