@@ -20,7 +20,6 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("PCLANDSCAPE_DATA", raising=False)
-    monkeypatch.delenv("PCLANDSCAPE_NO_FALLBACK", raising=False)
     monkeypatch.setenv("PCLANDSCAPE_DOWNLOAD", "0")
     monkeypatch.setenv("PCLANDSCAPE_VERIFY_DATA", "0")  # tiny stand-ins: no published sums (tested below)
     monkeypatch.setattr(D, "_DEBIAN_FASHION", tmp_path / "no-debian-package")
@@ -114,12 +113,21 @@ def test_missing_data_lists_the_files_and_where(isolated):
         pcl.data.cifar10(isolated / "nowhere", download=False)
 
 
-def test_fallback_is_recorded_and_can_be_switched_off(isolated, monkeypatch):
+def test_fallback_is_recorded_and_can_be_switched_off(isolated):
+    """A fallback is named in the data set's note and in the results; an experiment config with
+    ``data_fallback=False`` (the CLI's --no-fallback) turns a missing data set into the error."""
+    from types import SimpleNamespace
+
+    from pclandscape.experiments.base import Results, load_data
+
     ds = pcl.data.load("mnist", isolated / "nowhere", fallback=("toy",), download=False, seed=3, n_train=5, n_test=2)
     assert ds.name == "toy" and "mnist is not available" in ds.note
-    monkeypatch.setenv("PCLANDSCAPE_NO_FALLBACK", "1")
-    with pytest.raises(pcl.data.DataNotFoundError):
-        pcl.data.load("mnist", isolated / "nowhere", fallback=("toy",), download=False)
+    res = Results("t", None)
+    on = SimpleNamespace(data_dir=str(isolated / "nowhere"), data_fallback=True)
+    assert load_data(res, "mnist", on, fallback=("toy",), seed=3, n_train=5, n_test=2).name == "toy"
+    assert res.data and "mnist is not available" in res.data[0]
+    with pytest.raises(pcl.data.DataNotFoundError, match="mnist not found"):
+        load_data(res, "mnist", SimpleNamespace(**{**vars(on), "data_fallback": False}), fallback=("toy",))
     with pytest.raises(ValueError, match="unknown data set 'imagenet'"):
         pcl.data.load("imagenet")
 
@@ -378,4 +386,14 @@ def test_download_has_an_overall_deadline_and_leaves_no_part_file(isolated, monk
         server.shutdown()
     assert not ok and elapsed < 5 and not dest.exists()
     assert list(dest.parent.iterdir()) == []
-    monkeypatch.setattr(D, "_NETWORK_FAILED", False)
+
+
+def test_a_failed_download_is_not_retried_for_the_fallbacks(isolated, monkeypatch):
+    """No network: MNIST's download fails (every mirror of its first file is tried once), the
+    error says so, and the Fashion-MNIST fallback of the same call does not wait on the network."""
+    calls = []
+    monkeypatch.setattr(D, "_fetch", lambda urls, dest, check: calls.append(dest.name) or False)
+    with pytest.raises(pcl.data.DataNotFoundError, match="not possible \\(no network\\)") as e:
+        pcl.data.load("mnist", isolated / "nowhere", fallback=("fashion_mnist",), download=True)
+    assert calls == ["train-images-idx3-ubyte.gz"]
+    assert "fashion_mnist not found" in str(e.value) and "switched off" in str(e.value)

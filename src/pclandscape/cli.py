@@ -105,9 +105,10 @@ def _config(name: str, args):
     except ValueError as e:
         raise UsageError(str(e)) from None
     fields = {f.name for f in dataclasses.fields(cfg)}
-    if getattr(args, "data_dir", None):
-        if "data_dir" in fields:
-            cfg = dataclasses.replace(cfg, data_dir=str(args.data_dir))
+    if getattr(args, "data_dir", None) and "data_dir" in fields:
+        cfg = dataclasses.replace(cfg, data_dir=str(args.data_dir))
+    if getattr(args, "no_fallback", False) and "data_fallback" in fields:
+        cfg = dataclasses.replace(cfg, data_fallback=False)
     return cfg
 
 
@@ -123,11 +124,6 @@ def _data_errors():
     from .errors import DataNotFoundError, DivergenceError, NotAtEquilibriumError
 
     return DataNotFoundError, DivergenceError, NotAtEquilibriumError
-
-
-def _setup_data(args) -> None:
-    if getattr(args, "no_fallback", False):
-        os.environ["PCLANDSCAPE_NO_FALLBACK"] = "1"
 
 
 def _run_one(name: str, cfg, out: str, quick: bool) -> dict:
@@ -171,7 +167,6 @@ def _claim_output(out: str, names):
 def _cmd_run(args) -> int:
     from .experiments.report import summary_rows, write_report
 
-    _setup_data(args)
     cfg = _config(args.name, args)
     with _claim_output(args.out, [args.name]):
         payload = _run_one(args.name, cfg, args.out, args.quick)
@@ -192,7 +187,6 @@ def _cmd_reproduce(args) -> int:
     from .experiments import runner
     from .experiments.report import summary_rows, write_report, collect
 
-    _setup_data(args)
     names = list(runner.EXPERIMENTS)
     if args.only:
         names = [n.strip() for n in args.only.split(",") if n.strip()]
@@ -292,7 +286,6 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    saved = os.environ.get("PCLANDSCAPE_NO_FALLBACK")
     try:
         return args.func(args)
     except UsageError as e:
@@ -301,11 +294,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pclandscape: interrupted (finished experiments are kept; rerun to resume)", file=sys.stderr)
         return 130
-    finally:  # main() may be called in-process (tests, notebooks): leave the environment as found
-        if saved is None:
-            os.environ.pop("PCLANDSCAPE_NO_FALLBACK", None)
-        else:
-            os.environ["PCLANDSCAPE_NO_FALLBACK"] = saved
 
 
 def entry() -> None:

@@ -273,13 +273,10 @@ def _validate_images(name: str, images: np.ndarray, labels: np.ndarray, where: s
                         f"{fix}.")
 
 
-_NETWORK_FAILED = False
-
-
 def _download_enabled(download: bool | None) -> bool:
     if download is not None:
         return download
-    return os.environ.get("PCLANDSCAPE_DOWNLOAD", "1") != "0" and not _NETWORK_FAILED
+    return os.environ.get("PCLANDSCAPE_DOWNLOAD", "1") != "0"
 
 
 _DOWNLOAD_DEADLINE_S = 1800.0
@@ -311,7 +308,6 @@ def _fetch(urls, dest: Path, check) -> bool:
     1800) besides the per-read socket timeout; the temporary ``.part`` file is removed on any
     failure or interrupt, and ``.part`` files left by a killed earlier run are removed first.
     """
-    global _NETWORK_FAILED
     dest.parent.mkdir(parents=True, exist_ok=True)
     for stale in dest.parent.glob(f".{dest.name}.*.part"):
         try:
@@ -334,7 +330,6 @@ def _fetch(urls, dest: Path, check) -> bool:
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
-    _NETWORK_FAILED = True
     return False
 
 
@@ -349,15 +344,18 @@ def _download_dir(data_dir) -> Path:
     return Path.home() / ".cache" / "pclandscape"
 
 
-def _missing(name: str, data_dir, files: list[str]) -> DataNotFoundError:
+def _missing(name: str, data_dir, files: list[str], download_failed: bool) -> DataNotFoundError:
+    """The error for a data set found nowhere; ``download_failed``: a download was tried and
+    failed (no network, or every mirror refused), as opposed to switched off."""
     first = search_dirs(data_dir)[0]
     searched = [str(p) for p in _candidates(name, data_dir)]
     err = DataNotFoundError(
         f"{name} not found: place {', '.join(files)} in {first} (or pass --data-dir DIR / set "
         f"PCLANDSCAPE_DATA; searched: {', '.join(searched[:4])}{' ...' if len(searched) > 4 else ''}); "
-        f"downloading was {'not possible (no network)' if _NETWORK_FAILED else 'switched off'}."
+        f"downloading was {'not possible (no network)' if download_failed else 'switched off'}."
     )
     err.searched = searched
+    err.download_failed = download_failed
     return err
 
 
@@ -394,7 +392,7 @@ def _load_idx_set(name: str, data_dir, download, mirrors, checksum, verify, sums
             arrays = tuple(read_idx(f) for f in files)
             _validate_idx(name, arrays, files, counts=True)
             return arrays, f"downloaded to {dest}", ""
-    raise _missing(name, data_dir, ["{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz"])
+    raise _missing(name, data_dir, ["{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz"], _download_enabled(download))
 
 
 def _validate_idx(name, arrays, files, counts: bool) -> None:
@@ -544,7 +542,8 @@ def cifar10(data_dir=None, *, flatten: bool = False, download: bool | None = Non
             _extract(tar, dest)
             folder, source = dest / "cifar-10-batches-py", f"downloaded to {dest}"
     if folder is None:
-        raise _missing("cifar10", data_dir, ["cifar-10-batches-py/{data_batch_1..5,test_batch} (or cifar-10-python.tar.gz)"])
+        raise _missing("cifar10", data_dir, ["cifar-10-batches-py/{data_batch_1..5,test_batch} (or cifar-10-python.tar.gz)"],
+                       _download_enabled(download))
     if _verify_enabled(verify):
         for n in names:
             _check_sum(folder / n, _CIFAR_MD5[n], kind="md5")
@@ -686,13 +685,11 @@ def load(name: str, data_dir=None, *, fallback: tuple[str, ...] = (), download: 
     """Load a data set by name, trying ``fallback`` names in turn when it is not available.
 
     ``name`` is one of :data:`NAMES`. When a fallback is used, ``Dataset.note`` says so.
-    The environment variable ``PCLANDSCAPE_NO_FALLBACK=1`` switches fallbacks off.
+    Once a download failed (no network), the fallbacks of this call are not downloaded.
     ``verify`` is passed to the image loaders (see :func:`mnist`).
     Raises :class:`DataNotFoundError` (listing the files to place) when none is available,
     :class:`DataError` when a file found is corrupt or not what its name says.
     """
-    if os.environ.get("PCLANDSCAPE_NO_FALLBACK", "") == "1":  # set by the CLI's --no-fallback
-        fallback = ()
     errors = []
     for i, n in enumerate((name, *fallback)):
         if n not in NAMES:
@@ -709,6 +706,8 @@ def load(name: str, data_dir=None, *, fallback: tuple[str, ...] = (), download: 
                 ds = matrix_completion(**{k: v for k, v in kwargs.items() if k in ("seed", "n", "rank", "masked")})
         except DataNotFoundError as e:
             errors.append(e)
+            if getattr(e, "download_failed", False):
+                download = False  # the network is down: do not wait on it for every fallback
             continue
         if i > 0:
             ds.note = f"{name} is not available on this machine; used {n} instead. {ds.note}".strip()

@@ -178,9 +178,10 @@ def data_label(requested: str, ds) -> str:
     return requested if ds.name == requested else f"{ds.name}-for-{requested}"
 
 
-def load_data(results: Results, name: str, data_dir, fallback=(), **kw):
-    """``pcl.data.load`` that records which data set was used (and any fallback) in ``results``."""
-    ds = pcl.data.load(name, data_dir, fallback=fallback, **kw)
+def load_data(results: Results, name: str, config, fallback=(), **kw):
+    """``pcl.data.load`` from ``config.data_dir`` that records which data set was used (and any
+    fallback) in ``results``; ``fallback`` is tried only where ``config.data_fallback`` is true."""
+    ds = pcl.data.load(name, config.data_dir, fallback=fallback if config.data_fallback else (), **kw)
     results.use_data(ds)
     return ds
 

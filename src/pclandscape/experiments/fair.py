@@ -71,6 +71,7 @@ class Config:
     pc_tol: float = 1e-5  # Newton's residual for nonlinear nets
     n_boot: int = 10_000
     data_dir: str | None = None
+    data_fallback: bool = True  # False: a missing data set is an error (CLI --no-fallback)
 
 
 def quick_config() -> Config:
@@ -156,7 +157,7 @@ def run(cfg: Config, progress=None) -> Results:
     if len(cfg.lrs) < 2:
         raise ValueError("fair: lrs must hold a grid of learning rates (at least 2).")
     res = Results(NAME, cfg)
-    ds = load_data(res, cfg.dataset, cfg.data_dir, fallback=_FALLBACK.get(cfg.dataset, ()))
+    ds = load_data(res, cfg.dataset, cfg, fallback=_FALLBACK.get(cfg.dataset, ()))
     x, y = ds.x_train, ds.y_train
     n_lr, n_seed = len(cfg.lrs), len(cfg.seeds)
     member_lr = np.repeat(np.asarray(cfg.lrs, np.float64), n_seed)

@@ -40,6 +40,7 @@ class Config:
     error_norm: str = "max"  # PID error norm (max: every activity within tolerance; see pcl.Heun)
     rel_gap: float = 1e-3  # claim: |F - F*| / F* at every step
     data_dir: str | None = None
+    data_fallback: bool = True  # False: a missing data set is an error (CLI --no-fallback)
 
 
 def quick_config() -> Config:
@@ -60,7 +61,7 @@ def run(cfg: Config, progress=None) -> Results:
     solver = pcl.Heun(t1=cfg.t1, rtol=cfg.rtol, atol=cfg.atol, tol=cfg.stop_tol, error_norm=cfg.error_norm)
     worst, exact_err, residual = {}, {}, {}
     for dname in cfg.datasets:
-        ds = load_data(res, dname, cfg.data_dir, fallback=_FALLBACK.get(dname, ()), flatten=True)
+        ds = load_data(res, dname, cfg, fallback=_FALLBACK.get(dname, ()), flatten=True)
         x_all, y_all = jnp.asarray(ds.x_train.reshape(len(ds.x_train), -1)), jnp.asarray(ds.y_train)
         label = res.series.setdefault("labels", {})[dname] = data_label(dname, ds)
         for seed in cfg.seeds:

@@ -38,6 +38,7 @@ class Config:
     tol: float = 1e-10
     lanczos_rtol: float = 1e-6
     data_dir: str | None = None
+    data_fallback: bool = True  # False: a missing data set is an error (CLI --no-fallback)
 
 
 def quick_config() -> Config:
@@ -69,8 +70,8 @@ def run(cfg: Config, progress=None) -> Results:
     worst_l, worst_f, strict, flat, lam_match = 0.0, 0.0, {}, {}, {}
     with enable_x64(True):
         datasets = {
-            "mnist": load_data(res, "mnist", cfg.data_dir, fallback=("fashion_mnist", "mnist1d")),
-            "mnist1d": load_data(res, "mnist1d", cfg.data_dir),
+            "mnist": load_data(res, "mnist", cfg, fallback=("fashion_mnist", "mnist1d")),
+            "mnist1d": load_data(res, "mnist1d", cfg),
         }
         for dname, ds in datasets.items():
             label = data_label(dname, ds)

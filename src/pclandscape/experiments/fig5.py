@@ -72,6 +72,7 @@ class Config:
     hessian_check: bool = True  # beyond the paper: lambda_min of implicit H_F* at the origin (tanh)
     hessian_batch: int = 64
     data_dir: str | None = None
+    data_fallback: bool = True  # False: a missing data set is an error (CLI --no-fallback)
 
 
 def quick_config() -> Config:
@@ -156,7 +157,7 @@ def run(cfg: Config, progress=None) -> Results:
     runs = {}
     lam = {}
     for dname in cfg.datasets:
-        ds = load_data(res, dname, cfg.data_dir, fallback=_FALLBACK.get(dname, ()))
+        ds = load_data(res, dname, cfg, fallback=_FALLBACK.get(dname, ()))
         x, y = ds.x_train, ds.y_train
         widths = [x.shape[1]] + [cfg.width] * (cfg.n_layers - 1) + [y.shape[1]]
         for act in cfg.activations:
@@ -173,7 +174,7 @@ def run(cfg: Config, progress=None) -> Results:
                         progress.update(1)
     if cfg.cnn:
         try:
-            ds = pcl.data.load("cifar10", cfg.data_dir, fallback=("fashion_mnist", "mnist"))
+            ds = pcl.data.load("cifar10", cfg.data_dir, fallback=("fashion_mnist", "mnist") if cfg.data_fallback else ())
             if ds.name != "cifar10":
                 ds = pcl.data.as_images(pcl.data.load(ds.name, cfg.data_dir, flatten=True))
                 ds.note = f"cifar10 is not available on this machine; used {ds.name} (28x28 padded to 32x32, 3 channels)"

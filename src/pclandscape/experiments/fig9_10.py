@@ -37,6 +37,7 @@ class Config:
     dense_max: int = 4096  # dense eigendecomposition up to this p, Lanczos above
     tol: float = 1e-10
     data_dir: str | None = None
+    data_fallback: bool = True  # False: a missing data set is an error (CLI --no-fallback)
 
 
 def quick_config() -> Config:
@@ -59,7 +60,7 @@ def _problems(cfg, res, seed):
                 yield f"toy_{variant}", ds.x_train, ds.y_train, lambda h: cfg.toy_width
         else:
             fallback = ("fashion_mnist", "mnist1d") if dname == "mnist" else ()
-            ds = load_data(res, dname, cfg.data_dir, fallback=fallback)
+            ds = load_data(res, dname, cfg, fallback=fallback)
             idx = np.random.default_rng(seed).permutation(len(ds.x_train))[: cfg.batch]
             widths = cfg.mnist_widths if dname == "mnist" else cfg.mnist1d_widths
             yield data_label(dname, ds), ds.x_train[idx], ds.y_train[idx], (lambda h, w=widths: w[h - 1])

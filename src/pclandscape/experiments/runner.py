@@ -140,7 +140,7 @@ def quick_changes(name: str, config) -> list[dict]:
     out = []
     for f in dataclasses.fields(config):
         a, b = getattr(default, f.name), getattr(config, f.name)
-        if a != b and f.name != "data_dir":  # where the files are is not a setting
+        if a != b and f.name not in ("data_dir", "data_fallback"):  # where the files are is not a setting
             kind = "size" if set(f.name.split("_")) & _SIZE_TOKENS or f.name == "seeds" else "deviation"
             out.append({"field": f.name, "default": a, "value": b, "kind": kind})
     return out
@@ -153,6 +153,8 @@ def config_hash(config) -> str:
     import sys
 
     fields = dataclasses.asdict(config)
+    if fields.get("data_fallback") is True:  # the default, as before the field existed: old results resume
+        del fields["data_fallback"]
     version = getattr(sys.modules.get(type(config).__module__), "VERSION", 1)
     if version != 1:
         fields["__version__"] = version
