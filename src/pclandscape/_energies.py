@@ -3,10 +3,14 @@ Hessians and Hessians of ``F*``."""
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
-__all__ = ["sq_norm_per_sample", "output_error", "per_sample_energies"]
+from ._linalg import per_sample_dot
+
+__all__ = ["sq_norm_per_sample", "output_error", "per_sample_energies", "activity_grad", "per_sample_norm",
+           "energies_and_grads"]
 
 
 def sq_norm_per_sample(e: Array) -> Array:
@@ -29,3 +33,23 @@ def per_sample_energies(net, activities, x: Array, y: Array) -> Array:
     precision = net.output_precision
     total = total + (out if precision == 1.0 else precision * out)  # the output term's precision
     return 0.5 * total
+
+
+def activity_grad(net, activities, x: Array, y: Array) -> tuple[Array, ...]:
+    """Per-sample activity gradients ``dF_i/dz_{l,i}`` for every hidden layer ``l``.
+
+    Same shapes as ``activities``. This is ``N`` times the gradient of the batch-mean
+    energy of Eq 2.
+    """
+    return jax.grad(lambda z: jnp.sum(per_sample_energies(net, z, x, y)))(tuple(activities))
+
+
+def per_sample_norm(grads) -> Array:
+    """``(N,)`` norms ``||dF_i/dz_i||`` over all hidden layers of each sample."""
+    return jnp.sqrt(per_sample_dot(grads, grads))
+
+
+def energies_and_grads(net, z, x, y):
+    """Per-sample energies ``F_i`` ``(N,)`` and activity gradients ``dF_i/dz_i`` in one pass."""
+    e, vjp = jax.vjp(lambda zz: per_sample_energies(net, zz, x, y), z)
+    return e, vjp(jnp.ones_like(e))[0]

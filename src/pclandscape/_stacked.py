@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
-from .networks import MLP, PCNetwork, is_standard_mlp
+from .networks import PCNetwork, is_standard_mlp
 from .objectives import output_error
 
 

@@ -54,7 +54,8 @@ from .curvature import HessianOperator
 from .errors import DivergenceError, NotAtEquilibriumError
 from .kinks import activities_on_kinks
 from ._divergence import divergence_message
-from .inference import AbstractSolver, Euler, infer, infer_compiled, resolve_solver
+from .inference import AbstractSolver, Euler, infer
+from .inference._infer import infer_compiled, resolve_solver
 from .networks import MLP, PCNetwork, is_standard_mlp
 from ._energies import per_sample_energies
 from .objectives import mse_loss, pc_energy

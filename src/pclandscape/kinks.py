@@ -27,8 +27,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._subgradients import descent_pieces, one_sided_derivatives
-from .networks import ACTIVATIONS, MLP, PCNetwork, has_block_closed_form
+from ._energies import activity_grad
+from ._subgradients import one_sided_derivatives
+from .networks import ACTIVATIONS, PCNetwork, has_block_closed_form
 from .objectives import check_activities
 
 __all__ = ["KINKS", "kink_slopes", "stationarity_residual", "activities_on_kinks"]
@@ -83,8 +84,6 @@ def stationarity_residual(
     activities = check_activities(net, activities, x)
     slopes = kink_slopes(net)
     if slopes is None or not activities:
-        from .inference import activity_grad
-
         return activity_grad(net, activities, x, y)
     dminus, dplus, _ = one_sided_derivatives(net, activities, x, y, slopes)
     return _min_norm(activities, dminus, dplus)

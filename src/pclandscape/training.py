@@ -38,7 +38,8 @@ from ._checks import positive_int
 from ._io import atomic_write, jsonable
 from ._divergence import divergence_hint, diverging, solver_label
 from .errors import DivergenceError
-from .inference import AbstractSolver, Euler, default_solver, infer_with_state, resolve_solver
+from .inference import AbstractSolver, Euler, default_solver
+from .inference._infer import infer_with_state, resolve_solver
 from .networks import PCNetwork
 from .objectives import mse_loss, output_error, pc_energy
 

@@ -1,0 +1,217 @@
+"""Damped Newton on the activities (truncated CG or block elimination), with the active-set
+iteration for ReLU MLPs."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._checks import nonnegative_int, positive_int, positive_number
+from .._energies import activity_grad, energies_and_grads, per_sample_norm
+from .._linalg import per_row, per_sample_cg, per_sample_dot
+from .._subgradients import descent_pieces, one_sided_derivatives
+from ..kinks import kink_slopes
+from ..networks import has_block_closed_form
+from ._base import AbstractSolver
+
+__all__ = ["Newton"]
+
+
+class Newton(AbstractSolver):
+    """Damped Newton on the activities of each sample.
+
+    Each iteration solves the Newton system of every sample's activity Hessian
+    ``d^2 F_i / dz_i^2`` (by conjugate gradients on Hessian-vector products, the default, or
+    by block elimination of its closed-form block-tridiagonal matrix, see *Linear solves*) and
+    steps along ``d_i = -(d^2 F_i/dz_i^2)^{-1} dF_i/dz_i`` with a per-sample Armijo backtracking line
+    search (``F_i(z + a d) <= F_i(z) + c a <dF_i/dz, d>``, ``a = 1, 1/2, 1/4, ...``; once the
+    decrease is below the floating-point resolution of ``F_i``, a step is accepted when it
+    lowers the residual ``||dF_i/dz_i||`` instead).
+
+    **Safeguards.** Away from the equilibrium of a nonlinear net the Hessian may be
+    indefinite (the ``f''`` term); where the Newton direction is not a descent direction (or
+    not finite), or the sample's previous line search failed, that sample falls back to the
+    gradient direction ``-dt dF_i/dz_i`` with the same line search, so the energy of every
+    sample never rises. Near an equilibrium with a
+    positive-definite Hessian the iteration converges quadratically, so the number of
+    iterations to ``tol`` does not grow with depth (each iteration costs more with depth and
+    width). Samples whose residual ``||dF_i/dz_i||`` is already ``<= tol`` are frozen; the loop
+    stops when every sample has converged or after ``max_steps`` iterations, and
+    :func:`infer` reports the residual either way.
+
+    For linear nets one exact Newton step from any point lands on the equilibrium
+    (``ExactLinear`` does the same solve with the factorisation shared by the batch).
+
+    **ReLU MLPs** (piecewise-quadratic energy, :mod:`pclandscape.kinks`) get an active-set
+    iteration instead: exact Newton steps within one quadratic piece, activities stopped at
+    the kink they would cross, held there while the energy is V-shaped along them and
+    released to the side that descends otherwise. It ends on a local minimum of every
+    ``F_i`` whose min-norm subgradient is ``<= tol`` -- typically with many activities
+    exactly at 0, where gradient flow only chatters and never meets the tolerance.
+
+    **Linear solves.** ``linear_solve="block"`` factorises each sample's Hessian exactly
+    (``O(H n^3)`` per sample and iteration: cheap for narrow nets, dominant for wide ones);
+    ``"cg"`` is a truncated (Hessian-free) Newton method: per-sample conjugate gradients on
+    Hessian-vector products (each costs about two Euler steps), to the relative residual
+    ``min(0.5, sqrt(||dF_i/dz_i||))`` (superlinear convergence), at most ``cg_max_steps``
+    products, stopping at negative curvature. CG needs ``~sqrt(kappa)`` products where gradient
+    flow needs ``~kappa`` steps (``kappa`` the condition number of the activity Hessian), and
+    works for any network (the CNN too).
+
+    Args:
+        tol: stopping residual ``max_i ||dF_i/dz_i||``.
+        max_steps: maximum Newton iterations.
+        linear_solve: ``"cg"`` (the default: fastest in ``benchmarks/inference.py`` for every
+            nonlinear net measured) or ``"block"`` (MLPs).
+        cg_max_steps: Hessian-vector products per CG solve (``"cg"`` only).
+        max_backtracks: line-search halvings per iteration.
+        fallback_dt: step of the gradient fallback before backtracking.
+    """
+
+    tol: float = 1e-5
+    max_steps: int = eqx.field(default=30, static=True)
+    linear_solve: str = eqx.field(default="cg", static=True)
+    cg_max_steps: int = eqx.field(default=100, static=True)
+    max_backtracks: int = eqx.field(default=12, static=True)
+    fallback_dt: float = 1.0
+
+    def __check_init__(self):
+        positive_number("Newton", "tol", self.tol)
+        positive_number("Newton", "fallback_dt", self.fallback_dt)
+        positive_int("Newton", "max_steps", self.max_steps)
+        positive_int("Newton", "cg_max_steps", self.cg_max_steps)
+        nonnegative_int("Newton", "max_backtracks", self.max_backtracks)
+        if self.linear_solve not in ("block", "cg"):
+            raise ValueError(f"Newton(linear_solve={self.linear_solve!r}): use 'block' or 'cg'.")
+
+    def check(self, net):
+        if self.linear_solve == "block" and not has_block_closed_form(net):
+            raise ValueError(
+                f"Newton(linear_solve='block') needs an MLP (its activity Hessian is built in closed "
+                f"form), not a {type(net).__name__}; use Newton(linear_solve='cg'), pcl.Heun() or pcl.Euler()."
+            )
+
+    def solve(self, net, x, y, z0):
+        z0 = tuple(z0)
+        if not z0:
+            return z0, jnp.asarray(0, jnp.int32)
+        slopes = kink_slopes(net)
+        pieces = self._smooth(net, x, y) if slopes is None else self._kinked(net, x, y, slopes)
+        return self._iterate(*pieces, z0)
+
+    def _newton_direction(self, hvp, rhs, gnorm):
+        """Truncated CG on ``hvp`` to the relative residual ``min(0.5, sqrt(||g_i||))``."""
+        return per_sample_cg(hvp, rhs, jnp.minimum(0.5, jnp.sqrt(gnorm)), self.cg_max_steps)
+
+    def _smooth(self, net, x, y):
+        """``(evaluate, direction, project)`` for a smooth energy: the gradient, the Newton
+        direction of the activity Hessian, and the plain step ``z + a d``."""
+        from ..activity_hessian import factor_activity_hessian, mlp_activity_hvp
+
+        def evaluate(z):
+            e, g = energies_and_grads(net, z, x, y)
+            return e, None, g, per_sample_norm(g)
+
+        def direction(z, _, g, gnorm):
+            rhs = tuple(-a for a in g)
+            if self.linear_solve == "block":
+                return factor_activity_hessian(net, z, x, y).solve(rhs)
+            if has_block_closed_form(net):  # closed form: two matrix products per layer
+                hvp = mlp_activity_hvp(net, z, x, y)
+            else:
+                hvp = lambda t: jax.jvp(lambda zz: activity_grad(net, zz, x, y), (z,), (t,))[1]  # noqa: E731
+            return self._newton_direction(hvp, rhs, gnorm)
+
+        def project(z, d, alpha, _):
+            return tuple(a + per_row(alpha, a) * b for a, b in zip(z, d))
+
+        return evaluate, direction, project
+
+    def _kinked(self, net, x, y, slopes):
+        """``(evaluate, direction, project)`` of the active-set iteration for a piecewise-
+        quadratic energy (ReLU MLPs, :mod:`pclandscape.kinks`).
+
+        Per activity, the quadratic piece a step lives in: the sign of ``z`` off the kink; on
+        the kink (``z = 0`` exactly) the side whose one-sided derivative descends, or none
+        (held at 0) where the energy is V-shaped there (``D^- <= 0 <= D^+``). The direction is
+        the Newton step on that face of the piece (exact: ``F_i`` is quadratic there, with
+        ``f'' = 0``), and a step is projected back onto the piece -- an activity that would
+        cross 0 stops at 0. The residual is the gradient on the chosen pieces, which bounds
+        the min-norm subgradient (:func:`pclandscape.kinks.stationarity_residual`) from above
+        and is not zero on a Lambda-shaped kink, so the iteration does not stop there.
+        """
+        from ..activity_hessian import factor_activity_hessian, mlp_activity_hvp
+
+        left, right = slopes
+
+        def evaluate(z):
+            dm, dp, e = one_sided_derivatives(net, z, x, y, slopes)
+            side, held, geff = descent_pieces(z, dm, dp)
+            return e, (side, held), geff, per_sample_norm(geff)
+
+        def direction(z, aux, g, gnorm):
+            side, held = aux
+            rhs = tuple(-a for a in g)
+            fp = [jnp.where(r, right, left).astype(x.dtype) for r in side]
+            if self.linear_solve == "block":
+                return factor_activity_hessian(net, z, x, y, slopes=fp, fixed=held).solve(rhs)
+            return self._newton_direction(mlp_activity_hvp(net, z, x, y, slopes=fp, fixed=held), rhs, gnorm)
+
+        def project(z, d, alpha, aux):
+            out = []
+            for a, dd, r in zip(z, d, aux[0]):
+                t = a + per_row(alpha, a) * dd
+                out.append(jnp.where(jnp.where(r, t < 0, t > 0), 0.0, t))
+            return tuple(out)
+
+        return evaluate, direction, project
+
+    def _iterate(self, evaluate, direction, project, z0):
+        """The damped Newton loop shared by both energies.
+
+        ``evaluate(z) -> (F_i, aux, g, ||g_i||)`` (``g`` the gradient to descend, ``aux`` what
+        ``direction`` and ``project`` need), ``direction(z, aux, g, ||g_i||)`` the Newton
+        direction, ``project(z, d, alpha, aux)`` the point reached by steps ``alpha`` (per
+        sample) along ``d``. Per-sample Armijo backtracking; the gradient direction where
+        Newton's is not a descent direction, or after a failed line search.
+        """
+        tol, armijo, dot = self.tol, 1e-4, per_sample_dot
+
+        def body(carry):
+            z, e, aux, g, gnorm, stalled, it = carry
+            active = gnorm > tol
+            newton = direction(z, aux, g, gnorm)
+            slope_n = dot(g, newton)
+            use_newton = jnp.isfinite(slope_n) & (slope_n < 0) & ~stalled
+            d = tuple(
+                jnp.where(per_row(use_newton, a), jnp.where(jnp.isfinite(a), a, 0.0), -self.fallback_dt * b)
+                for a, b in zip(newton, g)
+            )
+            slope = dot(g, d)
+
+            def ls_cond(state):
+                k, _, ok = state
+                return (k < self.max_backtracks) & ~jnp.all(ok | ~active)
+
+            def ls_body(state):
+                k, alpha, ok = state
+                e_try, _, _, gnorm_try = evaluate(project(z, d, alpha, aux))
+                # Armijo; or, once the decrease is below the precision of F_i, a smaller residual
+                flat = jnp.abs(e_try - e) <= 64 * jnp.finfo(e.dtype).eps * jnp.maximum(jnp.abs(e), 1.0)
+                good = (e_try <= e + armijo * alpha * slope) | (flat & (gnorm_try < gnorm))
+                ok_new = ok | good
+                return k + 1, jnp.where(ok_new, alpha, alpha / 2), ok_new
+
+            _, alpha, ok = jax.lax.while_loop(ls_cond, ls_body, (0, jnp.ones_like(e), ~active))
+            z = project(z, d, jnp.where(active & ok, alpha, 0.0), aux)
+            return (z, *evaluate(z), active & ~ok, it + 1)
+
+        def cond(carry):
+            return (carry[-1] < self.max_steps) & jnp.any(carry[4] > tol)
+
+        e0, aux0, g0, gnorm0 = evaluate(z0)
+        init = (z0, e0, aux0, g0, gnorm0, jnp.zeros(e0.shape, bool), jnp.asarray(0, jnp.int32))
+        z, *_, it = jax.lax.while_loop(cond, body, init)
+        return z, it
+
