@@ -28,7 +28,7 @@ import optax
 sys.path.insert(0, str(Path(__file__).parent))
 import pclandscape as pcl  # noqa: E402
 from _timing import device_name, interleaved_median_ms  # noqa: E402
-from pclandscape.training import _index_stream  # noqa: E402  (the stream is what is timed)
+from pclandscape.training._batches import index_stream  # noqa: E402  (the stream is what is timed)
 
 
 def main() -> None:
@@ -59,8 +59,8 @@ def main() -> None:
         print(f"  grid {k:22s} {v / 1e3:8.2f} s")
     key = jax.random.key(0)
     streams = {
-        "index stream, run length": lambda: np.asarray(next(_index_stream(x.shape[0], 64, key, 0, a.steps))),
-        "index stream, 256 epochs": lambda: np.asarray(next(_index_stream(x.shape[0], 64, key, 0))),
+        "index stream, run length": lambda: np.asarray(next(index_stream(x.shape[0], 64, key, 0, a.steps))),
+        "index stream, 256 epochs": lambda: np.asarray(next(index_stream(x.shape[0], 64, key, 0))),
     }
     t = interleaved_median_ms(streams, repeats=max(a.repeats, 5), warmup=1)
     for k, v in t.items():

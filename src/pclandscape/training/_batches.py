@@ -1,0 +1,118 @@
+"""Where a run's batches come from: shuffled index streams (resumable by step), batch
+iterators, the data on the device, and the sharding of a batch across devices."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array
+
+__all__ = ["iter_batches", "is_array_pair", "index_stream", "device_data", "batch_sharding"]
+
+
+def array_batches(x, y, batch_size: int, key, start_step: int):
+    for idx in index_stream(x.shape[0], batch_size, key, start_step):
+        yield jnp.asarray(x[idx]), jnp.asarray(y[idx])  # host-side gather, one transfer
+
+
+def iter_batches(data, batch_size, key, start_step):
+    if is_array_pair(data):
+        x, y = np.asarray(data[0]), np.asarray(data[1])
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"data has {x.shape[0]} inputs but {y.shape[0]} targets.")
+        return array_batches(x, y, batch_size, key, start_step)
+    if isinstance(data, Iterable):
+
+        def gen():
+            skipped = 0
+            while True:
+                empty = True
+                for batch in data:
+                    empty = False
+                    if skipped < start_step:
+                        skipped += 1
+                        continue
+                    yield batch
+                if empty:
+                    raise ValueError("data yielded no batches.")
+
+        return gen()
+    raise ValueError(
+        "data must be a pair (x, y) of arrays or an iterable of (x, y) batches, "
+        f"got {type(data).__name__}."
+    )
+
+
+def is_array_pair(data) -> bool:
+    return isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape") and hasattr(data[1], "shape")
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def permutations(key, first_epoch, count: int, n: int):
+    return jax.vmap(lambda e: jax.random.permutation(jax.random.fold_in(key, e), n))(first_epoch + jnp.arange(count))
+
+
+def index_stream(n: int, batch_size: int, key, start_step: int, total_steps: int | None = None):
+    """Batch index arrays (resumable by step): epoch ``e`` visits the samples in the order
+    ``jax.random.permutation(fold_in(key, e), n)`` (``arange(n)`` without a key), in
+    ``n // batch_size`` fixed-size batches (the remainder of each epoch is dropped).
+
+    Permutations are drawn for many epochs per call (one call per epoch would cost a
+    dispatch per step in full-batch training), but no more than the ``total_steps`` of the run
+    need (drawing 256 permutations of 4000 samples took 0.6 s on a 2-core CPU).
+    """
+    if batch_size > n:
+        raise ValueError(f"batch_size={batch_size} is larger than the data set ({n} samples); lower it.")
+    n_batches = n // batch_size
+    chunk = max(1, min(256, (1 << 20) // n))
+    if total_steps is not None:
+        chunk = max(1, min(chunk, -(-(total_steps - start_step) // n_batches) + 1))
+    cache_start, cache = None, None
+    step = start_step
+    while True:
+        epoch, offset = divmod(step, n_batches)
+        if key is None:
+            perm = np.arange(n)
+        else:
+            if cache is None or not cache_start <= epoch < cache_start + chunk:
+                cache_start, cache = epoch, np.asarray(permutations(key, epoch, chunk, n))
+            perm = cache[epoch - cache_start]
+        while offset < n_batches:
+            yield perm[offset * batch_size : (offset + 1) * batch_size]
+            offset += 1
+            step += 1
+
+
+def device_data(net, data) -> tuple[Array, Array]:
+    """An ``(x, y)`` pair of arrays on the device, checked against ``net`` (fused training)."""
+    x_all, y_all = jnp.asarray(data[0]), jnp.asarray(data[1])
+    if x_all.shape[0] != y_all.shape[0]:
+        raise ValueError(f"data has {x_all.shape[0]} inputs but {y_all.shape[0]} targets.")
+    net.check_data(x_all[:1], y_all[:1])
+    return x_all, y_all
+
+
+
+def batch_sharding(batch_size: int, data_parallel: bool | None, fused: bool):
+    """The sharding of a batch across the local devices, or None (see ``train(data_parallel=)``)."""
+    devices = jax.local_devices()
+    if data_parallel is False or (data_parallel is None and (len(devices) < 2 or not fused)):
+        return None
+    if data_parallel and not fused:
+        raise ValueError("data_parallel=True needs data as a pair of arrays (x, y) and steps_per_call > 1.")
+    if batch_size % len(devices):
+        if data_parallel:
+            raise ValueError(
+                f"data_parallel=True shards each batch over the {len(devices)} local devices: batch_size="
+                f"{batch_size} must be a multiple of {len(devices)}."
+            )
+        return None
+    if len(devices) < 2:
+        return None
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("data",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+
