@@ -197,10 +197,15 @@ def test_newton_is_one_exact_step_on_linear_nets_and_per_sample(x64, rng):
 
 def test_newton_needs_an_mlp_for_block_solves_and_valid_options():
     cnn = pcl.CNN(jax.random.key(0), "relu", channels=(2, 2, 2), hidden=4)
-    with pytest.raises(ValueError, match="linear_solve='cg'"):
+    with pytest.raises(ValueError, match=r"linear_solve=pcl.CG\(\)"):
         pcl.infer(cnn, jnp.zeros((1, 3, 32, 32)), jnp.zeros((1, 10)), pcl.Newton(linear_solve="block"))
     with pytest.raises(ValueError, match="linear_solve"):
         pcl.Newton(linear_solve="lu")
+    # options as objects; the strings are shorthands, cg_max_steps is deprecated
+    assert pcl.Newton(linear_solve="block") == pcl.Newton(linear_solve=pcl.BlockTridiagonal())
+    assert pcl.Newton().linear_solve == pcl.CG(max_steps=100)
+    with pytest.warns(DeprecationWarning, match="pcl.CG\\(max_steps=n\\)"):
+        assert pcl.Newton(cg_max_steps=7).linear_solve == pcl.CG(max_steps=7)
 
 
 @pytest.mark.parametrize("activation", ["linear", "tanh", "relu"])

@@ -33,7 +33,9 @@ from .curvature import (
 from .errors import DataError, DataNotFoundError, DivergenceError, NotAtEquilibriumError
 from .hessians import energy_hessian, implicit_energy_operator, loss_hessian
 from .inference import (
+    CG,
     AbstractSolver,
+    BlockTridiagonal,
     Equilibrium,
     Euler,
     ExactLinear,
@@ -80,6 +82,8 @@ __all__ = [
     "Heun",
     "ExactLinear",
     "Newton",
+    "CG",
+    "BlockTridiagonal",
     "PaperEuler",
     "Equilibrium",
     "infer",

@@ -84,7 +84,7 @@ def mlp_errors(net: MLP, z, x: Array, y: Array):
     if not has_block_closed_form(net):
         raise ValueError(
             "the closed-form MLP energy pieces are written for layers predicting W f(z); this network "
-            "predicts f(W z) (or is not an MLP): use the autodiff paths (pcl.Newton(linear_solve='cg'), "
+            "predicts f(W z) (or is not an MLP): use the autodiff paths (pcl.Newton(linear_solve=pcl.CG()), "
             "pcl.Euler, pcl.Heun)."
         )
     zs = (x, *z, y)

@@ -42,7 +42,7 @@ from ._infer import (
     equilibrated_energy as equilibrated_energy,
     infer as infer,
 )
-from ._newton import Newton as Newton
+from ._newton import BlockTridiagonal as BlockTridiagonal, CG as CG, Newton as Newton
 
 __all__ = [
     "AbstractSolver",
@@ -51,6 +51,8 @@ __all__ = [
     "Heun",
     "ExactLinear",
     "Newton",
+    "CG",
+    "BlockTridiagonal",
     "Equilibrium",
     "infer",
     "equilibrated_energy",

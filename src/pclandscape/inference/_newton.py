@@ -3,6 +3,8 @@ iteration for ReLU MLPs."""
 
 from __future__ import annotations
 
+import warnings
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -15,7 +17,45 @@ from ..kinks import kink_slopes
 from ..networks import has_block_closed_form
 from ._base import AbstractSolver
 
-__all__ = ["Newton"]
+__all__ = ["Newton", "CG", "BlockTridiagonal"]
+
+
+class CG(eqx.Module):
+    """Newton's linear solve by truncated conjugate gradients on Hessian-vector products
+    (Hessian-free; any network), at most ``max_steps`` products per solve."""
+
+    max_steps: int = eqx.field(default=100, static=True)
+
+    def __check_init__(self):
+        positive_int("CG", "max_steps", self.max_steps)
+
+
+class BlockTridiagonal(eqx.Module):
+    """Newton's linear solve by exact block elimination of the closed-form block-tridiagonal
+    activity Hessian of an MLP (``O(H n^3)`` per sample and iteration)."""
+
+
+_SHORTHANDS = {"cg": CG, "block": BlockTridiagonal}
+_DEFAULT_CG = CG()
+
+
+def _linear_solve(value, cg_max_steps):
+    """``linear_solve`` as an object; ``"cg"`` / ``"block"`` are shorthands for ``CG()`` / ``BlockTridiagonal()``."""
+    if isinstance(value, str):
+        if value not in _SHORTHANDS:
+            raise ValueError(f"Newton(linear_solve={value!r}): use pcl.CG(max_steps=...) or pcl.BlockTridiagonal() "
+                             f"(or the shorthands 'cg', 'block').")
+        value = _DEFAULT_CG if value == "cg" else BlockTridiagonal()
+    if not isinstance(value, (CG, BlockTridiagonal)):
+        raise ValueError(f"Newton(linear_solve={value!r}): use pcl.CG(max_steps=...) or pcl.BlockTridiagonal().")
+    if cg_max_steps is not None:
+        warnings.warn("Newton(cg_max_steps=n) is deprecated: pass linear_solve=pcl.CG(max_steps=n).",
+                      DeprecationWarning, stacklevel=4)
+        if isinstance(cg_max_steps, bool) or not isinstance(cg_max_steps, int) or cg_max_steps < 1:
+            raise ValueError(f"Newton(cg_max_steps={cg_max_steps!r}) must be a positive integer.")
+        if isinstance(value, CG):
+            value = CG(max_steps=cg_max_steps)
+    return value
 
 
 class Newton(AbstractSolver):
@@ -50,11 +90,11 @@ class Newton(AbstractSolver):
     ``F_i`` whose min-norm subgradient is ``<= tol`` -- typically with many activities
     exactly at 0, where gradient flow only chatters and never meets the tolerance.
 
-    **Linear solves.** ``linear_solve="block"`` factorises each sample's Hessian exactly
+    **Linear solves.** ``linear_solve=pcl.BlockTridiagonal()`` factorises each sample's Hessian exactly
     (``O(H n^3)`` per sample and iteration: cheap for narrow nets, dominant for wide ones);
-    ``"cg"`` is a truncated (Hessian-free) Newton method: per-sample conjugate gradients on
+    ``pcl.CG(max_steps)`` is a truncated (Hessian-free) Newton method: per-sample conjugate gradients on
     Hessian-vector products (each costs about two Euler steps), to the relative residual
-    ``min(0.5, sqrt(||dF_i/dz_i||))`` (superlinear convergence), at most ``cg_max_steps``
+    ``min(0.5, sqrt(||dF_i/dz_i||))`` (superlinear convergence), at most ``max_steps``
     products, stopping at negative curvature. CG needs ``~sqrt(kappa)`` products where gradient
     flow needs ``~kappa`` steps (``kappa`` the condition number of the activity Hessian), and
     works for any network (the CNN too).
@@ -62,34 +102,43 @@ class Newton(AbstractSolver):
     Args:
         tol: stopping residual ``max_i ||dF_i/dz_i||``.
         max_steps: maximum Newton iterations.
-        linear_solve: ``"cg"`` (the default: fastest in ``benchmarks/inference.py`` for every
-            nonlinear net measured) or ``"block"`` (MLPs).
-        cg_max_steps: Hessian-vector products per CG solve (``"cg"`` only).
+        linear_solve: :class:`CG` (the default, ``CG(max_steps=100)``: fastest in
+            ``benchmarks/inference.py`` for every nonlinear net measured) or
+            :class:`BlockTridiagonal` (MLPs); ``"cg"`` and ``"block"`` are shorthands.
         max_backtracks: line-search halvings per iteration.
         fallback_dt: step of the gradient fallback before backtracking.
+        cg_max_steps: deprecated; use ``linear_solve=pcl.CG(max_steps=...)``.
     """
 
-    tol: float = 1e-5
+    tol: float = 1e-5  # the defaults (also those of __init__) keep the repr short: Newton()
     max_steps: int = eqx.field(default=30, static=True)
-    linear_solve: str = eqx.field(default="cg", static=True)
-    cg_max_steps: int = eqx.field(default=100, static=True)
+    linear_solve: CG | BlockTridiagonal = eqx.field(default=_DEFAULT_CG, static=True)
     max_backtracks: int = eqx.field(default=12, static=True)
     fallback_dt: float = 1.0
+
+    def __init__(self, tol: float = 1e-5, max_steps: int = 30, linear_solve: CG | BlockTridiagonal | str = _DEFAULT_CG,
+                 max_backtracks: int = 12, fallback_dt: float = 1.0, *, cg_max_steps: int | None = None):
+        self.tol = tol
+        self.max_steps = max_steps
+        self.linear_solve = _linear_solve(linear_solve, cg_max_steps)
+        self.max_backtracks = max_backtracks
+        self.fallback_dt = fallback_dt
 
     def __check_init__(self):
         positive_number("Newton", "tol", self.tol)
         positive_number("Newton", "fallback_dt", self.fallback_dt)
         positive_int("Newton", "max_steps", self.max_steps)
-        positive_int("Newton", "cg_max_steps", self.cg_max_steps)
         nonnegative_int("Newton", "max_backtracks", self.max_backtracks)
-        if self.linear_solve not in ("block", "cg"):
-            raise ValueError(f"Newton(linear_solve={self.linear_solve!r}): use 'block' or 'cg'.")
+
+    @property
+    def _block(self) -> bool:
+        return isinstance(self.linear_solve, BlockTridiagonal)
 
     def check(self, net):
-        if self.linear_solve == "block" and not has_block_closed_form(net):
+        if self._block and not has_block_closed_form(net):
             raise ValueError(
-                f"Newton(linear_solve='block') needs an MLP (its activity Hessian is built in closed "
-                f"form), not a {type(net).__name__}; use Newton(linear_solve='cg'), pcl.Heun() or pcl.Euler()."
+                f"Newton(linear_solve=BlockTridiagonal()) needs an MLP (its activity Hessian is built in closed "
+                f"form), not a {type(net).__name__}; use Newton(linear_solve=pcl.CG()), pcl.Heun() or pcl.Euler()."
             )
 
     def solve(self, net, x, y, z0):
@@ -102,7 +151,7 @@ class Newton(AbstractSolver):
 
     def _newton_direction(self, hvp, rhs, gnorm):
         """Truncated CG on ``hvp`` to the relative residual ``min(0.5, sqrt(||g_i||))``."""
-        return per_sample_cg(hvp, rhs, jnp.minimum(0.5, jnp.sqrt(gnorm)), self.cg_max_steps)
+        return per_sample_cg(hvp, rhs, jnp.minimum(0.5, jnp.sqrt(gnorm)), self.linear_solve.max_steps)
 
     def _smooth(self, net, x, y):
         """``(evaluate, direction, project)`` for a smooth energy: the gradient, the Newton
@@ -115,7 +164,7 @@ class Newton(AbstractSolver):
 
         def direction(z, _, g, gnorm):
             rhs = tuple(-a for a in g)
-            if self.linear_solve == "block":
+            if self._block:
                 return factor_activity_hessian(net, z, x, y).solve(rhs)
             if has_block_closed_form(net):  # closed form: two matrix products per layer
                 hvp = mlp_activity_hvp(net, z, x, y)
@@ -154,7 +203,7 @@ class Newton(AbstractSolver):
             side, held = aux
             rhs = tuple(-a for a in g)
             fp = [jnp.where(r, right, left).astype(x.dtype) for r in side]
-            if self.linear_solve == "block":
+            if self._block:
                 return factor_activity_hessian(net, z, x, y, slopes=fp, fixed=held).solve(rhs)
             return self._newton_direction(mlp_activity_hvp(net, z, x, y, slopes=fp, fixed=held), rhs, gnorm)
 
