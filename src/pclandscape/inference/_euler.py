@@ -78,60 +78,67 @@ class Euler(AbstractSolver):
         return jax.default_backend() == "gpu" and self.steps <= 128
 
     def solve(self, net, x, y, z0):
+        z0 = tuple(z0)
+        if self.backtrack:
+            return self._backtracking(net, x, y, z0)
+        if self.stop_at_tol:
+            return self._until_tol(net, x, y, z0)
+        return self._fixed(net, x, y, z0)
+
+    def _fixed(self, net, x, y, z0):
+        """``steps`` plain steps (layer-stacked where that applies)."""
         dt = self.dt
-        if not self.backtrack and not self.stop_at_tol:
+        use_stacked = jax.default_backend() == "gpu" if self.stacked is None else self.stacked
+        stk = stacked_mlp(net, x, y) if use_stacked else None
+        if stk is not None:
+            zs = jax.lax.fori_loop(0, self.steps, lambda _, zs: zs - dt * stk.grad(zs), stk.stack(z0),
+                                   unroll=self._unroll())
+            return stk.unstack(zs), jnp.asarray(self.steps, jnp.int32)
 
-            use_stacked = jax.default_backend() == "gpu" if self.stacked is None else self.stacked
-            stk = stacked_mlp(net, x, y) if use_stacked else None
-            if stk is not None:
-                zs = jax.lax.fori_loop(0, self.steps, lambda _, zs: zs - dt * stk.grad(zs), stk.stack(z0),
-                                       unroll=self._unroll())
-                return stk.unstack(zs), jnp.asarray(self.steps, jnp.int32)
+        def body(_, z):
+            return tuple(a - dt * b for a, b in zip(z, activity_grad(net, z, x, y)))
 
-            def body(_, z):
-                g = activity_grad(net, z, x, y)
-                return jax.tree_util.tree_map(lambda a, b: a - dt * b, z, g)
+        return jax.lax.fori_loop(0, self.steps, body, z0, unroll=self._unroll()), jnp.asarray(self.steps, jnp.int32)
 
-            z = jax.lax.fori_loop(0, self.steps, body, tuple(z0), unroll=self._unroll())
-            return z, jnp.asarray(self.steps, jnp.int32)
-        if not self.backtrack:  # gradient flow until every residual is <= tol
+    def _until_tol(self, net, x, y, z0):
+        """Gradient flow until every residual is ``<= tol`` (at most ``steps`` steps)."""
+        dt = self.dt
 
-            def cond(carry):
-                k, _, g = carry
-                return (k < self.steps) & (jnp.max(per_sample_norm(g)) > self.tol)
+        def cond(carry):
+            k, _, g = carry
+            return (k < self.steps) & (jnp.max(per_sample_norm(g)) > self.tol)
 
-            def body_tol(carry):
-                k, z, g = carry
-                z = tuple(a - dt * b for a, b in zip(z, g))
-                return k + 1, z, activity_grad(net, z, x, y)
+        def body(carry):
+            k, z, g = carry
+            z = tuple(a - dt * b for a, b in zip(z, g))
+            return k + 1, z, activity_grad(net, z, x, y)
 
-            z0 = tuple(z0)
-            k, z, _ = jax.lax.while_loop(cond, body_tol, (jnp.asarray(0, jnp.int32), z0, activity_grad(net, z0, x, y)))
-            return z, k
+        k, z, _ = jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), z0, activity_grad(net, z0, x, y)))
+        return z, k
 
-        def energy_and_grad(z):
-            return energies_and_grads(net, z, x, y)
+    def _backtracking(self, net, x, y, z0):
+        """Steps that would raise a sample's energy are rejected and its ``dt`` halved; with
+        ``stop_at_tol`` the loop also stops once every residual is ``<= tol``."""
 
-        def body_bt(_, carry):
+        def body(_, carry):
             z, e, g, step = carry
             cand = tuple(a - per_row(step, a) * b for a, b in zip(z, g))
-            e_new, g_new = energy_and_grad(cand)
+            e_new, g_new = energies_and_grads(net, cand, x, y)
             ok = e_new <= e
-            pick = lambda new, old: jnp.where(per_row(ok, new), new, old)
+            pick = lambda new, old: jnp.where(per_row(ok, new), new, old)  # noqa: E731
             z = tuple(pick(c, a) for c, a in zip(cand, z))
             g = tuple(pick(c, a) for c, a in zip(g_new, g))
             return z, jnp.where(ok, e_new, e), g, jnp.where(ok, step, step / 2)
 
-        z0 = tuple(z0)
-        e0, g0 = energy_and_grad(z0)
-        step0 = jnp.full(e0.shape, dt, e0.dtype)
+        e0, g0 = energies_and_grads(net, z0, x, y)
+        init = (z0, e0, g0, jnp.full(e0.shape, self.dt, e0.dtype))
         if not self.stop_at_tol:
-            z, _, _, _ = jax.lax.fori_loop(0, self.steps, body_bt, (z0, e0, g0, step0), unroll=self._unroll())
+            z = jax.lax.fori_loop(0, self.steps, body, init, unroll=self._unroll())[0]
             return z, jnp.asarray(self.steps, jnp.int32)
         k, (z, _, _, _) = jax.lax.while_loop(
             lambda c: (c[0] < self.steps) & (jnp.max(per_sample_norm(c[1][2])) > self.tol),
-            lambda c: (c[0] + 1, body_bt(c[0], c[1])),
-            (jnp.asarray(0, jnp.int32), (z0, e0, g0, step0)),
+            lambda c: (c[0] + 1, body(c[0], c[1])),
+            (jnp.asarray(0, jnp.int32), init),
         )
         return z, k
 
