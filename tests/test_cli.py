@@ -165,7 +165,9 @@ def test_set_converts_every_config_field_by_its_resolved_type():
     import types
     import typing
 
-    samples = {int: "3", float: "0.5", bool: "true", str: "abc", tuple: "1,2"}
+    from pclandscape.experiments.solvers import SolverSpec
+
+    samples = {int: "3", float: "0.5", bool: "true", str: "abc", tuple: "1,2", SolverSpec: "newton(tol=1e-6)"}
     for name in runner.EXPERIMENTS:
         cfg = runner.make_config(name)
         hints = typing.get_type_hints(type(cfg))
@@ -178,6 +180,37 @@ def test_set_converts_every_config_field_by_its_resolved_type():
             assert isinstance(getattr(new, f.name), base), (name, f.name, getattr(new, f.name))
             if base is not typ:  # optional: "none" gives None
                 assert getattr(runner.parse_overrides(cfg, [f"{f.name}=none"]), f.name) is None
+
+
+def test_solver_specs_are_set_whole_or_by_option_and_checked(capsys, tmp_path):
+    """Experiment configs name their inference solver: --set solver=NAME(...) replaces it,
+    --set solver.KEY=VALUE changes one option; results.json records the spec as text and a bad
+    name or option is one line before anything runs."""
+    import json
+
+    import pclandscape as pcl
+    from pclandscape.experiments.solvers import SolverSpec
+
+    cfg = runner.make_config("fig1", overrides=["solver.tol=1e-6", "solver.t1=50"])
+    heun = cfg.solver.build()
+    assert isinstance(heun, pcl.Heun) and (heun.tol, heun.t1, heun.rtol, heun.error_norm) == (1e-6, 50, 1e-3, "max")
+    cfg = runner.make_config("fig1", overrides=["solver=newton(tol=1e-7, linear_solve=block)"])
+    assert cfg.solver.build() == pcl.Newton(tol=1e-7, linear_solve=pcl.BlockTridiagonal())
+    assert str(SolverSpec.parse("euler(dt=0.05, steps=20)")) == "euler(dt=0.05, steps=20)"
+    fair = runner.make_config("fair", overrides=["pc_solver.tol=1e-7"])
+    assert fair.pc_solver.build(linear=True) == pcl.ExactLinear(tol=1e-7)
+    assert fair.pc_solver.build(linear=False) == pcl.Newton(tol=1e-7)
+    for bad, needle in (("solver=lbfgs", "unknown solver 'lbfgs'"), ("solver.speed=2", "speed"),
+                        ("solver.tol=-1", "tol")):
+        with pytest.raises(ValueError, match=needle):
+            runner.make_config("fig1", overrides=[bad])
+    out = tmp_path / "o"
+    rc, _, err = _main(capsys, "run", "fig1", "--quick", "--out", str(out), "--set", "solver=lbfgs")
+    assert rc == 2 and "unknown solver 'lbfgs'" in err and "Traceback" not in err
+    changes = runner.quick_changes("fig1", runner.make_config("fig1", overrides=["solver.tol=1e-6"]))
+    assert changes == [{"field": "solver", "default": "heun(t1=300, rtol=0.001, atol=0.001, tol=0.001, error_norm=max)",
+                        "value": "heun(t1=300, rtol=0.001, atol=0.001, tol=1e-06, error_norm=max)", "kind": "deviation"}]
+    assert json.loads(json.dumps(runner.config_dict(cfg)))["solver"] == "newton(tol=1e-07, linear_solve=block)"
 
 
 def test_run_exits_1_when_a_paper_claim_fails(capsys, monkeypatch, tmp_path):

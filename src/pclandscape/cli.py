@@ -93,12 +93,13 @@ def _config(name: str, args):
     overrides = []
     for item in getattr(args, "set", None) or []:
         key = item.split("=", 1)[0]
-        if "." in key:  # NAME.key=value: only for experiment NAME
+        fields = {f.name for f in dataclasses.fields(runner.get(name).Config)}
+        if "." in key and key.split(".", 1)[0] not in fields:  # NAME.key=value: only for experiment NAME
             target, _, rest = item.partition(".")
             _check_name(target, f"--set {item}: ")
             if target == name:
                 overrides.append(rest)
-        elif getattr(args, "command", "") != "reproduce" or key in {f.name for f in dataclasses.fields(runner.get(name).Config)}:
+        elif getattr(args, "command", "") != "reproduce" or key.split(".", 1)[0] in fields:  # solver.tol: a field's option
             overrides.append(item)
     try:
         cfg = runner.make_config(name, quick=args.quick, seeds=seeds, overrides=overrides)
@@ -194,8 +195,8 @@ def _cmd_reproduce(args) -> int:
             _check_name(n, "--only: ")
     configs = {n: _config(n, args) for n in names}
     for item in args.set or []:  # an unprefixed key must belong to at least one experiment
-        key = item.split("=", 1)[0]
-        if "." not in key and not any(key in {f.name for f in dataclasses.fields(c)} for c in configs.values()):
+        key = item.split("=", 1)[0].split(".", 1)[0]
+        if key not in runner.EXPERIMENTS and not any(key in {f.name for f in dataclasses.fields(c)} for c in configs.values()):
             raise UsageError(f"--set {key}: no selected experiment has this key (use NAME.key=value for one experiment).")
     with _claim_output(args.out, names):
         bar = Progress(len(names), desc="reproduce", enabled=None)

@@ -231,9 +231,14 @@ def validate_config(config) -> None:
     ``*until_loss``; fractions at most 1), tuples non-empty (seeds non-negative integers;
     depths, widths and channels positive integers; numbers positive), Optional fields None or
     valid. Raises one ``ValueError`` naming the field, the value and the rule."""
+    from .solvers import SolverSpec
+
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
+        if isinstance(value, SolverSpec):
+            value.check()  # raises ValueError naming the solver and the option
+            continue
         problem = _field_problem(f.name, value, hints.get(f.name, f.type))
         if problem:
             shown = ",".join(map(str, value)) if isinstance(value, tuple) else value

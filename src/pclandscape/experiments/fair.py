@@ -7,7 +7,7 @@ than the loss landscape". This experiment answers it for SGD from near the origi
 
 * **Objectives**: Eq 1 for BP and Eq 2 for PC, both with the same ``1/(2N)`` (no rescaling).
 * **PC at a verified equilibrium**: ``pcl.ExactLinear`` for linear nets (a direct solve),
-  ``pcl.Newton`` (residual ``<= pc_tol``) otherwise; the largest inference residual of all
+  ``pcl.Newton`` (residual ``<= tol`` of ``pc_solver``, ``--set pc_solver.tol=...``) otherwise; the largest inference residual of all
   steps is reported.
 * **Each rule at its own best learning rate**: every rule runs the whole log grid ``lrs``
   with every seed (same initial weights and batch order per seed for both rules); a learning
@@ -47,6 +47,7 @@ import numpy as np
 import pclandscape as pcl
 
 from .base import Results, claim, escape_step, fmt, load_data, sgd
+from .solvers import SolverSpec
 
 NAME = "fair"
 DESCRIPTION = "The fair comparison: BP vs PC escaping the origin, each rule at its own best learning rate (log grid, seeds, intervals, depth)"
@@ -68,7 +69,8 @@ class Config:
     max_steps: int = 3000
     escape_fraction: float = 0.95
     diverge_factor: float = 100.0
-    pc_tol: float = 1e-5  # Newton's residual for nonlinear nets
+    # PC's inference: ExactLinear for linear nets, Newton to the residual tol otherwise
+    pc_solver: SolverSpec = SolverSpec("default", (("tol", 1e-5),))
     n_boot: int = 10_000
     data_dir: str | None = None
     data_fallback: bool = True  # False: a missing data set is an error (CLI --no-fallback)
@@ -85,7 +87,12 @@ def progress_total(cfg) -> int:
 
 
 def _solver(act, cfg):
-    return pcl.ExactLinear() if act == "linear" else pcl.Newton(tol=cfg.pc_tol)
+    return cfg.pc_solver.build(linear=act == "linear")
+
+
+def _pc_tol(cfg) -> float:
+    """The residual PC's inference must reach (the nonlinear solver's tolerance)."""
+    return cfg.pc_solver.build(linear=False).tol
 
 
 def _grid_nets(cfg, widths, act):
@@ -276,9 +283,9 @@ def _claims(cfg, res, table, cells, residual):
     if residual:
         worst = max(residual.values())
         res.add(claim(f"{NAME}.equilibrium", "PC's weight updates were taken at a verified inference equilibrium",
-                      f"largest residual max_i ||dF_i/dz_i|| over every step of every non-diverged PC run <= {cfg.pc_tol:g} "
+                      f"largest residual max_i ||dF_i/dz_i|| over every step of every non-diverged PC run <= {_pc_tol(cfg):g} "
                       "(ExactLinear: rounding only)",
-                      ", ".join(f"{k}: {v:.1e}" for k, v in residual.items()), bool(np.isfinite(worst) and worst <= cfg.pc_tol),
+                      ", ".join(f"{k}: {v:.1e}" for k, v in residual.items()), bool(np.isfinite(worst) and worst <= _pc_tol(cfg)),
                       category="finding"))
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pclandscape as pcl
 
 from .base import Results, claim, data_label, load_data, sgd
+from .solvers import SolverSpec
 
 NAME = "fig1"
 DESCRIPTION = "Fig 1: energy at the numerical equilibrium vs Theorem 1 (DLNs, H = 2, 5, 10) during training"
@@ -33,11 +34,10 @@ class Config:
     lr: float = 1e-3
     batch: int = 64
     steps: int = 200
-    t1: float = 300.0  # Heun + PID, as in §A.4
-    rtol: float = 1e-3
-    atol: float = 1e-3
-    stop_tol: float = 1e-3  # stop inference once ||dF_i/dz_i|| <= this
-    error_norm: str = "max"  # PID error norm (max: every activity within tolerance; see pcl.Heun)
+    # Heun + PID as in §A.4 (t1 = 300, rtol = atol = 1e-3), stopped once ||dF_i/dz_i|| <= tol;
+    # error_norm=max: every activity within tolerance (see pcl.Heun)
+    solver: SolverSpec = SolverSpec("heun", (("t1", 300.0), ("rtol", 1e-3), ("atol", 1e-3), ("tol", 1e-3),
+                                             ("error_norm", "max")))
     rel_gap: float = 1e-3  # claim: |F - F*| / F* at every step
     data_dir: str | None = None
     data_fallback: bool = True  # False: a missing data set is an error (CLI --no-fallback)
@@ -58,7 +58,7 @@ def _theory_metric(net, x, y):
 
 def run(cfg: Config, progress=None) -> Results:
     res = Results(NAME, cfg)
-    solver = pcl.Heun(t1=cfg.t1, rtol=cfg.rtol, atol=cfg.atol, tol=cfg.stop_tol, error_norm=cfg.error_norm)
+    solver = cfg.solver.build()
     worst, exact_err, residual = {}, {}, {}
     for dname in cfg.datasets:
         ds = load_data(res, dname, cfg, fallback=_FALLBACK.get(dname, ()), flatten=True)

@@ -20,6 +20,7 @@ import numpy as np
 from .._io import atomic_write, jsonable, umask
 from .._progress import Progress
 from .base import Results, validate_config
+from .solvers import SolverSpec
 
 __all__ = [
     "EXPERIMENTS",
@@ -27,6 +28,7 @@ __all__ = [
     "make_config",
     "parse_overrides",
     "config_hash",
+    "config_dict",
     "run_experiment",
     "load_results",
     "is_done",
@@ -45,6 +47,8 @@ def get(name: str):
 
 
 def _convert(value: str, typ, name: str):
+    if typ is SolverSpec or typ == "SolverSpec":
+        return SolverSpec.parse(value)
     origin = typing.get_origin(typ)
     args = [a for a in typing.get_args(typ) if a is not type(None)]
     if origin in (typing.Union, types.UnionType) and len(args) == 1:  # Optional[T]: "none" or a T
@@ -83,7 +87,9 @@ def _auto(v: str):
 def parse_overrides(config, overrides: list[str]):
     """Apply ``key=value`` strings to a frozen config dataclass (values parsed by field type).
 
-    Raises ``ValueError`` with a one-line message naming the bad key or value.
+    ``field.option=value`` sets one option of a :class:`~pclandscape.experiments.solvers.SolverSpec`
+    field (``solver.tol=1e-6``). Raises ``ValueError`` with a one-line message naming the bad
+    key or value.
     """
     fields = {f.name: f for f in dataclasses.fields(config)}
     hints = typing.get_type_hints(type(config))  # resolves postponed annotations ("float | None")
@@ -93,6 +99,11 @@ def parse_overrides(config, overrides: list[str]):
             raise ValueError(f"--set {item!r}: expected key=value.")
         key, value = item.split("=", 1)
         key = key.strip()
+        field_name, _, option = key.partition(".")
+        if option and field_name in fields and hints.get(field_name) is SolverSpec:
+            current = changes.get(field_name, getattr(config, field_name))
+            changes[field_name] = current.with_option(option, value)
+            continue
         if key not in fields:
             raise ValueError(f"--set {key}: unknown key for {type(config).__module__.rsplit('.', 1)[-1]}; known keys: {', '.join(fields)}.")
         typ = hints.get(key, fields[key].type)
@@ -100,6 +111,8 @@ def parse_overrides(config, overrides: list[str]):
             changes[key] = _convert(value, typ, key)
         except ValueError as e:
             msg = str(e) if str(e).startswith("--set") else f"--set {key}={value}: expected a value of type {getattr(typ, '__name__', typ)}."
+            if typ is SolverSpec:
+                msg = f"--set {key}={value}: {e}"
             raise ValueError(msg) from None
     return dataclasses.replace(config, **changes)
 
@@ -142,7 +155,18 @@ def quick_changes(name: str, config) -> list[dict]:
         a, b = getattr(default, f.name), getattr(config, f.name)
         if a != b and f.name not in ("data_dir", "data_fallback"):  # where the files are is not a setting
             kind = "size" if set(f.name.split("_")) & _SIZE_TOKENS or f.name == "seeds" else "deviation"
+            if isinstance(a, SolverSpec):
+                a, b, kind = str(a), str(b), "deviation"
             out.append({"field": f.name, "default": a, "value": b, "kind": kind})
+    return out
+
+
+def config_dict(config) -> dict:
+    """The config's fields as JSON-ready values; a solver spec as its text (``"heun(t1=300)"``)."""
+    out = dataclasses.asdict(config)
+    for f in dataclasses.fields(config):
+        if isinstance(getattr(config, f.name), SolverSpec):
+            out[f.name] = str(getattr(config, f.name))
     return out
 
 
@@ -152,7 +176,7 @@ def config_hash(config) -> str:
     of the old code)."""
     import sys
 
-    fields = dataclasses.asdict(config)
+    fields = config_dict(config)
     if fields.get("data_fallback") is True:  # the default, as before the field existed: old results resume
         del fields["data_fallback"]
     version = getattr(sys.modules.get(type(config).__module__), "VERSION", 1)
@@ -236,7 +260,7 @@ def _run_into(mod, name, config, out: Path, progress, quick) -> dict:
     payload = {
         "name": name,
         "description": mod.DESCRIPTION,
-        "config": dataclasses.asdict(config),
+        "config": config_dict(config),
         "config_hash": config_hash(config),
         "seeds": list(getattr(config, "seeds", ())),
         "quick": bool(quick),
