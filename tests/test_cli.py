@@ -413,3 +413,27 @@ def test_an_experiment_version_changes_the_config_hash():
     assert runner.get("fig12").VERSION == 2
     assert runner.config_hash(f12) == runner.config_hash(f12) != plain(f12)
     assert runner.config_hash(f3) == plain(f3)
+
+
+def test_markdown_and_html_reports_are_one_model(tmp_path):
+    """Both files are renderings of one document: every claim's text, every table cell and
+    every note appears in each (escaped for its format), including characters that each
+    format must escape."""
+    import html
+
+    payload = {
+        "name": "fig3", "description": "d <b>", "quick": True, "wall_time_s": 1.5, "device": "cpu", "seeds": [0],
+        "config_hash": "abc", "config": {"x": 1}, "data": ["toy (generated)"], "notes": ["a note with `code`"],
+        "config_changes": [{"field": "lr", "default": 0.1, "value": 1.0, "kind": "deviation"}],
+        "tables": [{"title": "T", "columns": ["a|b", "c"], "rows": [["1 < 2", "x"]]}],
+        "claims": [{"id": "fig3.k", "statement": "s | t", "expected": "e <= 1", "measured": "m & n", "passed": True,
+                    "category": "paper"}],
+    }
+    (tmp_path / "fig3").mkdir()
+    md_path, html_path = rep.write_report(tmp_path, {"fig3": payload})
+    md, page = md_path.read_text(), html_path.read_text()
+    for text in ("s | t", "e <= 1", "m & n", "a|b", "1 < 2", "d <b>", "toy (generated)", "lr = 1.0 (paper: 0.1)"):
+        assert html.escape(text) in page, text
+        assert text.replace("|", "\\|") in md, text
+    assert "<code>code</code>" in page and "`code`" in md
+    assert "**PASS**" in md and "class='PASS'>PASS<" in page

@@ -5,6 +5,9 @@ figures beside it), so it can be regenerated at any time with ``pclandscape repo
 It opens with a summary table (experiment, paper claims passed / total, findings, wall time,
 data used), then, per experiment, its figures, data notes (which fallback ran when a data set
 was absent), config and claims table (statement, expected, measured, verdict).
+
+The content is built once, as a list of blocks (``_document``); the Markdown and the HTML
+file are two renderings of it, so they cannot drift apart.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import base64
 import datetime
 import html
 import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from .base import PROTOCOL_NOTE
@@ -178,57 +183,151 @@ def _changes_text(r: dict) -> str:
     return ". ".join(parts)
 
 
-def _md_cell(s) -> str:
-    return str(s).replace("|", "\\|").replace("\n", " ")
+# --------------------------------------------------------------------------- one model, two renderers
+#
+# The report is built once as a list of blocks; Markdown and HTML are two renderings of the
+# same list, so the two files cannot say different things.
+
+
+@dataclass(frozen=True)
+class _Cell:
+    """A table cell: its text, a verdict (coloured / bold), or a link to an experiment."""
+
+    text: str
+    verdict: bool = False
+    link: str | None = None
+    css: str | None = None  # HTML class (defaults to the verdict's)
+
+
+@dataclass(frozen=True)
+class _Block:
+    kind: str  # "h1" | "h2" | "p" | "note" | "quote" | "bullets" | "table" | "title" | "image" | "details"
+    text: str = ""
+    items: tuple = ()  # bullets: strings; table: (columns, rows of _Cell | str)
+    anchor: str | None = None
 
 
 def _config_text(r: dict) -> str:
     return json.dumps(r.get("config", {}), indent=1, sort_keys=True)
 
 
-def _markdown(results: dict[str, dict], rows: list[dict], generated: str) -> str:
+def _cell(v) -> _Cell:
+    return v if isinstance(v, _Cell) else _Cell(str(v))
+
+
+def _document(results: dict[str, dict], rows: list[dict], generated: str) -> list[_Block]:
     quick = _is_quick(results)
-    lines = [f"# pclandscape: claims report{' (QUICK run: shrunk sizes, see the deviations per experiment)' if quick else ''}",
-             "", f"Generated {generated}.", ""]
     secs = section_counts(results)
-    lines += [f"- **{_count_line(k, v)}**" for k, v in secs.items()]
-    lines += ["", _LEGEND, ""]
-    lines += ["## Summary", "", "| experiment | mode | paper claims passed | findings (own verdicts) | wall time (s) | data used |",
-              "|---|---|---|---|---|---|"]
-    for row in rows:
-        lines.append(f"| {row['name']} | {'quick' if row['quick'] else 'full'} | {row['paper']} | {row['findings']} | "
-                     f"{row['wall']:.1f} | {_md_cell(row['data'])} |")
-    lines += ["", "## Protocols (BP vs PC training)", "", PROTOCOL_NOTE, ""]
+    doc = [
+        _Block("h1", "pclandscape: claims report" + (" (QUICK run: shrunk sizes, see the deviations per experiment)" if quick else "")),
+        _Block("p", f"Generated {generated}."),
+        _Block("bullets", items=tuple(_count_line(k, v) for k, v in secs.items())),
+        _Block("p", _LEGEND),
+        _Block("h2", "Summary"),
+        _Block("table", items=(
+            ("experiment", "mode", "paper claims passed", "findings (own verdicts)", "wall time (s)", "data used"),
+            [(_Cell(row["name"], link=row["name"]), "quick" if row["quick"] else "full",
+              _Cell(row["paper"], css="PASS" if row["all_paper_pass"] else "FAIL"), row["findings"], f"{row['wall']:.1f}",
+              row["data"]) for row in rows])),
+        _Block("h2", "Protocols (BP vs PC training)"),
+        _Block("p", PROTOCOL_NOTE),
+    ]
     for key, sec in secs.items():
-        lines += [f"## {SECTIONS.get(key, key)}", "", "| experiment | id | kind | verdict |", "|---|---|---|---|"]
-        for name, c in sec["claims"]:
-            lines.append(f"| {name} | {_md_cell(c['id'])} | {c.get('category', 'paper')} | **{verdict(c)}** |")
-        lines.append("")
+        doc += [_Block("h2", SECTIONS.get(key, key)),
+                _Block("table", items=(("experiment", "id", "kind", "verdict"),
+                                       [(_Cell(name, link=name), c["id"], c.get("category", "paper"), _Cell(verdict(c), verdict=True))
+                                        for name, c in sec["claims"]]))]
     for name, r in results.items():
-        lines += [f"## {name}{' (quick)' if r.get('quick') else ''}: {r.get('description', '')}", ""]
+        doc.append(_Block("h2", f"{name}{' (quick)' if r.get('quick') else ''}: {r.get('description', '')}", anchor=name))
         if _changes_text(r):
-            lines += [_changes_text(r), ""]
-        meta = f"Wall time {r.get('wall_time_s', float('nan')):.1f} s on {r.get('device', '?')}; seeds {r.get('seeds', [])}; config hash `{r.get('config_hash', '?')}`."
-        lines += [meta, ""]
+            doc.append(_Block("note", _changes_text(r)))
+        doc.append(_Block("p", f"Wall time {r.get('wall_time_s', float('nan')):.1f} s on {r.get('device', '?')}; seeds "
+                               f"{r.get('seeds', [])}; config hash `{r.get('config_hash', '?')}`."))
         if r.get("data"):
-            lines += ["Data: " + "; ".join(r["data"]), ""]
-        for note in r.get("notes", []):
-            lines += [f"> {note}", ""]
+            doc.append(_Block("note", "Data: " + "; ".join(r["data"])))
+        doc += [_Block("quote", note) for note in r.get("notes", [])]
         for t in r.get("tables", []):
-            lines += [f"**{t['title']}**", "", "| " + " | ".join(map(_md_cell, t["columns"])) + " |",
-                      "|" + "---|" * len(t["columns"])]
-            lines += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in t["rows"]]
-            lines.append("")
-        for fig in r.get("figures", []):
-            lines += [f"![{name} {fig}]({name}/{fig})", ""]
-        lines += ["| id | kind | statement | expected | measured | verdict |", "|---|---|---|---|---|---|"]
-        for c in r.get("claims", []):
-            lines.append(
-                f"| {_md_cell(c['id'])} | {c.get('category', 'paper')} | {_md_cell(c['statement'])} | "
-                f"{_md_cell(c['expected'])} | {_md_cell(c['measured'])} | **{verdict(c)}** |"
-            )
-        lines += ["", "<details><summary>config</summary>", "", "```json", _config_text(r), "```", "", "</details>", ""]
+            doc += [_Block("title", t["title"]), _Block("table", items=(tuple(t["columns"]), [tuple(row) for row in t["rows"]]))]
+        doc += [_Block("image", f"{name}/{fig}") for fig in r.get("figures", [])]
+        doc.append(_Block("table", items=(("id", "kind", "statement", "expected", "measured", "verdict"),
+                                          [(c["id"], c.get("category", "paper"), c["statement"], c["expected"], c["measured"],
+                                            _Cell(verdict(c), verdict=True)) for c in r.get("claims", [])])))
+        doc.append(_Block("details", _config_text(r), items=("config",)))
+    return doc
+
+
+def _md_cell(c: _Cell) -> str:
+    text = str(c.text).replace("|", "\\|").replace("\n", " ")
+    return f"**{text}**" if c.verdict else text
+
+
+def _render_markdown(doc: list[_Block]) -> str:
+    lines = []
+    for b in doc:
+        if b.kind == "h1":
+            lines += [f"# {b.text}", ""]
+        elif b.kind == "h2":
+            lines += [f"## {b.text}", ""]
+        elif b.kind in ("p", "note"):
+            lines += [b.text, ""]
+        elif b.kind == "quote":
+            lines += [f"> {b.text}", ""]
+        elif b.kind == "title":
+            lines += [f"**{b.text}**", ""]
+        elif b.kind == "bullets":
+            lines += [f"- **{item}**" for item in b.items] + [""]
+        elif b.kind == "table":
+            cols, rows = b.items
+            lines += ["| " + " | ".join(_md_cell(_cell(c)) for c in cols) + " |", "|" + "---|" * len(cols)]
+            lines += ["| " + " | ".join(_md_cell(_cell(v)) for v in row) + " |" for row in rows] + [""]
+        elif b.kind == "image":
+            lines += [f"![{b.text.replace('/', ' ')}]({b.text})", ""]
+        elif b.kind == "details":
+            lines += [f"<details><summary>{b.items[0]}</summary>", "", "```json", b.text, "```", "", "</details>", ""]
     return "\n".join(lines) + "\n"
+
+
+def _html_cell(c: _Cell, tag: str = "td") -> str:
+    e = html.escape
+    text = e(str(c.text))
+    if c.link:
+        text = f"<a href='#{e(c.link)}'>{text}</a>"
+    css = c.css or (str(c.text).replace(" ", "_") if c.verdict else None)
+    return f"<{tag}{f' class={chr(39)}{e(css)}{chr(39)}' if css else ''}>{text}</{tag}>"
+
+
+def _inline(text: str) -> str:
+    """Escaped text with Markdown's inline code (`x`) as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
+def _render_html(doc: list[_Block], out: Path) -> str:
+    e = html.escape
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>pclandscape claims report</title>",
+             f"<style>{_CSS}</style></head><body>"]
+    for b in doc:
+        if b.kind in ("h1", "h2"):
+            anchor = f" id='{e(b.anchor)}'" if b.anchor else ""
+            parts.append(f"<{b.kind}{anchor}>{e(b.text)}</{b.kind}>")
+        elif b.kind == "p":
+            parts.append(f"<p>{_inline(b.text)}</p>")
+        elif b.kind in ("note", "quote"):
+            parts.append(f"<p class='note'>{_inline(b.text)}</p>")
+        elif b.kind == "title":
+            parts.append(f"<p><b>{e(b.text)}</b></p>")
+        elif b.kind == "bullets":
+            parts.append("<ul>" + "".join(f"<li><b>{e(item)}</b></li>" for item in b.items) + "</ul>")
+        elif b.kind == "table":
+            cols, rows = b.items
+            parts.append("<table><tr>" + "".join(_html_cell(_cell(c), "th") for c in cols) + "</tr>")
+            parts += ["<tr>" + "".join(_html_cell(_cell(v)) for v in row) + "</tr>" for row in rows]
+            parts.append("</table>")
+        elif b.kind == "image":
+            parts.append(_img_tag(out / b.text))
+        elif b.kind == "details":
+            parts.append(f"<details><summary>{e(b.items[0])}</summary><pre>{e(b.text)}</pre></details>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
 
 
 _LEGEND = (
@@ -259,68 +358,6 @@ def _img_tag(path: Path) -> str:
     return f"<img alt='{html.escape(path.name)}' src='data:image/png;base64,{data}'>"
 
 
-def _html(out: Path, results: dict[str, dict], rows: list[dict], generated: str) -> str:
-    e = html.escape
-    quick = _is_quick(results)
-    secs = section_counts(results)
-    title = "pclandscape: claims report" + (" (QUICK run: shrunk sizes, see the deviations per experiment)" if quick else "")
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>pclandscape claims report</title>",
-        f"<style>{_CSS}</style></head><body>",
-        f"<h1>{e(title)}</h1>",
-        f"<p>Generated {e(generated)}.</p><ul>",
-        *[f"<li><b>{e(_count_line(k, v))}</b></li>" for k, v in secs.items()],
-        "</ul>",
-        f"<p>{e(_LEGEND)}</p>",
-        "<h2>Summary</h2><table><tr><th>experiment</th><th>mode</th><th>paper claims passed</th><th>findings (own verdicts)</th>"
-        "<th>wall time (s)</th><th>data used</th></tr>",
-    ]
-    for row in rows:
-        cls = "PASS" if row["all_paper_pass"] else "FAIL"
-        parts.append(
-            f"<tr><td><a href='#{e(row['name'])}'>{e(row['name'])}</a></td><td>{'quick' if row['quick'] else 'full'}</td>"
-            f"<td class='{cls}'>{row['paper']}</td>"
-            f"<td>{row['findings']}</td><td>{row['wall']:.1f}</td><td>{e(row['data'])}</td></tr>"
-        )
-    parts += ["</table>", "<h2>Protocols (BP vs PC training)</h2>", f"<p>{e(PROTOCOL_NOTE)}</p>"]
-    for key, sec in secs.items():
-        parts.append(f"<h2>{e(SECTIONS.get(key, key))}</h2><table><tr><th>experiment</th><th>id</th><th>kind</th><th>verdict</th></tr>")
-        for name, c in sec["claims"]:
-            v = verdict(c)
-            parts.append(f"<tr><td><a href='#{e(name)}'>{e(name)}</a></td><td>{e(c['id'])}</td><td>{e(c.get('category', 'paper'))}</td>"
-                         f"<td class='{e(v.replace(' ', '_'))}'>{e(v)}</td></tr>")
-        parts.append("</table>")
-    for name, r in results.items():
-        parts.append(f"<h2 id='{e(name)}'>{e(name)}{' (quick)' if r.get('quick') else ''}: {e(r.get('description', ''))}</h2>")
-        if _changes_text(r):
-            parts.append(f"<p class='note'>{e(_changes_text(r))}</p>")
-        parts.append(
-            f"<p>Wall time {r.get('wall_time_s', float('nan')):.1f} s on {e(str(r.get('device', '?')))}; "
-            f"seeds {e(str(r.get('seeds', [])))}; config hash <code>{e(str(r.get('config_hash', '?')))}</code>.</p>"
-        )
-        if r.get("data"):
-            parts.append(f"<p class='note'>Data: {e('; '.join(r['data']))}</p>")
-        for note in r.get("notes", []):
-            parts.append(f"<p class='note'>{e(note)}</p>")
-        for t in r.get("tables", []):
-            parts.append(f"<p><b>{e(t['title'])}</b></p><table><tr>" + "".join(f"<th>{e(str(c))}</th>" for c in t["columns"]) + "</tr>")
-            parts += ["<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in row) + "</tr>" for row in t["rows"]]
-            parts.append("</table>")
-        for fig in r.get("figures", []):
-            parts.append(_img_tag(out / name / fig))
-        parts.append("<table><tr><th>id</th><th>kind</th><th>statement</th><th>expected</th><th>measured</th><th>verdict</th></tr>")
-        for c in r.get("claims", []):
-            v = verdict(c)
-            parts.append(
-                f"<tr><td>{e(c['id'])}</td><td>{e(c.get('category', 'paper'))}</td><td>{e(c['statement'])}</td>"
-                f"<td>{e(c['expected'])}</td><td>{e(c['measured'])}</td><td class='{e(v.replace(' ', '_'))}'>{e(v)}</td></tr>"
-            )
-        parts.append("</table>")
-        parts.append(f"<details><summary>config</summary><pre>{e(_config_text(r))}</pre></details>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
 def write_report(out_dir, results: dict[str, dict] | None = None) -> tuple[Path, Path]:
     """Write ``out_dir/report.md`` and ``out_dir/report.html`` (atomically); return their paths.
 
@@ -330,8 +367,9 @@ def write_report(out_dir, results: dict[str, dict] | None = None) -> tuple[Path,
     results = collect(out) if results is None else results
     rows = summary_rows(results)
     generated = datetime.datetime.now().isoformat(timespec="seconds")
-    md = _markdown(results, rows, generated)
-    page = _html(out, results, rows, generated)
+    doc = _document(results, rows, generated)
+    md = _render_markdown(doc)
+    page = _render_html(doc, out)
     md_path, html_path = out / "report.md", out / "report.html"
     atomic_write(md_path, lambda f: f.write(md.encode()))
     atomic_write(html_path, lambda f: f.write(page.encode()))
