@@ -114,6 +114,22 @@ def test_lanczos_counts_eigenvalues_with_multiplicity(x64):
     np.testing.assert_allclose(np.asarray(d[perm])[:, None] * v, v * np.asarray(lo.eigenvalues)[None], atol=1e-10)
 
 
+def test_lanczos_with_a_small_basis_restarts_to_the_same_eigenvalues(x64):
+    """max_basis bounds the Krylov basis (memory); runs that fill it restart from their Ritz
+    vectors and still return eigvalsh's k smallest with multiplicity, spending more products."""
+    d = np.concatenate([[-2.0, -1.0, -1.0], np.linspace(0.0, 1.0, 297)])  # a dense bulk: slow convergence
+    np.random.default_rng(3).shuffle(d)
+    fn = _diag_fn(d)
+    full = pcl.lanczos(fn, jnp.zeros(300), k=3, which="smallest")
+    small = pcl.lanczos(fn, jnp.zeros(300), k=3, which="smallest", max_basis=12, max_iter=4000)
+    assert full.converged and small.converged
+    np.testing.assert_allclose(np.asarray(small.eigenvalues), [-2, -1, -1], atol=1e-9)
+    np.testing.assert_allclose(np.asarray(full.eigenvalues), [-2, -1, -1], atol=1e-9)
+    assert small.iterations > full.iterations
+    with pytest.raises(ValueError, match="max_basis"):
+        pcl.lanczos(fn, jnp.zeros(300), max_basis=1)
+
+
 def test_lanczos_multiplicity_far_above_k(x64):
     """90 copies of -1 and 60 zeros among 300: the 5 smallest are five -1s."""
     d = np.concatenate([-np.ones(90), np.zeros(60), np.linspace(2, 6, 150)])

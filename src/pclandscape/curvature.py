@@ -276,6 +276,7 @@ def lanczos(
     key=None,
     v0: Array | None = None,
     max_restarts: int | None = None,
+    max_basis: int | None = None,
 ) -> LanczosResult:
     """The ``k`` extreme eigenpairs of a Hessian, counted with multiplicity, matrix-free.
 
@@ -292,7 +293,9 @@ def lanczos(
 
     Works for indefinite matrices (the most negative eigenvalue with ``which="smallest"``).
     Only Hessian-vector products are needed, so it runs at ``p >= 3e5``; memory is one
-    ``(m, p)`` Krylov basis (``m <= max_iter``, grown by doubling) plus the locked vectors.
+    ``(m, p)`` Krylov basis plus the locked vectors, with ``m <= max_basis``: a run whose
+    basis is full before it converged restarts from its wanted Ritz vectors (explicit
+    restart), until ``max_iter`` products in all.
 
     Args:
         fn_or_operator: ``fn(params) -> scalar`` (with ``params``) or a
@@ -305,8 +308,11 @@ def lanczos(
             the residual, and typically its square over the spectral gap. Eigenvalues
             closer than ``sqrt(tol) * max|Ritz value|`` count as equal when deciding whether
             a restart found anything new.
-        max_iter: maximum Krylov dimension per run (default ``min(p, 1024)``); raise it if
-            ``converged`` is False.
+        max_iter: maximum Hessian-vector products per run (default ``min(p, 1024)``); raise
+            it if ``converged`` is False.
+        max_basis: most Krylov vectors held at once (default: as many as fit in 256 MiB, at
+            least 64 and at most ``max_iter``); smaller bounds memory at the price of
+            restarts (see ``benchmarks/curvature.py`` for the cost at ``p = 3.3e5``).
         check_every: iterations between convergence checks.
         key, v0: random start (``key``, default ``jax.random.key(0)``) or a given start vector.
         max_restarts: deflated restarts allowed (default ``k + 1``, enough for any
@@ -352,7 +358,8 @@ def lanczos(
             start = jax.random.normal(key, (p,), dtype)
         else:  # host-side draw: no device compile for a start vector
             start = jnp.asarray(rng.standard_normal(p), dtype)
-        theta, s_vecs, r, m, ok, rho = _lanczos_run(deflated, min(k, p - locked), which, start, tol, max_iter, check_every)
+        wanted = min(max(k - locked, 1), p - locked)  # the ones still missing; then 1, to look for a missed copy
+        theta, s_vecs, r, m, ok, rho = _lanczos_run(deflated, wanted, which, start, tol, max_iter, check_every, max_basis)
         radius = rho if run == 0 else radius  # spectral radius estimate (the extreme Ritz values)
         iterations += m
         kth = sorted(sign * v for v in vals)[k - 1] if len(vals) >= k else np.inf
@@ -366,8 +373,6 @@ def lanczos(
             vals.append(float(theta[i]))
             vecs.append(s_vecs[:, i])
             res.append(float(r[i]))
-        if not ok:
-            break
     order = np.argsort([sign * v for v in vals], kind="stable")[:k]
     if len(order) < k:
         converged = False
@@ -380,12 +385,34 @@ def lanczos(
     )
 
 
-def _lanczos_run(op, k, which, v0, tol, max_iter, check_every):
+_BASIS_BYTES = 1 << 28  # default memory of one Krylov basis: 256 MiB
+
+
+def _lanczos_run(op, k, which, v0, tol, max_iter, check_every, max_basis):
     """One Lanczos run from ``v0``: ``(theta, vectors (p, k), residuals, m, converged, rho)``
     for the ``k`` extreme Ritz pairs (in exact arithmetic each distinct eigenvalue at most
-    once), ``rho`` the largest ``|Ritz value|`` (an estimate of the spectral radius)."""
+    once), ``rho`` the largest ``|Ritz value|`` (an estimate of the spectral radius), ``m``
+    the products spent. Cycles of at most ``max_basis`` vectors, each restarted from the sum
+    of the previous cycle's wanted Ritz vectors, until convergence or ``max_iter`` products."""
+    p = op.size
+    max_iter = max_iter or min(p, 1024)
+    if max_basis is None:
+        max_basis = max(64, _BASIS_BYTES // (p * jnp.dtype(op.dtype).itemsize))
+    if isinstance(max_basis, bool) or not isinstance(max_basis, (int, np.integer)) or max_basis < 2:
+        raise ValueError(f"max_basis={max_basis!r} must be an integer >= 2 (Krylov vectors held at once).")
+    spent = 0
+    while True:
+        limit = min(int(max_basis), p, max_iter - spent)  # a Krylov basis has at most p vectors
+        theta, vecs, res, m, ok, rho = _lanczos_cycle(op, k, which, v0, tol, limit, check_every)
+        spent += m
+        if ok or m < limit or spent >= max_iter:
+            return theta, vecs, res, spent, ok, rho
+        v0 = jnp.sum(vecs, axis=1)  # explicit restart: the wanted Ritz vectors' span
+
+
+def _lanczos_cycle(op, k, which, v0, tol, max_iter, check_every):
+    """One Krylov cycle of at most ``max_iter`` vectors from ``v0`` (see :func:`_lanczos_run`)."""
     p, dtype = op.size, op.dtype
-    max_iter = min(p, max_iter or 1024)
     breakdown = 1e3 * float(jnp.finfo(dtype).eps)
     # One Krylov basis of up to ~2^25 entries is allocated at once (each new size compiles
     # the iteration again); beyond that it grows by doubling.
