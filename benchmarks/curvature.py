@@ -80,10 +80,10 @@ def main(argv=None):
         net = pcl.MLP(jax.random.key(1), widths, "linear", init_std=5e-3**0.5)
         p_ = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
         h_l, t_l = timed(lambda: pcl.loss_hessian(net, x, y))
-        h_f, t_f = timed(lambda: pcl.energy_hessian(net, x, y, "implicit", solver=pcl.ExactLinear()))
+        h_f, t_f = timed(lambda: pcl.energy_hessian(net, x, y, pcl.Implicit(solver=pcl.ExactLinear())))
         v = jax.random.normal(jax.random.key(2), (p_,))
         hv, t_hv = timed(lambda: pcl.hvp(lambda w: pcl.mse_loss(net.with_weights(w), x, y), pcl.weights(net), v))
-        op = pcl.energy_hessian(net, x, y, "implicit", solver=pcl.ExactLinear(), form="operator")
+        op = pcl.energy_hessian_operator(net, x, y, pcl.Implicit(solver=pcl.ExactLinear()))
         hvf, t_hvf = timed(lambda: op.mv(v))
         tag = "-".join(map(str, widths))
         print(f"{'dense H_L  ' + tag:<58} {p_:>8} {t_l:>8.2f}")
@@ -93,9 +93,9 @@ def main(argv=None):
 
     # exactness of implicit vs unrolled on the 784-10-10-10 net at a random (non-zero) point
     net = pcl.MLP(jax.random.key(3), [784, 10, 10, 10], "linear")
-    h_t, _ = timed(lambda: pcl.energy_hessian(net, x, y, "theory"))
-    h_i, t_i = timed(lambda: pcl.energy_hessian(net, x, y, "implicit", solver=pcl.ExactLinear()))
-    h_u, t_u = timed(lambda: pcl.energy_hessian(net, x, y, "unrolled", solver=pcl.Euler(dt=0.1, steps=50)))
+    h_t, _ = timed(lambda: pcl.energy_hessian(net, x, y, pcl.Theory()))
+    h_i, t_i = timed(lambda: pcl.energy_hessian(net, x, y, pcl.Implicit(solver=pcl.ExactLinear())))
+    h_u, t_u = timed(lambda: pcl.energy_hessian(net, x, y, pcl.Unrolled(solver=pcl.Euler(dt=0.1, steps=50))))
     f_star = float(pcl.theory.equilibrated_energy(pcl.weights(net), x, y))
     f_50 = float(pcl.infer(net, x, y, pcl.Euler(dt=0.1, steps=50)).energy)
     rel = lambda a: float(jnp.max(jnp.abs(a - h_t)) / jnp.max(jnp.abs(h_t)))
@@ -109,8 +109,8 @@ def main(argv=None):
     target = -float(np.linalg.eigvalsh(np.asarray(y.T @ y / y.shape[0]))[-1])
     for method in ("theory", "implicit"):
         def run():
-            kw = {"solver": pcl.ExactLinear()} if method == "implicit" else {}
-            op = pcl.energy_hessian(zero, x, y, method, form="operator", **kw)
+            m = pcl.Implicit(solver=pcl.ExactLinear()) if method == "implicit" else pcl.Theory()
+            op = pcl.energy_hessian_operator(zero, x, y, m)
             return pcl.lanczos(op, k=1, which="smallest").eigenvalues[0]
         lam, t = timed(run)
         print(f"{'Lanczos lambda_min H_F* (' + method + ') at 0, 784-300-300-10':<58} {p_:>8} {t:>8.2f}  rel err vs -lambda_max(Syy) {abs(float(lam) - target) / abs(target):.1e}")
@@ -119,7 +119,7 @@ def main(argv=None):
         net = pcl.MLP(jax.random.key(4), widths, "tanh", init_std=5e-3)  # std 5e-3: near 0 (see fig5)
 
         def run():
-            op = pcl.energy_hessian(net, x, y, "implicit", solver=pcl.Euler(dt=0.25, steps=800, tol=1e-9), form="operator")
+            op = pcl.energy_hessian_operator(net, x, y, pcl.Implicit(solver=pcl.Euler(dt=0.25, steps=800, tol=1e-9)))
             return pcl.lanczos(op, k=1, which="smallest")
         res, t = timed(run)
         print(f"{'Lanczos lambda_min implicit H_F* tanh 784-300-300-10 near 0':<58} {p_:>8} {t:>8.2f}  lambda_min = {float(res.eigenvalues[0]):.6g} (-lambda_max(Syy) = {target:.6g}), {res.iterations} iterations")
@@ -132,7 +132,7 @@ def lanczos_memory(repeats: int):
     x, y = mnist_like()
     widths = [784, 300, 300, 10]
     net = pcl.MLP(jax.random.key(4), widths, "tanh", init_std=5e-3)
-    op = pcl.energy_hessian(net, x, y, "implicit", solver=pcl.Euler(dt=0.25, steps=800, tol=1e-9), form="operator")
+    op = pcl.energy_hessian_operator(net, x, y, pcl.Implicit(solver=pcl.Euler(dt=0.25, steps=800, tol=1e-9)))
     p_ = op.size
     bounds = {"1024 (unbounded before)": 1024, "default (256 MiB)": None, "32": 32}
     times = {(b, k): [] for b in bounds for k in (1, 5)}
@@ -160,7 +160,7 @@ def target_row():
     x, y = mnist_like()
     for widths in ([784, 10, 10], [784, 10, 10, 10]):
         net = pcl.MLP(jax.random.key(1), widths, "linear", init_std=5e-3**0.5)
-        _, t = timed(lambda: pcl.energy_hessian(net, x, y, "implicit", solver=pcl.ExactLinear()))
+        _, t = timed(lambda: pcl.energy_hessian(net, x, y, pcl.Implicit(solver=pcl.ExactLinear())))
     print(f"{t:.4f}")
 
 

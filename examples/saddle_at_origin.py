@@ -35,7 +35,7 @@ def main(argv=None) -> dict:
     for name, fn in (("loss L", loss), ("equilibrated energy F*", energy)):
         hess = None
         if name.startswith("equilibrated"):
-            hess = pcl.energy_hessian(net, x, y, "implicit", form="operator")
+            hess = pcl.energy_hessian_operator(net, x, y, pcl.Implicit())
         cp = pcl.classify_critical_point(fn, w0, hessian=hess)
         out[name] = cp
         print(f"{name}: {cp.kind} (order {cp.order}), lambda_min = {cp.lambda_min:.6f}, "

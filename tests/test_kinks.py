@@ -111,4 +111,4 @@ def test_euler_only_chatters_around_a_relu_kink_equilibrium(x64):
 def test_implicit_hessian_is_refused_on_kinks(x64):
     net, x, y = _relu_problem(2, bias=False, masked=False)
     with pytest.raises(pcl.NotAtEquilibriumError, match="kink"):
-        pcl.energy_hessian(net, x, y, solver=pcl.Newton(tol=1e-10))
+        pcl.energy_hessian(net, x, y, pcl.Implicit(solver=pcl.Newton(tol=1e-10)))

@@ -53,6 +53,6 @@ def test_eq8_equals_the_implicit_hessian_at_the_origin(n_hidden, width, n, seed)
     with enable_x64(True):
         x, y = jnp.asarray(rng.standard_normal((n, 2))), jnp.asarray(rng.standard_normal((n, 2)))
         net = pcl.MLP(jax.random.key(0), widths, "linear", init_std=0.0, dtype=jnp.float64)
-        implicit = pcl.energy_hessian(net, x, y, "implicit")
+        implicit = pcl.energy_hessian(net, x, y, pcl.Implicit())
         closed = pcl.theory.energy_hessian_at_origin(widths, x, y)
         np.testing.assert_allclose(np.asarray(implicit), np.asarray(closed), atol=1e-10)

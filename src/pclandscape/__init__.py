@@ -31,7 +31,16 @@ from .curvature import (
     spectral_density,
 )
 from .errors import DataError, DataNotFoundError, DivergenceError, NotAtEquilibriumError
-from .hessians import energy_hessian, implicit_energy_operator, loss_hessian
+from .hessians import (
+    Implicit,
+    Theory,
+    Unrolled,
+    energy_hessian,
+    energy_hessian_operator,
+    implicit_energy_operator,
+    loss_hessian,
+    loss_hessian_operator,
+)
 from .inference import (
     CG,
     AbstractSolver,
@@ -112,8 +121,13 @@ __all__ = [
     "LanczosResult",
     "lanczos",
     "energy_hessian",
+    "energy_hessian_operator",
     "loss_hessian",
+    "loss_hessian_operator",
     "implicit_energy_operator",
+    "Implicit",
+    "Unrolled",
+    "Theory",
     "CriticalPoint",
     "classify_critical_point",
     "directional_derivatives",

@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from . import _interrupt
+from ._interrupt import raise_if_requested
 
 
 def progress_enabled(progress: bool | None) -> bool:
@@ -38,7 +38,7 @@ class Progress:
         self.postfix = ""
 
     def update(self, n: int = 1, **postfix) -> None:
-        _interrupt.raise_if_requested()
+        raise_if_requested()
         self.n += n
         if postfix:
             self.postfix = " ".join(f"{k}={_fmt(v)}" for k, v in postfix.items())

@@ -306,15 +306,15 @@ def entry() -> None:
     progress tick, and still ends the process with 130."""
     import signal
 
-    from . import _interrupt
+    from ._interrupt import handler, requested
 
-    signal.signal(signal.SIGINT, _interrupt.handler)
-    signal.signal(signal.SIGTERM, _interrupt.handler)
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
     try:
         rc = main()
     except KeyboardInterrupt:  # raised again after main's own handler, e.g. during its cleanup
         rc = 130
-    if _interrupt.requested() and rc != 130:
+    if requested() and rc != 130:
         print("pclandscape: interrupted (finished experiments are kept; rerun to resume)", file=sys.stderr)
         rc = 130
     if rc == 130:

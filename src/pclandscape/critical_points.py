@@ -298,8 +298,8 @@ def classify_critical_point(
         k: eigenpairs per end computed by Lanczos above ``dense_max``.
         key: PRNG key for the random directions.
         hessian: the Hessian as a :class:`~pclandscape.curvature.HessianOperator`, when a
-            cheaper one than autodiff of ``fn`` exists (e.g. ``pcl.energy_hessian(...,
-            form="operator")`` for the equilibrated energy); it must be the Hessian of ``fn``.
+            cheaper one than autodiff of ``fn`` exists (e.g. ``pcl.energy_hessian_operator(...)`` for the
+            equilibrated energy); it must be the Hessian of ``fn``.
     """
     f, flat = flatten_fn(fn, params)
     unravel = f.unravel

@@ -143,7 +143,7 @@ def _hessian_lambda_min(cfg, net, x, y):
         net64 = jax.tree_util.tree_map(lambda a: jnp.zeros_like(a, jnp.float64) if eqx.is_inexact_array(a) else a, net)
         xb, yb = jnp.asarray(x[: cfg.hessian_batch], jnp.float64), jnp.asarray(y[: cfg.hessian_batch], jnp.float64)
         solver = pcl.Euler(dt=0.5, steps=400, tol=1e-8)  # near the origin the activity Hessian is ~I
-        op = pcl.energy_hessian(net64, xb, yb, "implicit", solver=solver, form="operator")
+        op = pcl.energy_hessian_operator(net64, xb, yb, pcl.Implicit(solver=solver))
         lz = pcl.lanczos(op, k=1, which="smallest", max_iter=300)
         widths = [xb.shape[1], *(w.shape[0] for w in net.weights)]
         eq8 = float(pcl.theory.origin_spectrum(widths, xb, yb, "energy")[0])

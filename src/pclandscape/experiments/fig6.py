@@ -193,7 +193,7 @@ def _classify(net, x, y):
             "loss": loss,
             "energy": lambda w: pcl.infer(template.with_weights(w), x64, y64, pcl.ExactLinear(masked=True)).energy,
         }
-        ops = {"loss": None, "energy": pcl.energy_hessian(at, x64, y64, "implicit", solver=pcl.ExactLinear(), form="operator")}
+        ops = {"loss": None, "energy": pcl.energy_hessian_operator(at, x64, y64, pcl.Implicit(solver=pcl.ExactLinear()))}
         out = {"search": (found.grad_norm, found.start_grad_norm, found.distance, found.iterations, bool(found.converged),
                           float(loss(ws)))}
         for name, fn in fns.items():

@@ -84,11 +84,11 @@ def run(cfg: Config, progress=None) -> Results:
                 z = pcl.infer(net, x, y, pcl.ExactLinear()).activities
                 g_pc = jax.grad(lambda w: pcl.pc_energy(net.with_weights(w), z, x, y))(list(saddle.weights))
                 grads[tag] = max(g_theory, max(float(jnp.max(jnp.abs(g))) for g in g_pc))
-                op = pcl.energy_hessian(net, x, y, "implicit", solver=pcl.ExactLinear(), form="operator")
+                op = pcl.energy_hessian_operator(net, x, y, pcl.Implicit(solver=pcl.ExactLinear()))
                 d = jnp.concatenate([a.reshape(-1) for a in saddle.direction])
                 curv[tag] = (float(d @ op.mv(d)), float(saddle.curvature))
                 if op.size <= cfg.dense_max:
-                    h_f = np.asarray(pcl.energy_hessian(net, x, y, "implicit", solver=pcl.ExactLinear()))
+                    h_f = np.asarray(pcl.energy_hessian(net, x, y, pcl.Implicit(solver=pcl.ExactLinear())))
                     ev = np.linalg.eigvalsh(h_f)
                     h_l = np.asarray(pcl.loss_hessian(net, x, y))
                     loss_zero[tag] = float(np.max(np.abs(h_l)))
@@ -96,7 +96,7 @@ def run(cfg: Config, progress=None) -> Results:
                     lo = pcl.lanczos(op, k=5, which="smallest")
                     hi = pcl.lanczos(op, k=5, which="largest")
                     ev = np.concatenate([np.asarray(lo.eigenvalues), np.asarray(hi.eigenvalues)[::-1]])
-                    l_op = pcl.loss_hessian(net, x, y, form="operator")
+                    l_op = pcl.loss_hessian_operator(net, x, y)
                     v = jax.random.normal(jax.random.key(1), (l_op.size,), jnp.float64)
                     loss_zero[tag] = float(jnp.max(jnp.abs(l_op.mv(v))))  # H_L v = 0 for a random v
                 lam[tag] = float(ev[0])
