@@ -31,9 +31,8 @@ def main(argv=None) -> dict:
     print(f"data: {ds.name} ({ds.source}) {ds.note}".strip())
     net = pcl.MLP(jax.random.key(0), [ds.input_dim, args.width, args.width, ds.output_dim], "tanh")
     final = {}
-    for rule in ("bp", "pc"):
-        solver = pcl.Newton(tol=1e-4) if rule == "pc" else None
-        _, hist = pcl.train(net, (ds.x_train, ds.y_train), rule=rule, optimizer=optax.sgd(args.lr), solver=solver,
+    for rule, how in (("bp", pcl.BP()), ("pc", pcl.PC(solver=pcl.Newton(tol=1e-4)))):
+        _, hist = pcl.train(net, (ds.x_train, ds.y_train), rule=how, optimizer=optax.sgd(args.lr),
                             steps=args.steps, batch_size=64, key=jax.random.key(1),
                             eval_data=(ds.x_test, ds.y_test), progress=None)
         final[rule] = float(hist.test_loss[-1])

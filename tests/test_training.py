@@ -1,5 +1,6 @@
 """BP and PC training: steps, the train loop, History, checkpoints, divergence."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -144,7 +145,6 @@ def test_divergence_names_the_step_and_the_cause(regression):
 def test_train_many_follows_each_seed_exactly(x64, vectorize):
     """Seeds trained as one computation (vmapped, or mapped one after the other) follow the
     trajectories of separate runs, including per-seed early stopping at until_loss."""
-    import equinox as eqx
 
     keys = jax.random.split(jax.random.key(0), 3)
     nets = eqx.filter_vmap(lambda k: pcl.MLP(k, [3, 6, 6, 2], "tanh"))(keys)
@@ -213,7 +213,6 @@ def test_train_many_learning_rate_grid_and_divergence(x64):
     """Per-member grad_scale with optax.sgd(1.0) is each member's learning rate (the members
     follow separate runs with optax.sgd(lr) to rounding), and on_divergence="stop" freezes a
     diverging member at its last finite state while the others go on."""
-    import equinox as eqx
 
     keys = jax.random.split(jax.random.key(0), 3)
     nets = eqx.filter_vmap(lambda k: pcl.MLP(k, [3, 5, 2], "linear"))(keys)
@@ -347,3 +346,27 @@ def test_damaged_checkpoint_names_the_file(tmp_path, regression, damage):
                       "truncated_leaves": blob[: 8 + size + 10]}[damage])
     with pytest.raises(ValueError, match=rf"checkpoint {ckpt}.*(empty|truncated|not a pclandscape checkpoint)"):
         pcl.train(net, (x, y), rule="bp", optimizer=optax.sgd(0.01), steps=6, batch_size=32, checkpoint=ckpt)
+
+
+def test_rules_are_objects_and_a_solver_is_never_ignored():
+    """rule=pcl.PC(solver) / pcl.BP() are the rules; 'pc' with solver= and 'bp' are their
+    shorthands and give the same runs; a solver beside backprop (which runs no inference), or
+    beside a PC object, is an error instead of being ignored."""
+    net = pcl.MLP(jax.random.key(0), [3, 4, 2], "tanh")
+    x, y = jax.random.normal(jax.random.key(1), (8, 3)), jax.random.normal(jax.random.key(2), (8, 2))
+    euler = pcl.Euler(dt=0.1, steps=5)
+    _, h_obj = pcl.train(net, (x, y), rule=pcl.PC(solver=euler), steps=3, batch_size=8)
+    _, h_str = pcl.train(net, (x, y), rule="pc", solver=euler, steps=3, batch_size=8)
+    np.testing.assert_array_equal(h_obj.loss, h_str.loss)
+    assert h_obj.rule == "pc" and h_obj.meta["solver"] == repr(euler)
+    _, h_bp = pcl.train(net, (x, y), rule=pcl.BP(), steps=3, batch_size=8)
+    np.testing.assert_array_equal(h_bp.loss, pcl.train(net, (x, y), rule="bp", steps=3, batch_size=8)[1].loss)
+    for kwargs, needle in ((dict(rule="bp", solver=euler), "would be ignored"),
+                           (dict(rule=pcl.BP(), solver=euler), "would be ignored"),
+                           (dict(rule=pcl.PC(), solver=euler), "belongs to the rule"),
+                           (dict(rule="hebbian"), "not known")):
+        with pytest.raises(ValueError, match=needle):
+            pcl.train(net, (x, y), steps=1, batch_size=8, **kwargs)
+    with pytest.raises(ValueError, match="would be ignored"):
+        pcl.train_many(eqx.filter_vmap(lambda k: pcl.MLP(k, [3, 4, 2], "tanh"))(jax.random.split(jax.random.key(0), 2)),
+                       (x, y), rule="bp", solver=euler, steps=1, batch_size=8)

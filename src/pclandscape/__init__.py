@@ -59,7 +59,7 @@ from .inference import (
 from .kinks import stationarity_residual
 from .networks import CNN, MLP, NTP, SP, MuPC, Parameterisation, PCNetwork, weights
 from .objectives import layer_energies, mse_loss, pc_energy, sample_energies
-from .training import History, StepInfo, bp_step, evaluate, init_opt_state, pc_step, train, train_many
+from .training import BP, PC, History, StepInfo, bp_step, evaluate, init_opt_state, pc_step, train, train_many
 
 __all__ = [
     "__version__",
@@ -107,6 +107,8 @@ __all__ = [
     "init_opt_state",
     "train",
     "train_many",
+    "BP",
+    "PC",
     "evaluate",
     "History",
     # curvature

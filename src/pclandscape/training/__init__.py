@@ -25,6 +25,6 @@ from __future__ import annotations
 from ._evaluate import evaluate as evaluate
 from ._history import History as History
 from ._loop import train as train, train_many as train_many
-from ._steps import StepInfo as StepInfo, bp_step as bp_step, init_opt_state as init_opt_state, pc_step as pc_step
+from ._steps import BP as BP, PC as PC, StepInfo as StepInfo, bp_step as bp_step, init_opt_state as init_opt_state, pc_step as pc_step
 
-__all__ = ["StepInfo", "bp_step", "pc_step", "init_opt_state", "train", "train_many", "History", "evaluate"]
+__all__ = ["BP", "PC", "StepInfo", "bp_step", "pc_step", "init_opt_state", "train", "train_many", "History", "evaluate"]

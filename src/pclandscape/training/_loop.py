@@ -23,7 +23,7 @@ from ._batches import batch_sharding, device_data, index_stream, is_array_pair, 
 from ._fused import jit_step_ok, run_steps, run_steps_many
 from ._history import History
 from ._recorder import Recorder, host_row
-from ._steps import DEFAULT_OPTIMIZER, bp_step, diverged_message, init_opt_state, pc_step, scalar
+from ._steps import BP, DEFAULT_OPTIMIZER, PC, as_rule, bp_step, diverged_message, init_opt_state, pc_step, scalar
 
 __all__ = ["train", "train_many"]
 
@@ -32,7 +32,7 @@ def train(
     net: PCNetwork,
     data,
     *,
-    rule: str = "pc",
+    rule: PC | BP | str = "pc",
     optimizer: optax.GradientTransformation | None = None,
     solver: AbstractSolver | None = None,
     steps: int,
@@ -57,11 +57,13 @@ def train(
         data: ``(x, y)`` arrays (cut into shuffled batches of ``batch_size``, a new seeded
             permutation every epoch, incomplete last batch dropped) or any re-iterable of
             ``(x, y)`` batches.
-        rule: ``"pc"`` or ``"bp"``.
+        rule: ``pcl.PC(solver=...)`` (predictive coding, the default) or ``pcl.BP()``
+            (backprop); ``"pc"`` (with ``solver=`` beside it) and ``"bp"`` are shorthands.
         optimizer: an optax optimizer (default ``optax.sgd(1e-3)``, the paper's). The compiled
             training loop is cached on the optimizer object: pass the same object to later
             calls (not a fresh ``optax.sgd(lr)`` each time) to skip recompilation.
-        solver: inference solver for PC (default :func:`pclandscape.default_solver`).
+        solver: with ``rule="pc"``, its inference solver (default
+            :func:`pclandscape.default_solver`); an error with backprop, which runs none.
         steps: maximum number of weight updates.
         until_loss: stop early once the batch loss (Eq 1) falls below this value.
         batch_size: batch size when ``data`` is a pair of arrays.
@@ -95,6 +97,7 @@ def train(
         DivergenceError: the loss, energy or gradient became NaN/inf; it names the step
             and carries the history and network up to the last finite step.
     """
+    rule, solver = as_rule(rule, solver)
     _check_run_args("train", rule, steps, batch_size, steps_per_call)
     for name, value in (("eval_every", eval_every), ("checkpoint_every", checkpoint_every)):
         if value is not None:
@@ -199,8 +202,6 @@ def train(
 
 
 def _check_run_args(owner: str, rule, steps, batch_size, steps_per_call) -> None:
-    if rule not in ("pc", "bp"):
-        raise ValueError(f"rule={rule!r} is not known; use 'pc' (predictive coding) or 'bp' (backprop).")
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
         raise ValueError(f"steps={steps!r} must be a non-negative integer (the maximum number of updates).")
     positive_int(owner, "batch_size", batch_size)
@@ -222,7 +223,7 @@ def train_many(
     nets: PCNetwork,
     data: tuple[Array, Array],
     *,
-    rule: str = "pc",
+    rule: PC | BP | str = "pc",
     optimizer: optax.GradientTransformation | None = None,
     solver: AbstractSolver | None = None,
     steps: int,
@@ -266,6 +267,7 @@ def train_many(
         ValueError: bad arguments (names the argument).
         DivergenceError: a seed's loss, energy or gradient became NaN/inf (names the seed and step).
     """
+    rule, solver = as_rule(rule, solver)
     _check_run_args("train_many", rule, steps, batch_size, steps_per_call)
     if on_divergence not in ("raise", "stop"):
         raise ValueError(f"on_divergence={on_divergence!r} is not known; use 'raise' or 'stop'.")

@@ -19,8 +19,44 @@ from ..inference._infer import infer_with_state, resolve_solver
 from ..networks import PCNetwork
 from ..objectives import mse_loss, pc_energy
 
-__all__ = ["StepInfo", "bp_step", "pc_step", "init_opt_state", "DEFAULT_OPTIMIZER", "bp_update", "pc_update",
+__all__ = ["StepInfo", "bp_step", "pc_step", "init_opt_state", "BP", "PC", "as_rule", "DEFAULT_OPTIMIZER", "bp_update", "pc_update",
            "scalar", "step_ok", "params", "diverged_message"]
+
+
+class BP(eqx.Module):
+    """The backprop rule: each step follows the gradient of the MSE loss (Eq 1)."""
+
+
+class PC(eqx.Module):
+    """The predictive-coding rule: inference to equilibrium with ``solver`` (default
+    :func:`~pclandscape.default_solver`), then the weight gradient of the energy (Eq 2) at the
+    equilibrium activities."""
+
+    solver: AbstractSolver | None = None
+
+    def __check_init__(self):
+        if self.solver is not None and not isinstance(self.solver, AbstractSolver):
+            raise ValueError(f"PC(solver={self.solver!r}): pass an inference solver such as pcl.Newton() or "
+                             f"pcl.Euler(dt=0.1, steps=50).")
+
+
+def as_rule(rule, solver) -> tuple[str, AbstractSolver | None]:
+    """``("bp" | "pc", solver)`` from a rule object (:class:`BP`, :class:`PC`) or its name
+    (``"bp"``, or ``"pc"`` with ``solver=`` beside it). A solver given where no inference runs
+    (backprop), or beside a :class:`PC` object, is an error rather than ignored."""
+    if isinstance(rule, PC):
+        if solver is not None:
+            raise ValueError("solver= belongs to the rule: pass rule=pcl.PC(solver=...), not solver= beside it.")
+        return "pc", rule.solver
+    if isinstance(rule, BP) or rule == "bp":
+        if solver is not None:
+            raise ValueError(f"rule={rule!r} (backprop) runs no inference, so solver={solver!r} would be ignored; "
+                             f"drop it, or train with rule=pcl.PC(solver=...).")
+        return "bp", None
+    if rule == "pc":
+        return "pc", solver
+    raise ValueError(f"rule={rule!r} is not known; use pcl.PC(solver=...) (predictive coding) or pcl.BP() (backprop), "
+                     f"or the names 'pc' / 'bp'.")
 
 
 class StepInfo(eqx.Module):
