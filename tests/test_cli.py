@@ -69,9 +69,9 @@ def test_list_names_every_experiment(capsys):
 
 
 def test_seed_ranges():
-    assert cli._parse_seeds("0-4") == (0, 1, 2, 3, 4)
-    assert cli._parse_seeds("0,2,5") == (0, 2, 5)
-    assert cli._parse_seeds("7") == (7,)
+    assert cli.parse_seeds("0-4") == (0, 1, 2, 3, 4)
+    assert cli.parse_seeds("0,2,5") == (0, 2, 5)
+    assert cli.parse_seeds("7") == (7,)
 
 
 def test_reproduce_resumes_after_an_interruption_and_writes_the_report(capsys, monkeypatch, tmp_path):
@@ -328,7 +328,7 @@ def test_a_generation_displaced_by_a_killed_swap_is_restored(tmp_path):
     (out / ".fig3.old-123-456").mkdir(parents=True)
     (out / ".fig3.old-123-456" / "results.json").write_text("{}")
     (out / ".fig3.tmp-abc").mkdir()
-    runner._recover(out / "fig3")
+    runner.recover(out / "fig3")
     assert (out / "fig3" / "results.json").read_text() == "{}"
     assert [p.name for p in out.iterdir()] == ["fig3"]
 

@@ -22,7 +22,7 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.delenv("PCLANDSCAPE_DATA", raising=False)
     monkeypatch.setenv("PCLANDSCAPE_DOWNLOAD", "0")
     monkeypatch.setenv("PCLANDSCAPE_VERIFY_DATA", "0")  # tiny stand-ins: no published sums (tested below)
-    monkeypatch.setattr(D, "_DEBIAN_FASHION", tmp_path / "no-debian-package")
+    monkeypatch.setitem(D.SYSTEM_DIRS, "fashion_mnist", [tmp_path / "no-debian-package"])
     return tmp_path
 
 
@@ -356,6 +356,8 @@ def test_download_has_an_overall_deadline_and_leaves_no_part_file(isolated, monk
     import threading
     import time
 
+    from pclandscape.data._files import fetch
+
     class Trickle(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             self.send_response(200)
@@ -380,7 +382,7 @@ def test_download_has_an_overall_deadline_and_leaves_no_part_file(isolated, monk
         dest.parent.mkdir()
         (dest.parent / ".file.gz.stale.part").write_bytes(b"left by a killed run")
         t0 = time.monotonic()
-        ok = D._fetch([f"http://127.0.0.1:{server.server_port}/file.gz"], dest, lambda p: True)
+        ok = fetch([f"http://127.0.0.1:{server.server_port}/file.gz"], dest, lambda p: True)
         elapsed = time.monotonic() - t0
     finally:
         server.shutdown()
@@ -389,11 +391,31 @@ def test_download_has_an_overall_deadline_and_leaves_no_part_file(isolated, monk
 
 
 def test_a_failed_download_is_not_retried_for_the_fallbacks(isolated, monkeypatch):
-    """No network: MNIST's download fails (every mirror of its first file is tried once), the
-    error says so, and the Fashion-MNIST fallback of the same call does not wait on the network."""
-    calls = []
-    monkeypatch.setattr(D, "_fetch", lambda urls, dest, check: calls.append(dest.name) or False)
-    with pytest.raises(pcl.data.DataNotFoundError, match="not possible \\(no network\\)") as e:
-        pcl.data.load("mnist", isolated / "nowhere", fallback=("fashion_mnist",), download=True)
-    assert calls == ["train-images-idx3-ubyte.gz"]
+    """No network (every mirror answers 404): MNIST's download fails after one request per
+    mirror for its first file, the error says so, and the Fashion-MNIST fallback of the same
+    call does not wait on the network."""
+    import http.server
+    import threading
+
+    requests = []
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            self.send_error(404)
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    monkeypatch.setitem(D.MIRRORS, "mnist", (f"{base}/a/", f"{base}/b/"))
+    monkeypatch.setitem(D.MIRRORS, "fashion_mnist", (f"{base}/fashion/",))
+    try:
+        with pytest.raises(pcl.data.DataNotFoundError, match="not possible \\(no network\\)") as e:
+            pcl.data.load("mnist", isolated / "nowhere", fallback=("fashion_mnist",), download=True)
+    finally:
+        server.shutdown()
+    assert requests == ["/a/train-images-idx3-ubyte.gz", "/b/train-images-idx3-ubyte.gz"]
     assert "fashion_mnist not found" in str(e.value) and "switched off" in str(e.value)

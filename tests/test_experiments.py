@@ -44,7 +44,7 @@ def offline_data(tmp_path_factory):
         mp.setenv("PCLANDSCAPE_DOWNLOAD", "0")
         mp.delenv("PCLANDSCAPE_DATA", raising=False)
         mp.chdir(home)
-        mp.setattr(D, "_DEBIAN_FASHION", Path(home) / "absent")
+        mp.setitem(D.SYSTEM_DIRS, "fashion_mnist", [Path(home) / "absent"])
         yield
 
 

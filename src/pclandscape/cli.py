@@ -50,7 +50,7 @@ def _cmd_demo(args) -> int:
     return 0
 
 
-def _parse_seeds(text: str) -> tuple[int, ...]:
+def parse_seeds(text: str) -> tuple[int, ...]:
     """'0-4' -> (0, 1, 2, 3, 4); '0,2,5' -> (0, 2, 5); '3' -> (3,)."""
     try:
         out: list[int] = []
@@ -89,7 +89,7 @@ def _config(name: str, args):
     if getattr(args, "seed", None) is not None:
         seeds = (args.seed,)
     elif getattr(args, "seeds", None):
-        seeds = _parse_seeds(args.seeds)
+        seeds = parse_seeds(args.seeds)
     overrides = []
     for item in getattr(args, "set", None) or []:
         key = item.split("=", 1)[0]

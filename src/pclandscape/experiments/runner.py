@@ -228,7 +228,7 @@ def run_experiment(name: str, config, out_dir: str | os.PathLike, *, progress: b
     validate_config(config)
     final = Path(out_dir) / name
     check_output_dir(out_dir, name)
-    _recover(final)
+    recover(final)
     out = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{name}.tmp-"))
     try:
         payload = _run_into(mod, name, config, out, progress, quick)
@@ -303,7 +303,7 @@ def check_output_dir(out_dir: str | os.PathLike, name: str | None = None) -> Pat
     return out
 
 
-def _recover(final: Path) -> None:
+def recover(final: Path) -> None:
     """Put back a generation displaced by a swap that was killed half way, and remove the
     temporary folders of killed runs."""
     parent = final.parent
