@@ -312,3 +312,18 @@ def test_euler_backtracking_follows_its_rule_per_sample(x64):
     assert float(exact.energy) < float(eq.energy) < float(pcl.mse_loss(net, jnp.asarray(x), jnp.asarray(y)))
     with pytest.raises(pcl.DivergenceError):  # the same dt without backtracking is unstable
         pcl.infer(net, jnp.asarray(x), jnp.asarray(y), pcl.Euler(dt=dt, steps=steps))
+
+
+def test_heun_error_norm_is_a_function_or_its_name(x64):
+    """Heun's error norm is a callable (as in diffrax); the names are shorthands for the same
+    functions, so both give identical runs."""
+    import optimistix as optx
+
+    net = pcl.MLP(jax.random.key(0), [3, 4, 2], "tanh", init_std=0.5)
+    x, y = jax.random.normal(jax.random.key(1), (2, 3)), jax.random.normal(jax.random.key(2), (2, 2))
+    by_name = pcl.infer(net, x, y, pcl.Heun(error_norm="max"))
+    by_fn = pcl.infer(net, x, y, pcl.Heun(error_norm=optx.max_norm))
+    np.testing.assert_array_equal(by_name.activities[0], by_fn.activities[0])
+    assert int(by_name.steps) == int(by_fn.steps) and bool(by_fn.converged)
+    with pytest.raises(ValueError, match="norm function"):
+        pcl.Heun(error_norm="l1")

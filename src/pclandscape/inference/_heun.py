@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import diffrax
 import equinox as eqx
 import jax
@@ -13,6 +15,8 @@ from .._energies import activity_grad, per_sample_norm
 from ._base import AbstractSolver
 
 __all__ = ["Heun"]
+
+_NORMS = {"rms": optx.rms_norm, "max": optx.max_norm}
 
 
 class Heun(AbstractSolver):
@@ -36,10 +40,12 @@ class Heun(AbstractSolver):
         dt0: initial step size.
         max_steps: maximum number of accepted + rejected steps per sample.
         pcoeff, icoeff, dcoeff: PID coefficients (see ``diffrax.PIDController``).
-        error_norm: norm of the local error estimate, ``"rms"`` (diffrax's default) or
-            ``"max"`` (every activity within ``atol + rtol |z|``: stricter by up to ``sqrt(m)``
-            for ``m`` activities per sample, so smaller steps -- it lowers the plateau of the
-            residual at loose tolerances, but slows convergence at tight ones).
+        error_norm: norm of the local error estimate, a function of a pytree as in diffrax
+            (e.g. ``optimistix.rms_norm``, diffrax's default), or the names ``"rms"`` and
+            ``"max"`` (``optimistix.max_norm``: every activity within ``atol + rtol |z|``,
+            stricter by up to ``sqrt(m)`` for ``m`` activities per sample, so smaller steps --
+            it lowers the plateau of the residual at loose tolerances, but slows convergence
+            at tight ones).
     """
 
     t1: float = 300.0
@@ -51,7 +57,7 @@ class Heun(AbstractSolver):
     pcoeff: float = 0.3
     icoeff: float = 0.4
     dcoeff: float = 0.0
-    error_norm: str = eqx.field(default="rms", static=True)
+    error_norm: Callable | str = eqx.field(default="rms", static=True)
 
     def __check_init__(self):
         for name in ("t1", "rtol", "atol", "tol", "dt0"):
@@ -59,8 +65,9 @@ class Heun(AbstractSolver):
         for name in ("pcoeff", "icoeff", "dcoeff"):
             nonnegative_number("Heun", name, getattr(self, name))
         positive_int("Heun", "max_steps", self.max_steps)
-        if self.error_norm not in ("rms", "max"):
-            raise ValueError(f"Heun(error_norm={self.error_norm!r}): use 'rms' or 'max'.")
+        if not callable(self.error_norm) and self.error_norm not in _NORMS:
+            raise ValueError(f"Heun(error_norm={self.error_norm!r}): pass a norm function of a pytree "
+                             f"(e.g. optimistix.rms_norm) or one of the names 'rms', 'max'.")
 
     def solve(self, net, x, y, z0):
         tol = self.tol
@@ -90,7 +97,7 @@ class Heun(AbstractSolver):
                     pcoeff=self.pcoeff,
                     icoeff=self.icoeff,
                     dcoeff=self.dcoeff,
-                    norm=optx.max_norm if self.error_norm == "max" else optx.rms_norm,
+                    norm=_NORMS.get(self.error_norm, self.error_norm) if isinstance(self.error_norm, str) else self.error_norm,
                 ),
                 event=diffrax.Event(stop),
                 max_steps=self.max_steps,
