@@ -1,4 +1,10 @@
-"""A dependency-free progress bar for long loops (training steps, seeds, experiments)."""
+"""A dependency-free progress bar for long loops (training steps, seeds, experiments).
+
+Kept instead of ``tqdm`` on measurement (``benchmarks/progress.py``, 2-core CPU): 2.5 us per
+update against tqdm's 4.7 us; in a log (not a terminal) it writes one line per tenth of
+the work where tqdm writes one line of carriage-return redraws; and every update is the
+point where an interrupt swallowed by Python is raised again (:mod:`pclandscape._interrupt`).
+"""
 
 from __future__ import annotations
 
