@@ -90,7 +90,7 @@ def test_cnn_trains_with_both_rules():
     batches = [(x, y)]
     for rule in ("bp", "pc"):
         trained, hist = pcl.train(
-            net, batches, rule=rule, optimizer=optax.sgd(0.05), solver=pcl.Euler(dt=0.1, steps=10), steps=5
+            net, batches, rule=pcl.PC(solver=pcl.Euler(dt=0.1, steps=10)) if rule == "pc" else pcl.BP(), optimizer=optax.sgd(0.05), steps=5
         )
         assert float(pcl.mse_loss(trained, x, y)) < float(pcl.mse_loss(net, x, y))
         assert np.all(np.isfinite(hist.grad_norm)) and hist.grad_norm[0] > 0

@@ -368,6 +368,11 @@ def lanczos(
         new = [i for i in range(len(theta)) if (ok or r[i] <= tol * scale) and sign * theta[i] < kth - same]
         if not new:  # nothing beyond the k-th locked value outside the locked space: done
             converged = len(vals) >= k and ok
+            if not ok:  # out of products: return the run's unconverged estimates (with their residuals)
+                for i in range(min(len(theta), k - len(vals))):
+                    vals.append(float(theta[i]))
+                    vecs.append(s_vecs[:, i])
+                    res.append(float(r[i]))
             break
         for i in new:
             vals.append(float(theta[i]))
