@@ -209,12 +209,7 @@ def mnist(data_dir=None, *, flatten: bool = True, download: bool | None = None, 
     the file otherwise.
     """
     check = lambda fname: (lambda p: sha256(p) == _MNIST_SHA256[fname])
-    arrays, src, note = _load_idx_set("mnist", data_dir, download, MIRRORS["mnist"], check, verify, _mnist_sums)
-    if not flatten:
-        arrays = (arrays[0][:, None], arrays[1], arrays[2][:, None], arrays[3])
-    ds = _images("mnist", arrays, 0.1307, 0.3081, flatten, src)
-    ds.note = note
-    return ds
+    return _idx_dataset("mnist", data_dir, download, check, verify, _mnist_sums, 0.1307, 0.3081, flatten)
 
 
 def fashion_mnist(data_dir=None, *, flatten: bool = True, download: bool | None = None,
@@ -225,10 +220,15 @@ def fashion_mnist(data_dir=None, *, flatten: bool = True, download: bool | None 
     (which every copy shares, gzipped or not).
     """
     check = lambda fname: (lambda p: sha256(p, raw=True) == _FASHION_SHA256_RAW[fname])
-    arrays, src, note = _load_idx_set("fashion_mnist", data_dir, download, MIRRORS["fashion_mnist"], check, verify, _fashion_sums)
+    return _idx_dataset("fashion_mnist", data_dir, download, check, verify, _fashion_sums, 0.5, 0.5, flatten)
+
+
+def _idx_dataset(name, data_dir, download, check, verify, sums, mean, std, flatten) -> Dataset:
+    """An IDX image set (MNIST-like), found or downloaded, checked, normalised ``(x - mean) / std``."""
+    arrays, src, note = _load_idx_set(name, data_dir, download, MIRRORS[name], check, verify, sums)
     if not flatten:
         arrays = (arrays[0][:, None], arrays[1], arrays[2][:, None], arrays[3])
-    ds = _images("fashion_mnist", arrays, 0.5, 0.5, flatten, src)
+    ds = _images(name, arrays, mean, std, flatten, src)
     ds.note = note
     return ds
 

@@ -35,6 +35,7 @@ __all__ = [
     "fmt",
     "sgd",
     "validate_config",
+    "parse_scalar",
 ]
 
 PROTOCOLS = ("paper", "fair")
@@ -184,6 +185,22 @@ def load_data(results: Results, name: str, config, fallback=(), **kw):
     ds = pcl.data.load(name, config.data_dir, fallback=fallback if config.data_fallback else (), **kw)
     results.use_data(ds)
     return ds
+
+
+def parse_scalar(text: str):
+    """A ``--set`` value as the scalar it spells: an int, a float, None (``none``/``null``),
+    a bool (``true``/``false``), else the string (surrounding quotes removed)."""
+    text = text.strip()
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    if text.lower() in ("none", "null"):
+        return None
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text.strip("'\"")
 
 
 # --------------------------------------------------------------------------- config checks

@@ -19,7 +19,7 @@ import numpy as np
 
 from .._io import atomic_write, jsonable, umask
 from .._progress import Progress
-from .base import Results, validate_config
+from .base import Results, parse_scalar, validate_config
 from .solvers import SolverSpec
 
 __all__ = [
@@ -67,21 +67,8 @@ def _convert(value: str, typ, name: str):
         return value
     if typ in (tuple, "tuple") or origin is tuple:
         items = [v for v in value.split(",") if v != ""]
-        return tuple(_auto(v) for v in items)
-    return _auto(value)
-
-
-def _auto(v: str):
-    for cast in (int, float):
-        try:
-            return cast(v)
-        except ValueError:
-            pass
-    if v.lower() in ("none", "null"):
-        return None
-    if v.lower() in ("true", "false"):
-        return v.lower() == "true"
-    return v
+        return tuple(parse_scalar(v) for v in items)
+    return parse_scalar(value)
 
 
 def parse_overrides(config, overrides: list[str]):

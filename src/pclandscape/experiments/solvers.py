@@ -11,6 +11,8 @@ from typing import Any
 
 import pclandscape as pcl
 
+from .base import parse_scalar
+
 __all__ = ["SolverSpec", "SOLVERS"]
 
 SOLVERS = {
@@ -25,18 +27,6 @@ linear MLPs and ``newton`` otherwise (:func:`pclandscape.default_solver`), with 
 given (e.g. ``default(tol=1e-5)``)."""
 
 _SPEC = re.compile(r"^\s*([a-z_]+)\s*(?:\((.*)\))?\s*$")
-
-
-def _value(text: str):
-    text = text.strip()
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    return text.strip("'\"")
 
 
 @dataclass(frozen=True)
@@ -65,12 +55,12 @@ class SolverSpec:
             if "=" not in part:
                 raise ValueError(f"solver={text!r}: option {part.strip()!r} is not key=value.")
             key, value = part.split("=", 1)
-            options.append((key.strip(), _value(value)))
+            options.append((key.strip(), parse_scalar(value)))
         return cls(name, tuple(options))
 
     def with_option(self, key: str, value) -> "SolverSpec":
         """This spec with option ``key`` set to ``value`` (a string is parsed as in :meth:`parse`)."""
-        value = _value(value) if isinstance(value, str) else value
+        value = parse_scalar(value) if isinstance(value, str) else value
         opts = dict(self.options)
         opts[key] = value
         return dataclasses.replace(self, options=tuple(opts.items()))
