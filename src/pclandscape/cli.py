@@ -91,9 +91,9 @@ def _config(name: str, args):
     elif getattr(args, "seeds", None):
         seeds = parse_seeds(args.seeds)
     overrides = []
+    fields = {f.name for f in dataclasses.fields(runner.get(name).Config)}
     for item in getattr(args, "set", None) or []:
         key = item.split("=", 1)[0]
-        fields = {f.name for f in dataclasses.fields(runner.get(name).Config)}
         if "." in key and key.split(".", 1)[0] not in fields:  # NAME.key=value: only for experiment NAME
             target, _, rest = item.partition(".")
             _check_name(target, f"--set {item}: ")
@@ -105,7 +105,6 @@ def _config(name: str, args):
         cfg = runner.make_config(name, quick=args.quick, seeds=seeds, overrides=overrides)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    fields = {f.name for f in dataclasses.fields(cfg)}
     if getattr(args, "data_dir", None) and "data_dir" in fields:
         cfg = dataclasses.replace(cfg, data_dir=str(args.data_dir))
     if getattr(args, "no_fallback", False) and "data_fallback" in fields:

@@ -333,12 +333,17 @@ def lanczos(
         raise ValueError(f"k={k!r} must be an integer between 1 and p={p}.")
     tol = tol if tol is not None else (1e-10 if jnp.dtype(dtype) == jnp.float64 else 1e-5)
     max_restarts = k + 1 if max_restarts is None else int(max_restarts)
+    if max_basis is None:
+        max_basis = max(64, _BASIS_BYTES // (p * jnp.dtype(dtype).itemsize))
+    if isinstance(max_basis, bool) or not isinstance(max_basis, (int, np.integer)) or max_basis < 2:
+        raise ValueError(f"max_basis={max_basis!r} must be an integer >= 2 (Krylov vectors held at once).")
     rng = np.random.default_rng(0 if key is None else np.asarray(jax.random.key_data(key)).ravel())
     sign = 1.0 if which == "smallest" else -1.0  # work on "smallest" of sign * H
     vals: list[float] = []
     vecs: list[Array] = []
     res: list[float] = []
     iterations, converged = 0, False
+    ok, radius = False, 0.0  # the last run's convergence; the spectral radius estimated by the first run
     for run in range(max_restarts + 1):
         locked = len(vals)
         if locked >= p:
@@ -360,7 +365,8 @@ def lanczos(
             start = jnp.asarray(rng.standard_normal(p), dtype)
         wanted = min(max(k - locked, 1), p - locked)  # the ones still missing; then 1, to look for a missed copy
         theta, s_vecs, r, m, ok, rho = _lanczos_run(deflated, wanted, which, start, tol, max_iter, check_every, max_basis)
-        radius = rho if run == 0 else radius  # spectral radius estimate (the extreme Ritz values)
+        if run == 0:
+            radius = rho  # spectral radius estimate (the extreme Ritz values)
         iterations += m
         kth = sorted(sign * v for v in vals)[k - 1] if len(vals) >= k else np.inf
         scale = max([abs(v) for v in vals] + [float(np.max(np.abs(theta))) if len(theta) else 0.0, np.finfo(np.float64).tiny])
@@ -401,10 +407,6 @@ def _lanczos_run(op, k, which, v0, tol, max_iter, check_every, max_basis):
     of the previous cycle's wanted Ritz vectors, until convergence or ``max_iter`` products."""
     p = op.size
     max_iter = max_iter or min(p, 1024)
-    if max_basis is None:
-        max_basis = max(64, _BASIS_BYTES // (p * jnp.dtype(op.dtype).itemsize))
-    if isinstance(max_basis, bool) or not isinstance(max_basis, (int, np.integer)) or max_basis < 2:
-        raise ValueError(f"max_basis={max_basis!r} must be an integer >= 2 (Krylov vectors held at once).")
     spent = 0
     while True:
         limit = min(int(max_basis), p, max_iter - spent)  # a Krylov basis has at most p vectors

@@ -115,7 +115,9 @@ def loss_hessian(
 
 def loss_hessian_operator(net: PCNetwork, x: Float[Array, "N ..."], y: Float[Array, "N dy"]) -> HessianOperator:
     """The Hessian of the MSE loss (Eq 1) as a matrix-free
-    :class:`~pclandscape.curvature.HessianOperator` on the flat weights (for Lanczos)."""
+    :class:`~pclandscape.curvature.HessianOperator` of size ``p`` (the flat weights, in the
+    order of docs/conventions.md): ``op.mv(v)`` is ``H_L v`` for ``v`` of shape ``(p,)``,
+    by forward-over-reverse autodiff (for Lanczos)."""
     net.check_data(x, y)
     check_finite(net, x, y)
     return objective_operator_jit(loss_objective, net, x, y)
@@ -172,8 +174,9 @@ def energy_hessian_operator(
     method: Implicit | Unrolled | Theory | str = Implicit(),
 ) -> HessianOperator:
     """The Hessian of ``F*`` as a matrix-free :class:`~pclandscape.curvature.HessianOperator`
-    on the flat weights (for :func:`~pclandscape.lanczos`); ``method`` as for
-    :func:`energy_hessian`. :class:`Implicit` runs the inference now and refuses a point away
+    of size ``p`` (the flat weights, in the order of docs/conventions.md; ``op.mv(v)`` takes
+    and returns shape ``(p,)``), for :func:`~pclandscape.lanczos`; ``method`` as for
+    :func:`energy_hessian` (:class:`Implicit`: ``F_tt v - F_tz F_zz^{-1} F_zt v``). :class:`Implicit` runs the inference now and refuses a point away
     from the equilibrium."""
     method = _method(method, None, None, "auto")
     net.check_data(x, y)

@@ -35,8 +35,8 @@ class BlockTridiagonal(eqx.Module):
     activity Hessian of an MLP (``O(H n^3)`` per sample and iteration)."""
 
 
-_SHORTHANDS = {"cg": CG, "block": BlockTridiagonal}
 _DEFAULT_CG = CG()
+_SHORTHANDS = {"cg": _DEFAULT_CG, "block": BlockTridiagonal()}
 
 
 def _linear_solve(value, cg_max_steps):
@@ -45,16 +45,15 @@ def _linear_solve(value, cg_max_steps):
         if value not in _SHORTHANDS:
             raise ValueError(f"Newton(linear_solve={value!r}): use pcl.CG(max_steps=...) or pcl.BlockTridiagonal() "
                              f"(or the shorthands 'cg', 'block').")
-        value = _DEFAULT_CG if value == "cg" else BlockTridiagonal()
+        value = _SHORTHANDS[value]
     if not isinstance(value, (CG, BlockTridiagonal)):
         raise ValueError(f"Newton(linear_solve={value!r}): use pcl.CG(max_steps=...) or pcl.BlockTridiagonal().")
     if cg_max_steps is not None:
         warnings.warn("Newton(cg_max_steps=n) is deprecated: pass linear_solve=pcl.CG(max_steps=n).",
                       DeprecationWarning, stacklevel=4)
-        if isinstance(cg_max_steps, bool) or not isinstance(cg_max_steps, int) or cg_max_steps < 1:
-            raise ValueError(f"Newton(cg_max_steps={cg_max_steps!r}) must be a positive integer.")
+        cg = CG(max_steps=cg_max_steps)  # validated there
         if isinstance(value, CG):
-            value = CG(max_steps=cg_max_steps)
+            value = cg
     return value
 
 
