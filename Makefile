@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { $(PYTHON) -m pip install --user virtualenv && $(PYTHON) -m virtualenv $(VENV); }
 	$(PY) -m pip install --upgrade pip >/dev/null
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,sweep]'
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -21,13 +21,17 @@ demo: install
 	$(VENV)/bin/pclandscape reproduce --quick --out results
 	@echo "report: $(CURDIR)/results/report.html (and results/report.md)"
 
+# the suite in TEST_WORKERS processes (pytest-xdist), a test file per process at a time: the
+# tests are mostly single-threaded XLA compilation, so 2 workers on CI's 2 cores take ~0.6x
+TEST_WORKERS ?= 2
+
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 DOCS_STAMP := $(VENV)/.docs-installed
 
 $(DOCS_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e '.[test,docs]'
+	$(PY) -m pip install -q -e '.[test,sweep,docs]'
 	@touch $(DOCS_STAMP)
 
 docs: $(DOCS_STAMP)

@@ -140,4 +140,16 @@ __all__ = [
     "DataNotFoundError",
     "DataError",
     "NotAtEquilibriumError",
+    # sweeps (imported on first use)
+    "sweep",
 ]
+
+
+def __getattr__(name: str):
+    # ``pcl.sweep`` is the sweep engine, which runs the experiments; it is imported on first
+    # use so that importing the library never imports the experiments (nor Ray).
+    if name == "sweep":
+        from .experiments.sweep import run_sweep
+
+        return run_sweep
+    raise AttributeError(f"module 'pclandscape' has no attribute {name!r}")

@@ -237,6 +237,37 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_sweep(args) -> int:
+    from pathlib import Path
+
+    from .experiments import sweep
+
+    try:
+        spec = sweep.load_spec(args.spec)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    cells = spec.cells()
+    if args.dry_run:
+        for i, c in enumerate(cells):
+            print(f"{i + 1:4d}  {c.id:40s} {c.describe()}" + (f"  INVALID: {c.problem}" if c.problem else ""))
+        bad = sum(1 for c in cells if c.problem)
+        print(f"{len(cells)} cells" + (f" ({bad} invalid: they would be recorded as failed)" if bad else ""))
+        return 0
+    out = args.out or str(Path("sweeps") / Path(args.spec).stem)
+    try:
+        outcome = sweep.run_sweep(spec, out, address=args.address, max_retries=args.max_retries, num_cpus=args.num_cpus,
+                                  force=args.force, log=lambda line: print(line, flush=True))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    print(f"\n{len(cells)} cells: {outcome.count('done')} run, {outcome.count('skipped')} done earlier, "
+          f"{outcome.count('failed')} failed; {outcome.wall_s:.1f} s")
+    for c in outcome.failed:
+        print(f"  FAILED {c.describe()}: {outcome.status[c.id].get('error')} (see {sweep.cell_dir(out, c)}/error.json)")
+    md, page = outcome.report
+    print(f"results: {Path(out) / 'sweep.json'}\nreport: {page}\n        {md}")
+    return 1 if outcome.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pclandscape",
@@ -273,6 +304,20 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--force", action="store_true", help="rerun experiments whose results exist for the same config")
     rep.add_argument("--only", help="comma-separated subset of experiments")
     rep.set_defaults(func=_cmd_reproduce)
+
+    sw = sub.add_parser("sweep", help="run a grid of experiment runs (a TOML spec) on Ray, resumable; then aggregate",
+                        description="Run every cell of a sweep spec (experiments x grid of --set overrides x seeds) as "
+                                    "Ray tasks, skipping cells whose results exist, then write OUT/sweep.json and "
+                                    "OUT/sweep_report.{md,html}. Exit 1 if a cell failed.")
+    sw.add_argument("spec", help="the sweep spec (TOML; see docs/guide/sweeps.md)")
+    sw.add_argument("--out", help="sweep folder (default: sweeps/<spec name>)")
+    sw.add_argument("--address", help="join a running Ray cluster ('auto' or ray://host:port); default: an embedded "
+                                      "local Ray on this machine's cores")
+    sw.add_argument("--num-cpus", type=int, help="cores of the embedded local Ray (default: all)")
+    sw.add_argument("--max-retries", type=int, help="retries of a cell whose worker died (default: the spec's, else 2)")
+    sw.add_argument("--force", action="store_true", help="rerun cells whose results exist")
+    sw.add_argument("--dry-run", action="store_true", help="print the cells and their count; run nothing")
+    sw.set_defaults(func=_cmd_sweep)
 
     rp = sub.add_parser("report", help="write DIR/report.md and DIR/report.html from saved results")
     rp.add_argument("dir", help="results folder")

@@ -12,16 +12,12 @@ file are two renderings of it, so they cannot drift apart.
 
 from __future__ import annotations
 
-import base64
 import datetime
-import html
 import json
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from .base import PROTOCOL_NOTE
-from .._io import atomic_write
+from .document import Block, Cell, write_document
 from .runner import EXPERIMENT_SECTIONS, EXPERIMENTS, SECTIONS
 
 __all__ = ["collect", "results_problem", "summary_rows", "section_counts", "write_report", "verdict"]
@@ -183,151 +179,52 @@ def _changes_text(r: dict) -> str:
     return ". ".join(parts)
 
 
-# --------------------------------------------------------------------------- one model, two renderers
-#
-# The report is built once as a list of blocks; Markdown and HTML are two renderings of the
-# same list, so the two files cannot say different things.
-
-
-@dataclass(frozen=True)
-class _Cell:
-    """A table cell: its text, a verdict (coloured / bold), or a link to an experiment."""
-
-    text: str
-    verdict: bool = False
-    link: str | None = None
-    css: str | None = None  # HTML class (defaults to the verdict's)
-
-
-@dataclass(frozen=True)
-class _Block:
-    kind: str  # "h1" | "h2" | "p" | "note" | "quote" | "bullets" | "table" | "title" | "image" | "details"
-    text: str = ""
-    items: tuple = ()  # bullets: strings; table: (columns, rows of _Cell | str)
-    anchor: str | None = None
+# --------------------------------------------------------------------------- the document
 
 
 def _config_text(r: dict) -> str:
     return json.dumps(r.get("config", {}), indent=1, sort_keys=True)
 
 
-def _cell(v) -> _Cell:
-    return v if isinstance(v, _Cell) else _Cell(str(v))
-
-
-def _document(results: dict[str, dict], rows: list[dict], generated: str) -> list[_Block]:
+def _document(results: dict[str, dict], rows: list[dict], generated: str) -> list[Block]:
     quick = _is_quick(results)
     secs = section_counts(results)
     doc = [
-        _Block("h1", "pclandscape: claims report" + (" (QUICK run: shrunk sizes, see the deviations per experiment)" if quick else "")),
-        _Block("p", f"Generated {generated}."),
-        _Block("bullets", items=tuple(_count_line(k, v) for k, v in secs.items())),
-        _Block("p", _LEGEND),
-        _Block("h2", "Summary"),
-        _Block("table", items=(
+        Block("h1", "pclandscape: claims report" + (" (QUICK run: shrunk sizes, see the deviations per experiment)" if quick else "")),
+        Block("p", f"Generated {generated}."),
+        Block("bullets", items=tuple(_count_line(k, v) for k, v in secs.items())),
+        Block("p", _LEGEND),
+        Block("h2", "Summary"),
+        Block("table", items=(
             ("experiment", "mode", "paper claims passed", "findings (own verdicts)", "wall time (s)", "data used"),
-            [(_Cell(row["name"], link=row["name"]), "quick" if row["quick"] else "full",
-              _Cell(row["paper"], css="PASS" if row["all_paper_pass"] else "FAIL"), row["findings"], f"{row['wall']:.1f}",
+            [(Cell(row["name"], link=row["name"]), "quick" if row["quick"] else "full",
+              Cell(row["paper"], css="PASS" if row["all_paper_pass"] else "FAIL"), row["findings"], f"{row['wall']:.1f}",
               row["data"]) for row in rows])),
-        _Block("h2", "Protocols (BP vs PC training)"),
-        _Block("p", PROTOCOL_NOTE),
+        Block("h2", "Protocols (BP vs PC training)"),
+        Block("p", PROTOCOL_NOTE),
     ]
     for key, sec in secs.items():
-        doc += [_Block("h2", SECTIONS.get(key, key)),
-                _Block("table", items=(("experiment", "id", "kind", "verdict"),
-                                       [(_Cell(name, link=name), c["id"], c.get("category", "paper"), _Cell(verdict(c), verdict=True))
+        doc += [Block("h2", SECTIONS.get(key, key)),
+                Block("table", items=(("experiment", "id", "kind", "verdict"),
+                                       [(Cell(name, link=name), c["id"], c.get("category", "paper"), Cell(verdict(c), verdict=True))
                                         for name, c in sec["claims"]]))]
     for name, r in results.items():
-        doc.append(_Block("h2", f"{name}{' (quick)' if r.get('quick') else ''}: {r.get('description', '')}", anchor=name))
+        doc.append(Block("h2", f"{name}{' (quick)' if r.get('quick') else ''}: {r.get('description', '')}", anchor=name))
         if _changes_text(r):
-            doc.append(_Block("note", _changes_text(r)))
-        doc.append(_Block("p", f"Wall time {r.get('wall_time_s', float('nan')):.1f} s on {r.get('device', '?')}; seeds "
+            doc.append(Block("note", _changes_text(r)))
+        doc.append(Block("p", f"Wall time {r.get('wall_time_s', float('nan')):.1f} s on {r.get('device', '?')}; seeds "
                                f"{r.get('seeds', [])}; config hash `{r.get('config_hash', '?')}`."))
         if r.get("data"):
-            doc.append(_Block("note", "Data: " + "; ".join(r["data"])))
-        doc += [_Block("quote", note) for note in r.get("notes", [])]
+            doc.append(Block("note", "Data: " + "; ".join(r["data"])))
+        doc += [Block("quote", note) for note in r.get("notes", [])]
         for t in r.get("tables", []):
-            doc += [_Block("title", t["title"]), _Block("table", items=(tuple(t["columns"]), [tuple(row) for row in t["rows"]]))]
-        doc += [_Block("image", f"{name}/{fig}") for fig in r.get("figures", [])]
-        doc.append(_Block("table", items=(("id", "kind", "statement", "expected", "measured", "verdict"),
+            doc += [Block("title", t["title"]), Block("table", items=(tuple(t["columns"]), [tuple(row) for row in t["rows"]]))]
+        doc += [Block("image", f"{name}/{fig}") for fig in r.get("figures", [])]
+        doc.append(Block("table", items=(("id", "kind", "statement", "expected", "measured", "verdict"),
                                           [(c["id"], c.get("category", "paper"), c["statement"], c["expected"], c["measured"],
-                                            _Cell(verdict(c), verdict=True)) for c in r.get("claims", [])])))
-        doc.append(_Block("details", _config_text(r), items=("config",)))
+                                            Cell(verdict(c), verdict=True)) for c in r.get("claims", [])])))
+        doc.append(Block("details", _config_text(r), items=("config",)))
     return doc
-
-
-def _md_cell(c: _Cell) -> str:
-    text = str(c.text).replace("|", "\\|").replace("\n", " ")
-    return f"**{text}**" if c.verdict else text
-
-
-def _render_markdown(doc: list[_Block]) -> str:
-    lines = []
-    for b in doc:
-        if b.kind == "h1":
-            lines += [f"# {b.text}", ""]
-        elif b.kind == "h2":
-            lines += [f"## {b.text}", ""]
-        elif b.kind in ("p", "note"):
-            lines += [b.text, ""]
-        elif b.kind == "quote":
-            lines += [f"> {b.text}", ""]
-        elif b.kind == "title":
-            lines += [f"**{b.text}**", ""]
-        elif b.kind == "bullets":
-            lines += [f"- **{item}**" for item in b.items] + [""]
-        elif b.kind == "table":
-            cols, rows = b.items
-            lines += ["| " + " | ".join(_md_cell(_cell(c)) for c in cols) + " |", "|" + "---|" * len(cols)]
-            lines += ["| " + " | ".join(_md_cell(_cell(v)) for v in row) + " |" for row in rows] + [""]
-        elif b.kind == "image":
-            lines += [f"![{b.text.replace('/', ' ')}]({b.text})", ""]
-        elif b.kind == "details":
-            lines += [f"<details><summary>{b.items[0]}</summary>", "", "```json", b.text, "```", "", "</details>", ""]
-    return "\n".join(lines) + "\n"
-
-
-def _html_cell(c: _Cell, tag: str = "td") -> str:
-    e = html.escape
-    text = e(str(c.text))
-    if c.link:
-        text = f"<a href='#{e(c.link)}'>{text}</a>"
-    css = c.css or (str(c.text).replace(" ", "_") if c.verdict else None)
-    return f"<{tag}{f' class={chr(39)}{e(css)}{chr(39)}' if css else ''}>{text}</{tag}>"
-
-
-def _inline(text: str) -> str:
-    """Escaped text with Markdown's inline code (`x`) as <code>."""
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
-
-
-def _render_html(doc: list[_Block], out: Path) -> str:
-    e = html.escape
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>pclandscape claims report</title>",
-             f"<style>{_CSS}</style></head><body>"]
-    for b in doc:
-        if b.kind in ("h1", "h2"):
-            anchor = f" id='{e(b.anchor)}'" if b.anchor else ""
-            parts.append(f"<{b.kind}{anchor}>{e(b.text)}</{b.kind}>")
-        elif b.kind == "p":
-            parts.append(f"<p>{_inline(b.text)}</p>")
-        elif b.kind in ("note", "quote"):
-            parts.append(f"<p class='note'>{_inline(b.text)}</p>")
-        elif b.kind == "title":
-            parts.append(f"<p><b>{e(b.text)}</b></p>")
-        elif b.kind == "bullets":
-            parts.append("<ul>" + "".join(f"<li><b>{e(item)}</b></li>" for item in b.items) + "</ul>")
-        elif b.kind == "table":
-            cols, rows = b.items
-            parts.append("<table><tr>" + "".join(_html_cell(_cell(c), "th") for c in cols) + "</tr>")
-            parts += ["<tr>" + "".join(_html_cell(_cell(v)) for v in row) + "</tr>" for row in rows]
-            parts.append("</table>")
-        elif b.kind == "image":
-            parts.append(_img_tag(out / b.text))
-        elif b.kind == "details":
-            parts.append(f"<details><summary>{e(b.items[0])}</summary><pre>{e(b.text)}</pre></details>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
 
 
 _LEGEND = (
@@ -339,38 +236,13 @@ _LEGEND = (
     "own training code (where PC's step is 320x BP's), and the paper's claims under the fair comparison."
 )
 
-_CSS = """
-body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:0.9em}
-td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}
-th{background:#f2f2f2} .PASS{color:#070;font-weight:bold} .FAIL{color:#b00;font-weight:bold}
-.YES{color:#036} .NO{color:#a50}
-.SKIPPED{color:#888} .SUPPORTED{color:#070;font-weight:bold} .NOT_SUPPORTED{color:#b00;font-weight:bold}
-.INCONCLUSIVE{color:#a50;font-weight:bold} img{max-width:100%;border:1px solid #eee;margin:0.5em 0}
-pre{background:#f7f7f7;padding:0.5em;overflow-x:auto;font-size:0.8em} .note{background:#fff8e0;padding:0.4em 0.8em}
-"""
-
-
-def _img_tag(path: Path) -> str:
-    if not path.is_file():
-        return f"<p class='note'>figure {html.escape(path.name)} is missing.</p>"
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f"<img alt='{html.escape(path.name)}' src='data:image/png;base64,{data}'>"
-
 
 def write_report(out_dir, results: dict[str, dict] | None = None) -> tuple[Path, Path]:
     """Write ``out_dir/report.md`` and ``out_dir/report.html`` (atomically); return their paths.
 
     ``results`` is what :func:`collect` returns for ``out_dir`` (read when not given).
     """
-    out = Path(out_dir)
-    results = collect(out) if results is None else results
+    results = collect(Path(out_dir)) if results is None else results
     rows = summary_rows(results)
     generated = datetime.datetime.now().isoformat(timespec="seconds")
-    doc = _document(results, rows, generated)
-    md = _render_markdown(doc)
-    page = _render_html(doc, out)
-    md_path, html_path = out / "report.md", out / "report.html"
-    atomic_write(md_path, lambda f: f.write(md.encode()))
-    atomic_write(html_path, lambda f: f.write(page.encode()))
-    return md_path, html_path
+    return write_document(_document(results, rows, generated), out_dir, "report", "pclandscape claims report")

@@ -202,8 +202,12 @@ def is_done(out_dir: str | os.PathLike, name: str, config) -> bool:
     return isinstance(payload, dict) and payload.get("config_hash") == config_hash(config)
 
 
-def run_experiment(name: str, config, out_dir: str | os.PathLike, *, progress: bool | None = None, quick: bool = False) -> dict:
+def run_experiment(name: str, config, out_dir: str | os.PathLike, *, progress: bool | None = None, quick: bool = False,
+                   figures: bool = True) -> dict:
     """Run one experiment and write ``out_dir/name/``: results.json, figures (PNG + PDF), arrays.npz.
+
+    ``figures=False`` skips the figures (a sweep's cells, whose report plots the aggregate;
+    drawing them costs seconds per run).
 
     The folder is written as a whole: the run writes into a hidden temporary folder beside
     it, which then replaces ``out_dir/name`` (an interrupt leaves the old generation or the
@@ -218,7 +222,7 @@ def run_experiment(name: str, config, out_dir: str | os.PathLike, *, progress: b
     recover(final)
     out = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{name}.tmp-"))
     try:
-        payload = _run_into(mod, name, config, out, progress, quick)
+        payload = _run_into(mod, name, config, out, progress, quick, figures)
         _swap_into_place(out, final)
     finally:
         if out.exists():
@@ -226,7 +230,7 @@ def run_experiment(name: str, config, out_dir: str | os.PathLike, *, progress: b
     return payload
 
 
-def _run_into(mod, name, config, out: Path, progress, quick) -> dict:
+def _run_into(mod, name, config, out: Path, progress, quick, figures=True) -> dict:
     import matplotlib.pyplot as plt
 
     start = time.perf_counter()
@@ -234,9 +238,8 @@ def _run_into(mod, name, config, out: Path, progress, quick) -> dict:
     res: Results = mod.run(config, progress=bar)
     bar.close()
     wall = time.perf_counter() - start
-    figures = mod.plot(res)
     fig_files = []
-    for fname, fig in figures.items():
+    for fname, fig in (mod.plot(res) if figures else {}).items():
         for ext in ("png", "pdf"):
             path = out / f"{fname}.{ext}"
             atomic_write(path, lambda f, fig=fig, ext=ext: fig.savefig(f, format=ext, dpi=120, bbox_inches="tight"))
