@@ -157,7 +157,9 @@ def section_counts(results: dict[str, dict]) -> dict[str, dict]:
 
 
 def _count_line(key: str, sec: dict) -> str:
-    counts = [f"paper claims passed {sec['passed']}/{sec['total']}"] if sec["total"] or not sec["verdicts"] else []
+    findings_only = not sec["total"] and not sec["verdicts"] and sec["findings"]
+    counts = [f"paper claims passed {sec['passed']}/{sec['total']}"] if sec["total"] or not (sec["verdicts"] or findings_only) \
+        else (["findings only"] if findings_only else [])
     if sec["verdicts"]:
         counts.append("verdict " + "; ".join(sec["verdicts"]))
     line = f"{SECTIONS.get(key, key)}: " + "; ".join(counts)
@@ -232,8 +234,9 @@ _LEGEND = (
     "the expectation written before the run held, reported as measured and never tuned); SUPPORTED / NOT "
     "SUPPORTED / INCONCLUSIVE for the paper's claim decided under the fair comparison (rule stated with it); "
     "SKIPPED where a claim could not be measured or decided here (e.g. censored runs bounding the wrong way). "
-    "Each claim sits in one of three parts: the theory (exact identities), the paper's figures under the paper's "
-    "own training code (where PC's step is 320x BP's), and the paper's claims under the fair comparison."
+    "Each claim sits in one of four parts: the theory (exact identities), the paper's figures under the paper's "
+    "own training code (where PC's step is 320x BP's), the paper's claims under the fair comparison, and findings "
+    "beyond the paper (deep residual PCNs)."
 )
 
 

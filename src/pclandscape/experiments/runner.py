@@ -36,7 +36,7 @@ __all__ = [
     "OutputLock",
 ]
 
-EXPERIMENTS = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig9_10", "fig12", "fair")
+EXPERIMENTS = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig9_10", "fig12", "fair", "mupc")
 
 
 def get(name: str):
@@ -120,12 +120,14 @@ SECTIONS = {
     "paper_code": "The paper's figures under the paper's own training code (in its DNN and matrix-completion "
                   "notebooks PC's step = 320x BP's)",
     "fair": "The paper's claims under the fair comparison (Eqs 1-2, same scale, each rule at its best lr)",
+    "beyond": "Beyond the paper: deep residual PCNs (muPC vs SP), findings only",
 }
 """The report's three parts, by key; every claim belongs to its experiment's
 (:data:`EXPERIMENT_SECTIONS`, written into results.json with each claim)."""
 
 EXPERIMENT_SECTIONS = {"fig1": "theory", "fig3": "theory", "fig4": "theory", "fig9_10": "theory", "fig2": "paper_code",
-                       "fig5": "paper_code", "fig6": "paper_code", "fig12": "paper_code", "fair": "fair"}
+                       "fig5": "paper_code", "fig6": "paper_code", "fig12": "paper_code", "fair": "fair",
+                       "mupc": "beyond"}
 
 _SIZE_TOKENS = {"seeds", "steps", "width", "widths", "depths", "hidden", "channels", "resolution", "train", "test",
                 "datasets", "dataset", "activations", "boot", "every", "protocols", "layers"}
