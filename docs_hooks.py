@@ -20,7 +20,7 @@ def on_pre_build(config, **kwargs):
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(png, dest)
     text = (SOURCE / "report.md").read_text(encoding="utf-8")
-    text = re.sub(r"\]\(((?:fig\d+|fig9_10|fair)/[^)]+\.png)\)", r"](quick/\1)", text)
+    text = re.sub(r"\]\(([a-z0-9_]+/[^)]+\.png)\)", r"](quick/\1)", text)
     header = ("!!! note \"Where this comes from\"\n    The report that `make demo` (`pclandscape reproduce --quick`) wrote on a "
               "2-core CPU, committed in `reference/quick/`. Quick runs shrink sizes, steps, seeds and data; every other "
               "change is listed in the report as a deviation.\n\n")

@@ -90,10 +90,10 @@ class Config:
 
 def quick_config() -> Config:
     """A 2-core-CPU variant: tanh only, depths 4, 8, 16 (the deepest tuned at 4), width 16,
-    60 steps on 3840 training images, 5 learning rates a decade apart (SP's and muPC's best
+    60 steps on 3840 training images, 6 learning rates a decade apart (SP's and muPC's best
     inside the grid), the Hessian at depth 4, 4 samples for the condition numbers."""
     return Config(depths=(4, 8, 16), width=16, activations=("tanh",), steps=60, n_train=3840, n_test=1000,
-                  lrs=(0.03, 0.3, 3.0, 30.0, 300.0), tune_depth=4, hessian_max_depth=4, hessian_batch=32, cond_batch=4)
+                  lrs=(0.003, 0.03, 0.3, 3.0, 30.0, 300.0), tune_depth=4, hessian_max_depth=4, hessian_batch=32, cond_batch=4)
 
 
 def progress_total(cfg) -> int:
@@ -207,7 +207,7 @@ def _table(cfg, acc, cond, lam, data, steps) -> dict:
                     a = acc[f"{tag}/{rule}"]
                     t = _best(tune[rule])
                     row += [f"{a[t]:.3f}", f"{max(a):.3f} (lr {fmt(cfg.lrs[_best(a)])})"]
-                row += [fmt(cond.get(f"{tag}/init")), fmt(cond.get(f"{tag}/trained")), fmt(lam.get(tag))]
+                row += [_shown(cond.get(f"{tag}/init")), _shown(cond.get(f"{tag}/trained")), _shown(lam.get(tag))]
                 rows.append(row)
     cols = ["activation", "param", "L"]
     for rule in cfg.rules:
@@ -216,6 +216,11 @@ def _table(cfg, acc, cond, lam, data, steps) -> dict:
     return {"title": f"Residual nets on {data}, width {cfg.width}, {steps} SGD steps, {len(cfg.seeds)} seed(s): test "
                      "accuracy, activity-Hessian condition number, lambda_min of F*'s Hessian at the origin",
             "columns": cols, "rows": rows}
+
+
+def _shown(v) -> str:
+    """A measured value, or "-" where it was not measured."""
+    return "-" if v is None else fmt(v)
 
 
 def _claims(cfg, res, acc, cond, residual, lam):
@@ -233,10 +238,18 @@ def _claims(cfg, res, acc, cond, residual, lam):
                           f"tuned lr {fmt(cfg.lrs[tune])}: {best_hi[tune]:.3f}; best lr {fmt(cfg.lrs[_best(best_hi)])}: "
                           f"{max(best_hi):.3f}", best_hi[tune] >= max(best_hi) - 0.05, category="finding"))
         if "pc" in cfg.rules and {"sp", "mupc"} <= set(cfg.params):
-            sp, mu = max(acc[f"{act}_sp_L{hi}/pc"]), max(acc[f"{act}_mupc_L{hi}/pc"])
-            res.add(claim(f"{NAME}.sp_degrades_{act}", f"SP: PC trains {act} residual nets worse than muPC at the "
-                          "deepest depth", f"SP's accuracy at L={hi} (own best lr) more than 0.10 below muPC's",
-                          f"SP {sp:.3f}, muPC {mu:.3f}", sp < mu - 0.10, category="finding"))
+            sp_acc = acc[f"{act}_sp_L{hi}/pc"]
+            sp, mu = max(sp_acc), max(acc[f"{act}_mupc_L{hi}/pc"])
+            statement = f"SP: PC trains {act} residual nets worse than muPC at the deepest depth"
+            expected = f"SP's accuracy at L={hi} (own best lr) more than 0.10 below muPC's"
+            measured = f"SP {sp:.3f} (lr {fmt(cfg.lrs[_best(sp_acc)])}), muPC {mu:.3f}"
+            if len(cfg.lrs) > 1 and _best(sp_acc) in (0, len(cfg.lrs) - 1) and sp < mu - 0.10:
+                # SP's best lies at an end of the grid: a learning rate beyond it may do better
+                res.add(claim(f"{NAME}.sp_degrades_{act}", statement, expected, measured + "; undecided: SP's best "
+                              "learning rate is at an end of the grid", None, category="skipped"))
+            else:
+                res.add(claim(f"{NAME}.sp_degrades_{act}", statement, expected, measured, sp < mu - 0.10,
+                              category="finding"))
         if "sp" in cfg.params:
             c_lo, c_hi = cond[f"{act}_sp_L{lo}/init"], cond[f"{act}_sp_L{hi}/init"]
             statement = f"SP: the activity Hessian's condition number at initialisation grows with depth ({act})"
@@ -251,10 +264,13 @@ def _claims(cfg, res, acc, cond, residual, lam):
     if residual:
         tol = cfg.pc_solver.build(linear=False).tol
         worst = max(residual.values())
+        # the recorded residual is recomputed after the solve, in float32: it may exceed the
+        # solver's own stopping test by rounding (1.0000032e-5 for tol 1e-5 was seen)
         res.add(claim(f"{NAME}.equilibrium", "PC's weight updates were taken at a verified inference equilibrium",
-                      f"largest residual max_i ||dF_i/dz_i|| over every step of every non-diverged PC run <= {tol:g}",
-                      "; ".join(f"{k}: {v:.1e}" for k, v in residual.items()), bool(np.isfinite(worst) and worst <= tol),
-                      category="finding"))
+                      f"largest residual max_i ||dF_i/dz_i|| over every step of every non-diverged PC run <= {tol:g} "
+                      "(to float32 rounding, 0.1 %)",
+                      "; ".join(f"{k}: {v:.1e}" for k, v in residual.items()),
+                      bool(np.isfinite(worst) and worst <= tol * 1.001), category="finding"))
     if lam:
         res.add(claim(f"{NAME}.origin_saddle", "The origin W = 0 is a strict saddle of F* for residual nets (Theorem 3 "
                       "covers non-residual nets)", "lambda_min of H_F* at W = 0 < 0 at every depth measured",

@@ -120,7 +120,7 @@ SECTIONS = {
     "paper_code": "The paper's figures under the paper's own training code (in its DNN and matrix-completion "
                   "notebooks PC's step = 320x BP's)",
     "fair": "The paper's claims under the fair comparison (Eqs 1-2, same scale, each rule at its best lr)",
-    "beyond": "Beyond the paper: deep residual PCNs (muPC vs SP), findings only",
+    "beyond": "Beyond the paper: deep residual PCNs (muPC vs SP)",
 }
 """The report's three parts, by key; every claim belongs to its experiment's
 (:data:`EXPERIMENT_SECTIONS`, written into results.json with each claim)."""
