@@ -180,6 +180,7 @@ def _plot_axis(points: list[dict], axis: str, metrics: list[str], path: Path) ->
     """One figure: each metric's mean (95 % interval as error bars) against ``axis``, one line
     per value of the other swept keys. False when there is nothing to plot."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -216,8 +217,8 @@ def _plot_axis(points: list[dict], axis: str, metrics: list[str], path: Path) ->
         ax.set_xlabel(axis)
         if numeric and min(xs.values()) > 0 and max(xs.values()) / min(xs.values()) >= 10:
             ax.set_xscale("log")
-        if not numeric:
-            ax.set_xticks(list(xs.values()), values)
+        ax.set_xticks(list(xs.values()), values)  # the grid's own values, nothing between
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         if labelled and ax is axes.flat[0]:
             ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(metrics):]:
