@@ -94,6 +94,17 @@ def test_sweep_completes_aggregates_and_resumes(local_ray, tmp_path, capsys):
     assert cli.main(["sweep", str(spec), "--out", str(out)]) == 1
     assert "4 of 6 cells done by an earlier run (skipped), 0 to run" in capsys.readouterr().out
     assert all(len(_attempt_lines(out, c["id"])) == 1 for c in summary["cells"] if c["status"] == "done")
+    # batch_seeds: one cell runs both seeds of a point, and finds what the two one-seed cells found
+    batched = sweep.load_spec(dict(sweep.load_spec(spec).source, batch_seeds=True, grid={"chain_lr": [0.2]}, points=[]))
+    outcome = sweep.run_sweep(batched, tmp_path / "batched")
+    (cell,) = outcome.cells
+    assert cell.seeds == (0, 1) and outcome.count("done") == 1
+    both = json.loads((tmp_path / "batched" / "cells" / cell.id / "fig2" / "results.json").read_text())
+    one = {c["seeds"][0]: json.loads((out / "cells" / c["id"] / "fig2" / "results.json").read_text())
+           for c in summary["cells"] if c["point"] == {"chain_lr": "0.2"}}
+    for key in ("chain_H1_eqs_pc", "chain_H1_eqs_bp"):
+        assert both["series"]["escape_steps"][key] == [one[0]["series"]["escape_steps"][key][0],
+                                                       one[1]["series"]["escape_steps"][key][0]]
 
 
 def test_a_killed_worker_is_retried_and_a_raising_cell_records_its_error(local_ray, tmp_path):
