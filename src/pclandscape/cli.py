@@ -52,21 +52,10 @@ def _cmd_demo(args) -> int:
 
 def parse_seeds(text: str) -> tuple[int, ...]:
     """'0-4' -> (0, 1, 2, 3, 4); '0,2,5' -> (0, 2, 5); '3' -> (3,)."""
+    from .experiments.base import seeds_from_text
+
     try:
-        out: list[int] = []
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part[1:]:
-                a, b = part.split("-", 1) if not part.startswith("-") else (part, "")
-                lo, hi = int(a), int(b)
-                if hi < lo:
-                    raise ValueError
-                out.extend(range(lo, hi + 1))
-            elif part:
-                out.append(int(part))
-        if not out:
-            raise ValueError
-        return tuple(out)
+        return seeds_from_text(text)
     except ValueError:
         raise UsageError(f"--seeds {text!r}: expected a range like 0-4 or a list like 0,1,2.") from None
 
@@ -253,7 +242,7 @@ def _cmd_sweep(args) -> int:
         bad = sum(1 for c in cells if c.problem)
         print(f"{len(cells)} cells" + (f" ({bad} invalid: they would be recorded as failed)" if bad else ""))
         return 0
-    out = args.out or str(Path("sweeps") / Path(args.spec).stem)
+    out = args.out or str(Path("sweeps") / Path(args.spec).stem)  # run_sweep's default for a spec file
     try:
         outcome = sweep.run_sweep(spec, out, address=args.address, max_retries=args.max_retries, num_cpus=args.num_cpus,
                                   force=args.force, log=lambda line: print(line, flush=True))

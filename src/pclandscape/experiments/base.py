@@ -36,6 +36,7 @@ __all__ = [
     "sgd",
     "validate_config",
     "parse_scalar",
+    "seeds_from_text",
 ]
 
 PROTOCOLS = ("paper", "fair")
@@ -201,6 +202,25 @@ def parse_scalar(text: str):
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
     return text.strip("'\"")
+
+
+def seeds_from_text(text: str) -> tuple[int, ...]:
+    """Seeds written as ranges and lists: ``"0-4"`` -> (0, 1, 2, 3, 4), ``"0,2,5"`` -> (0, 2, 5),
+    ``"3"`` -> (3,). Raises ``ValueError`` for anything else (an empty text, a reversed range)."""
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if "-" in part[1:]:
+            a, b = part.split("-", 1) if not part.startswith("-") else (part, "")
+            lo, hi = int(a), int(b)
+            if hi < lo:
+                raise ValueError(f"seeds {text!r}: the range {part} is reversed")
+            out.extend(range(lo, hi + 1))
+        elif part:
+            out.append(int(part))
+    if not out:
+        raise ValueError(f"seeds {text!r}: no seed")
+    return tuple(out)
 
 
 # --------------------------------------------------------------------------- config checks

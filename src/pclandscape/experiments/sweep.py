@@ -54,6 +54,7 @@ from typing import Any, Callable
 from .._io import atomic_write, jsonable
 from .._progress import Progress
 from . import runner
+from .base import seeds_from_text
 
 __all__ = ["SweepSpec", "SweepCell", "SweepOutcome", "load_spec", "run_sweep", "cell_dir"]
 
@@ -75,12 +76,11 @@ def _seeds(value) -> tuple[int, ...] | None:
     if value is None:
         return None
     if isinstance(value, str):
-        from ..cli import UsageError, parse_seeds
-
         try:
-            return parse_seeds(value)
-        except UsageError as e:
-            raise ValueError(f"sweep spec: seeds {value!r}: {str(e).split(': ', 1)[-1]}") from None
+            return seeds_from_text(value)
+        except ValueError:
+            raise ValueError(f"sweep spec: seeds {value!r}: expected a range like \"0-4\" or a list like "
+                             f"\"0,1,2\".") from None
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value]
     if not isinstance(value, list) or not value or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in value):
@@ -395,7 +395,7 @@ def _start_ray(address: str | None, num_cpus: int | None):
     return ray, True
 
 
-def run_sweep(spec, out: str | os.PathLike = "sweep", *, address: str | None = None, max_retries: int | None = None,
+def run_sweep(spec, out: str | os.PathLike | None = None, *, address: str | None = None, max_retries: int | None = None,
               num_cpus: int | None = None, force: bool = False, progress: bool | None = None,
               log: Callable[[str], None] | None = None) -> SweepOutcome:
     """Run every cell of a sweep on Ray, then write ``out/sweep.json`` and the sweep report.
@@ -403,7 +403,8 @@ def run_sweep(spec, out: str | os.PathLike = "sweep", *, address: str | None = N
     **Arguments:**
 
     - ``spec``: a TOML path, a dict or a :class:`SweepSpec` (:func:`load_spec`).
-    - ``out``: the sweep's folder (cells in ``out/cells/``).
+    - ``out``: the sweep's folder (cells in ``out/cells/``); default ``sweeps/<spec file's
+      name>`` (``sweeps/sweep`` for a dict), as for the command.
     - ``address``: None starts an embedded local Ray on this machine's cores (``num_cpus``
       of them when given), shut down at the end; ``"auto"`` or ``"ray://host:port"`` joins a
       running cluster (every node needs pclandscape installed and the data sets). A Ray
@@ -420,6 +421,8 @@ def run_sweep(spec, out: str | os.PathLike = "sweep", *, address: str | None = N
     """
     from . import aggregate
 
+    if out is None:
+        out = Path("sweeps") / (Path(spec).stem if isinstance(spec, (str, os.PathLike)) else "sweep")
     spec = load_spec(spec)
     retries = spec.max_retries if max_retries is None else int(max_retries)
     if retries < 0:
