@@ -88,6 +88,7 @@ def test_sweep_completes_aggregates_and_resumes(local_ray, tmp_path, capsys):
         assert point["metrics"]["claim/fig2.chain_H1"]["n"] == 2
     report = (out / "sweep_report.md").read_text()
     assert METRIC in report and "| 0.2 |  | 2 | 2 | 0 | 0,1 |" in report and "Failed cells" in report
+    assert "Data: toy (generated)" in report  # the data the cells used
     assert (out / "figures" / "fig2_chain_lr.png").stat().st_size > 1000
     assert "<img" in (out / "sweep_report.html").read_text()
     # a rerun skips every finished cell: no new attempt

@@ -235,8 +235,8 @@ def _cmd_sweep(args) -> int:
         spec = sweep.load_spec(args.spec)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    cells = spec.cells()
     if args.dry_run:
+        cells = spec.cells()
         for i, c in enumerate(cells):
             print(f"{i + 1:4d}  {c.id:40s} {c.describe()}" + (f"  INVALID: {c.problem}" if c.problem else ""))
         bad = sum(1 for c in cells if c.problem)
@@ -248,7 +248,7 @@ def _cmd_sweep(args) -> int:
                                   force=args.force, log=lambda line: print(line, flush=True))
     except ValueError as e:
         raise UsageError(str(e)) from None
-    print(f"\n{len(cells)} cells: {outcome.count('done')} run, {outcome.count('skipped')} done earlier, "
+    print(f"\n{len(outcome.cells)} cells: {outcome.count('done')} run, {outcome.count('skipped')} done earlier, "
           f"{outcome.count('failed')} failed; {outcome.wall_s:.1f} s")
     for c in outcome.failed:
         print(f"  FAILED {c.describe()}: {outcome.status[c.id].get('error')} (see {sweep.cell_dir(out, c)}/error.json)")

@@ -28,6 +28,7 @@ import numpy as np
 
 from .._io import atomic_write, jsonable
 from .document import Block, Cell, write_document
+from .runner import load_results
 
 __all__ = ["cell_scalars", "summarise", "bootstrap_mean", "aggregate", "write_sweep"]
 
@@ -110,10 +111,10 @@ def summarise(values) -> dict:
 
 
 def _load(folder: Path, experiment: str) -> dict | None:
-    path = folder / experiment / "results.json"
+    """A cell's results.json, or None where it is missing or unreadable (counted as not finished)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return load_results(folder, experiment)
+    except (OSError, ValueError):  # FileNotFoundError, JSONDecodeError, UnicodeDecodeError
         return None
 
 
@@ -126,7 +127,7 @@ def aggregate(out, cells, status: dict[str, dict]) -> list[dict]:
     for cell in cells:
         key = (cell.experiment, cell.point)
         p = points.setdefault(key, {"experiment": cell.experiment, "point": dict(cell.point), "cells": 0, "done": 0,
-                                    "failed": 0, "seeds": [], "_values": {}, "wall_s": []})
+                                    "failed": 0, "seeds": [], "_values": {}, "wall_s": [], "data": []})
         p["cells"] += 1
         state = status.get(cell.id, {}).get("status", "not run")
         payload = _load(cell_dir(out, cell), cell.experiment) if state in ("done", "skipped") else None
@@ -137,6 +138,7 @@ def aggregate(out, cells, status: dict[str, dict]) -> list[dict]:
         p["done"] += 1
         p["seeds"] += payload.get("seeds", [])
         p["wall_s"].append(payload.get("wall_time_s"))
+        p["data"] += [d for d in payload.get("data", []) if d not in p["data"]]
         for scalars in cell_scalars(payload).values():
             for k, v in scalars.items():
                 p["_values"].setdefault(k, []).append(v)
@@ -291,6 +293,9 @@ def _document(payload: dict, spec) -> list[Block]:
                                          [tuple(p["point"].get(a, "") for a in axes)
                                           + (str(p["cells"]), str(p["done"]), str(p["failed"]),
                                              ",".join(map(str, p["seeds"])), _claims_text(p)) for p in mine])))
+        data = [d for p in mine for d in p["data"]]
+        if data:  # what the cells really used (a fallback says so)
+            doc.append(Block("note", "Data: " + "; ".join(dict.fromkeys(data))))
         doc += [Block("image", rel) for rel in payload["figures"].get(name, [])]
         vary = _varying(mine)
         constant = sorted({k for p in mine for k in p["metrics"]} - set(vary))

@@ -100,8 +100,10 @@ def progress_total(cfg) -> int:
     return len(cfg.activations) * len(cfg.params) * len(cfg.depths) * (len(cfg.rules) + 1)
 
 
-def _net(key, cfg, depth, act, param, d_in, d_out):
-    return pcl.MLP(key, [d_in] + [cfg.width] * (depth - 1) + [d_out], act, residual=True, param=PARAMS[param]())
+def _net(key, cfg, depth, act, param, d_in, d_out, init=None):
+    """A residual MLP of ``depth`` weight layers (``init="zeros"``: the origin W = 0; key may be None)."""
+    return pcl.MLP(key, [d_in] + [cfg.width] * (depth - 1) + [d_out], act, init=init, residual=True,
+                   param=PARAMS[param]())
 
 
 def _member(nets, i):
@@ -133,36 +135,32 @@ def run(cfg: Config, progress=None) -> Results:
     keys = jnp.concatenate([jax.vmap(lambda s: jax.random.key(s + 1))(jnp.asarray(cfg.seeds))] * n_lr)
     init_keys = jnp.concatenate([jax.vmap(jax.random.key)(jnp.asarray(cfg.seeds))] * n_lr)
     solver = cfg.pc_solver.build(linear=False)
+    cx, cy = xt[: cfg.cond_batch], yt[: cfg.cond_batch]
     acc, cond, residual, lam, diverged = {}, {}, {}, {}, {}
+    # the tuning depth first: the condition number after training is taken at the lr tuned there
+    depths = sorted(cfg.depths, key=lambda d: d != cfg.tune_depth)
     for act in cfg.activations:
         for param in cfg.params:
-            for depth in cfg.depths:
+            for depth in depths:
                 tag = f"{act}_{param}_L{depth}"
                 nets = eqx.filter_vmap(lambda k: _net(k, cfg, depth, act, param, x.shape[1], y.shape[1]))(init_keys)
-                first = _member(nets, 0)
-                cond[f"{tag}/init"] = _condition(first, xt[: cfg.cond_batch], yt[: cfg.cond_batch])
+                cond[f"{tag}/init"] = _condition(_member(nets, 0), cx, cy)
                 for rule in cfg.rules:
                     trained, hists = pcl.train_many(
                         nets, (x, y), rule=rule, optimizer=sgd(1.0), steps=steps, batch_size=cfg.batch, keys=keys,
                         grad_scale=member_lr, progress=False, solver=solver if rule == "pc" else None,
                         on_divergence="stop", steps_per_call=50)
-                    accs = []
-                    for i, h in enumerate(hists):
-                        bad = "diverged_at" in h.meta or not np.all(np.isfinite(h.loss))
-                        accs.append(0.0 if bad else pcl.evaluate(_member(trained, i), xt, yt)[1])
-                        diverged.setdefault(f"{tag}/{rule}", []).append(bool(bad))
+                    bad = ["diverged_at" in h.meta or not np.all(np.isfinite(h.loss)) for h in hists]
+                    accs = [0.0 if b else pcl.evaluate(_member(trained, i), xt, yt)[1] for i, b in enumerate(bad)]
+                    diverged[f"{tag}/{rule}"] = bad
                     acc[f"{tag}/{rule}"] = np.asarray(accs).reshape(n_lr, n_seed).mean(1).tolist()
                     if rule == "pc":
                         r = [float(np.nanmax(h.inference_grad_norm)) for h in hists if "diverged_at" not in h.meta and len(h)]
                         residual[tag] = max(r) if r else float("nan")
-                        trained_pc = trained
+                        tuned = _best(acc[f"{act}_{param}_L{cfg.tune_depth}/pc"])
+                        cond[f"{tag}/trained"] = _condition(_member(trained, tuned * n_seed), cx, cy)
                     if progress:
                         progress.update(1)
-                if "pc" in cfg.rules:
-                    acc_key = f"{act}_{param}_L{cfg.tune_depth}/pc"
-                    i = int(np.argmax(acc[acc_key])) if acc_key in acc else 0
-                    cond[f"{tag}/trained"] = _condition(_member(trained_pc, i * n_seed), xt[: cfg.cond_batch],
-                                                        yt[: cfg.cond_batch])
                 if depth <= cfg.hessian_max_depth:
                     lam[tag] = _origin_lambda_min(cfg, depth, act, param, x[: cfg.hessian_batch], y[: cfg.hessian_batch])
                 if progress:
@@ -185,8 +183,7 @@ def _condition(net, x, y) -> float:
 
 
 def _origin_lambda_min(cfg, depth, act, param, x, y) -> float:
-    net = _net(jax.random.key(0), cfg, depth, act, param, x.shape[1], y.shape[1])
-    net = net.with_weights(tuple(jnp.zeros_like(w) for w in pcl.weights(net)))
+    net = _net(None, cfg, depth, act, param, x.shape[1], y.shape[1], init="zeros")
     op = pcl.energy_hessian_operator(net, x, y, pcl.Implicit(solver=pcl.Newton(tol=1e-6)))
     return float(pcl.lanczos(op, k=1, which="smallest").eigenvalues[0])
 
