@@ -38,6 +38,16 @@ def interleaved_median_ms(fns: dict, repeats: int = 20, warmup: int = 2) -> dict
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def matmul_rate(repeats: int = 5, n: int = 2048) -> float:
+    """GFLOP/s of an ``n x n`` float32 matmul (median of ``max(repeats, 5)``): the machine's
+    practical peak, quoted beside the rates of the steps measured in the same run."""
+
+    a = jax.random.normal(jax.random.key(3), (n, n))
+    mm = jax.jit(lambda a, b: a @ b)
+    ms = interleaved_median_ms({"mm": lambda: mm(a, a)}, repeats=max(repeats, 5))["mm"]
+    return 2 * n**3 / (ms * 1e-3) / 1e9
+
+
 def device_name() -> str:
     d = jax.devices()[0]
     return f"{d.platform}:{getattr(d, 'device_kind', '')}"

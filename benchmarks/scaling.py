@@ -24,7 +24,7 @@ import optax
 
 sys.path.insert(0, str(Path(__file__).parent))
 import pclandscape as pcl  # noqa: E402
-from _timing import device_name, interleaved_median_ms  # noqa: E402
+from _timing import device_name, interleaved_median_ms, matmul_rate  # noqa: E402
 
 
 def step_flops(widths, batch: int, steps: int) -> float:
@@ -47,14 +47,6 @@ def case(width: int, batch: int, steps: int):
     return fn, step_flops(widths, batch, steps)
 
 
-def matmul_rate(repeats: int) -> float:
-    a = jax.random.normal(jax.random.key(3), (2048, 2048))
-    b = jax.random.normal(jax.random.key(4), (2048, 2048))
-    mm = jax.jit(lambda a, b: a @ b)
-    ms = interleaved_median_ms({"mm": lambda: mm(a, b)}, repeats=repeats)["mm"]
-    return 2 * 2048**3 / (ms * 1e-3) / 1e9
-
-
 def table(title, cases, repeats, peak):
     fns = {k: c[0] for k, c in cases.items()}
     ms = interleaved_median_ms(fns, repeats=repeats)
@@ -74,7 +66,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--repeats", type=int, default=5)
     a = p.parse_args(argv)
-    peak = matmul_rate(max(a.repeats, 5))
+    peak = matmul_rate(a.repeats)
     print(f"device: {device_name()}  float32  784-w x4-10 tanh, Euler T={a.steps}, pc_step  "
           f"2048x2048 matmul (practical peak): {peak:.1f} GFLOP/s")
     widths = [int(w) for w in a.widths.split(",")]

@@ -11,11 +11,20 @@ Peers: if ``jpc`` imports, its Euler PC step (``jpc.make_pc_step``, same T and d
 in the same run; if ``pcx`` imports, its tutorial training step on the same weights (checked
 to give the same update as ``pcl.pc_step``).
 
-With ``--variants`` (meant for GPUs) it adds two hand-written probes of where the time goes:
-the floor with its loop unrolled, and a *grouped* floor that stacks the equal-shape hidden
-weight matrices and computes the activity gradients by hand, so each Euler step is a few
-batched matrix products instead of one product per layer. The number of device kernels
-(fusions, library calls) in each compiled probe is printed below the table. The XLA flags in
+Every row also shows its FLOP rate (GFLOP/s, matrix products only, counted as in
+``scaling.py``) and the header the rate of a 2048 x 2048 float32 matmul (the machine's
+practical peak) measured in the same run.
+
+With ``--variants`` it adds hand-written probes, one per hypothesis of where the time goes:
+the floor with its loop unrolled (loop overhead; pcx unrolls); a *grouped* floor that stacks
+the equal-shape hidden weight matrices and computes the activity gradients by hand, so each
+Euler step is a few batched matrix products instead of one product per layer (per-product
+overhead); the floor compiled with XLA:CPU's concurrency-optimised scheduler (independent
+kernels run side by side: what pcx's unrolled program gets from XLA 0.4.x's thunk runtime);
+and *products only*: the step's own matrix products (T x 2 (L - 2) products of the same
+shapes, in the same dependency pattern, with nothing else), the best rate this step's product
+shapes can reach on the machine. The number of device kernels (fusions, library calls) in
+each compiled probe is printed below the table. The XLA flags in
 force (``XLA_FLAGS``) are printed in the header: run the script once per flag set to compare
 e.g. command buffers (CUDA graphs) on and off.
 
@@ -38,7 +47,8 @@ import optax
 
 sys.path.insert(0, str(Path(__file__).parent))
 import pclandscape as pcl  # noqa: E402
-from _timing import device_name, interleaved_median_ms  # noqa: E402
+from _timing import device_name, interleaved_median_ms, matmul_rate  # noqa: E402
+from scaling import step_flops  # noqa: E402
 
 
 _ACT = {"linear": (lambda a: a, lambda a: jnp.ones_like(a)), "tanh": (jnp.tanh, lambda a: 1 - jnp.tanh(a) ** 2)}
@@ -223,6 +233,41 @@ def _pcx_step(activation, ws, x, y, steps, dt, lr):
     return step, lambda: [layer.nn.weight.get() for layer in model.layers]
 
 
+def concurrent_floor_step(activation, dt, steps, lr):
+    """The floor compiled with XLA:CPU's concurrency-optimised scheduler (a per-compile option,
+    so the other rows keep the defaults)."""
+    step = floor_step(activation, dt, steps, lr)
+    compiled = {}
+
+    def run(ws, x, y):
+        if "c" not in compiled:
+            compiled["c"] = step.lower(ws, x, y).compile(
+                compiler_options={"xla_cpu_enable_concurrency_optimized_scheduler": True})
+        return compiled["c"](ws, x, y)
+
+    run.lower = step.lower
+    return run
+
+
+def products_only(ws, x, steps):
+    """``(fn, flops)``: the step's matrix products and nothing else: per Euler step, the
+    predictions ``z_{l-1} W_l^T`` and back-projections ``e_l W_l`` of layers 2..L, each
+    back-projection fed by its own prediction as in the real step (so the dependency depth is
+    the same), in one ``fori_loop``. Its rate bounds what any PC step of these shapes can reach."""
+    n = x.shape[0]
+    hs0 = [jnp.ones((n, w.shape[1]), x.dtype) for w in ws[1:]]
+
+    @jax.jit
+    def run(ws, hs):
+        def body(_, hs):
+            return [0.5 * (h + (h @ w.T) @ w) for h, w in zip(hs, ws[1:])]
+
+        return jax.lax.fori_loop(0, steps, body, hs)
+
+    flops = 2.0 * n * steps * 2 * sum(w.size for w in ws[1:])
+    return (lambda: run(ws, hs0)), flops
+
+
 def kernel_count(jitted, *args) -> int:
     """Device kernels in the compiled program: fusions, library calls and other top-level ops
     that launch work (a rough count; loop bodies counted once per unrolled copy)."""
@@ -270,9 +315,13 @@ def main(argv=None):
             tag = " (default)" if (unroll, stacked) == default else ""
             name = f"PC Euler {'stacked' if stacked else 'autodiff'}, {'unrolled' if unroll else 'rolled'}{tag}"
             eulers[name] = pcl.Euler(dt=0.1, steps=args.steps, unroll=True if unroll else 1, stacked=stacked)
+    peak = matmul_rate(args.repeats)
+    pc_flops = step_flops(widths, args.batch, args.steps)
     print(f"device: {device_name()}  net: {widths}  batch {args.batch}  float32  median of {args.repeats}  "
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}  matmul precision {jax.config.jax_default_matmul_precision or 'default'}")
-    print(f"{'activation':<10} {'method':<36} {'ms/step':>9} {'/BP':>7} {'/floor':>7}")
+    print(f"2048x2048 matmul (practical peak): {peak:.1f} GFLOP/s;  one PC step (T={args.steps}): {pc_flops / 1e9:.2f} GFLOP "
+          "of matrix products")
+    print(f"{'activation':<10} {'method':<44} {'ms/step':>9} {'/BP':>7} {'/floor':>7} {'GFLOP/s':>8} {'of peak':>8}")
     for activation in args.activations:
         net = pcl.MLP(key, widths, activation, init_std=5e-3**0.5)
         state = pcl.init_opt_state(net, opt)
@@ -285,14 +334,18 @@ def main(argv=None):
             fl_name: lambda: floor(ws, x, y),
         }
         fns.update(peer_steps(activation, widths, x, y, args.steps, 0.1, 1e-3, ws))
-        probes = {}
+        probes, flops = {}, {}
         if args.variants:
             probes = {
                 "floor, loop unrolled": floor_step(activation, 0.1, args.steps, 1e-3, unroll=True),
                 "floor, grouped + unrolled": grouped_floor_step(activation, 0.1, args.steps, 1e-3),
             }
+            if jax.default_backend() == "cpu":
+                probes["floor, concurrency-optimised scheduler"] = concurrent_floor_step(activation, 0.1, args.steps, 1e-3)
             for name, f in probes.items():
                 fns[name] = lambda f=f: f(ws, x, y)
+            prod_name = "products only (the step's shapes' limit)"
+            fns[prod_name], flops[prod_name] = products_only(ws, x, args.steps)
         res = interleaved_median_ms(fns, repeats=args.repeats)
         if activation == "linear":
             # Timed on its own: LAPACK's worker threads keep spinning after a Cholesky and
@@ -305,7 +358,9 @@ def main(argv=None):
         bp = res["BP (bp_step)"]
         fl = res[fl_name]
         for name, ms in res.items():
-            print(f"{activation:<10} {name:<36} {ms:>9.2f} {ms / bp:>7.1f} {ms / fl:>7.2f}", flush=True)
+            rate = "" if name.startswith(("BP", "PC ExactLinear")) else flops.get(name, pc_flops) / (ms * 1e-3) / 1e9
+            tail = f" {rate:>8.1f} {rate / peak:>7.0%}" if rate else ""
+            print(f"{activation:<10} {name:<44} {ms:>9.2f} {ms / bp:>7.1f} {ms / fl:>7.2f}{tail}", flush=True)
         if probes:
             counts = {fl_name: kernel_count(floor, ws, x, y)} | {k: kernel_count(f, ws, x, y) for k, f in probes.items()}
             print(f"{activation:<10} kernels in the compiled program: " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
