@@ -45,6 +45,8 @@ def _main(capsys, *argv):
         (["run", "fig5", "--set", "until_fraction=1.5"], "until_fraction=1.5: must be a fraction"),
         (["run", "fig3", "--set", "unrolled_dt=0"], "unrolled_dt=0.0: must be a positive number"),
         (["run", "fig3", "--set", "depths="], "depths=: must be a non-empty comma-separated list"),
+        (["run", "fig5", "--set", "stop=foo"], "stop=foo: must be one of epochs, loss (fig5 config)"),
+        (["run", "fig12", "--set", "init=bar"], "init=bar: must be one of origin, zero_rank (fig12 config)"),
         (["run", "fair", "--set", "lrs=0.1,-1"], "lrs=0.1,-1: must hold positive finite numbers"),
     ],
 )
@@ -227,6 +229,9 @@ def test_run_exits_1_when_a_paper_claim_fails(capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(mod, "plot", lambda res: {})
     rc, _, err = _main(capsys, "run", "fig3", "--out", str(tmp_path), *TINY[:6])
     assert rc == 1 and "paper claims failed in fig3" in err
+    # make demo's form: the failure is still reported, the exit status is 0
+    rc, out, err = _main(capsys, "reproduce", "--only", "fig3", "--out", str(tmp_path / "r"), "--exit-zero", *TINY[:6])
+    assert rc == 0 and "paper claims failed in: fig3" in err and "FAIL" in out
 
 
 def test_every_default_and_quick_config_is_valid():

@@ -90,6 +90,8 @@ def test_full_configs_follow_the_paper():
     c5 = runner.make_config("fig5")
     assert (c5.width, c5.n_layers, c5.lr, c5.batch, c5.T, c5.dt, c5.until_loss) == (500, 5, 1e-3, 64, 50, 0.1, 1e-3)
     assert c5.datasets == ("mnist", "fashion_mnist") and c5.activations == ("linear", "tanh", "relu") and c5.cnn
+    # the notebook's schedule: MAX_EPOCHS = 35, LOSS_TOLERANCE = 1e-3, the inference before training
+    assert (c5.stop, c5.max_epochs, c5.epoch_tol, c5.pretrain_inference) == ("epochs", 35, 1e-3, True)
     c6 = runner.make_config("fig6")
     assert (c6.n, c6.rank, c6.masked, c6.hidden, c6.width, c6.lr) == (10, 3, 0.2, 3, 100, 1e-2)
     c4 = runner.make_config("fig4")

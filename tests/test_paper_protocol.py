@@ -10,6 +10,9 @@ shares no code with the package: ``pcl.train`` with ``prediction="f(W z)"``, ``P
 the paper protocol's gradient scales must land on the same weights, in float64.
 """
 
+import dataclasses
+
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -220,6 +223,58 @@ def test_paper_euler_control_rules():
         assert (nb_steps, nb.dt) == expected
 
 
+def test_a_paper_euler_started_at_the_carried_dt_continues_the_notebooks_pcn():
+    """fig5 starts training from the step size that the notebook's inference before training
+    leaves, as a ``PaperEuler`` whose ``dt`` is that value. That is exact: the notebook's
+    ``PCN.dt`` persists between ``infer_train`` calls, and a call resets to the value in force at
+    its own start. Two calls of the transcription (dt 0.8 halved to 0.2 on the first chain, then
+    a chain where it collapses and resets) against the carried solver."""
+    with enable_x64(True):
+        x, y = jnp.asarray([[1.0]]), jnp.asarray([[0.0]])
+        nb = _Notebook([np.array([[1.0]]), np.array([[1.5]])], "linear", dt=0.8)
+        nb.infer_train(np.array([[0.0]]), np.array([[1.0]]), 10)
+        first = nb.dt
+        nb.ws[1] = np.array([[9.0]])
+        _, nb_steps = nb.infer_train(np.array([[0.0]]), np.array([[1.0]]), 50)
+
+        net = pcl.MLP.from_weights([jnp.asarray([[1.0]]), jnp.asarray([[1.5]])], "linear", prediction="f(W z)")
+        solver = pcl.PaperEuler(dt=0.8, steps=10)
+        _, _, dt = solver.solve_with_state(net, x, y, net.feedforward(x)[:-1], solver.init_state())
+        assert float(dt) == first == 0.2  # the first call did halve
+        carried = dataclasses.replace(solver, dt=float(dt), steps=50)
+        net9 = net.with_weights([jnp.asarray([[1.0]]), jnp.asarray([[9.0]])])
+        _, steps, dt2 = carried.solve_with_state(net9, x, y, net9.feedforward(x)[:-1], carried.init_state())
+        assert (int(steps), float(dt2)) == (nb_steps, nb.dt) == (4, 0.2)  # 0.2 -> 0.1 -> 0.05 -> 0.025: reset
+
+
+def test_the_notebooks_epoch_rule_and_epochs_that_continue_one_run():
+    """The notebook stops PC after epoch e > 1 when ``loss[e-1] - loss[e] < LOSS_TOLERANCE`` (epoch
+    means of MSELoss); fig5's epoch-by-epoch training through a checkpoint is one run: the same
+    loss and step size at every step as one ``pcl.train`` call of as many steps."""
+    from pclandscape.experiments import fig5
+
+    assert fig5.epochs_to_run([], 1e-3) and fig5.epochs_to_run([0.5], 1e-3)
+    assert fig5.epochs_to_run([0.5, 0.4], 1e-3)
+    assert not fig5.epochs_to_run([0.5, 0.4995], 1e-3)  # fell by 5e-4 < 1e-3: stop
+    assert not fig5.epochs_to_run([0.5, 0.6], 1e-3)  # rose: stop
+    assert fig5.epochs_to_run([0.5, 0.4, 0.3985], 1e-3)  # fell by 1.5e-3
+
+    x = np.asarray(jax.random.normal(jax.random.key(0), (96, 6)))
+    y = np.asarray(jax.nn.one_hot(jax.random.randint(jax.random.key(1), (96,), 0, 3), 3))
+    net = pcl.MLP(jax.random.key(2), [6, 5, 5, 3], "tanh", init_std=0.5, prediction="f(W z)")
+    cfg = fig5.Config(max_epochs=3, epoch_tol=-np.inf)  # never stops early: 3 epochs of 3 steps
+    common = dict(optimizer=fig5.sgd(0.05), batch_size=32, key=jax.random.key(3), progress=False)
+    solver = pcl.PaperEuler(dt=0.8, steps=5)
+    hist = fig5._train_epochs(cfg, net, (x, y), solver, 2.0, common)
+    out, one = pcl.train(net, (x, y), rule="pc", solver=solver, steps=9, grad_scale=2.0, **common)
+    assert len(hist) == 9 and len(hist.meta["epoch_mean_mse"]) == 3
+    np.testing.assert_array_equal(hist.loss, one.loss)
+    np.testing.assert_array_equal(hist.inference_dt, one.inference_dt)
+    assert np.min(one.inference_dt) < 0.8  # dt was halved and carried across the epochs
+    np.testing.assert_allclose(hist.meta["epoch_mean_mse"], [np.mean(one.loss[i:i + 3]) * 2 / 3 for i in (0, 3, 6)],
+                               rtol=1e-6)
+
+
 def test_paper_euler_validation():
     for bad in (dict(dt=0.0), dict(dt=-1.0), dict(dt="a"), dict(steps=0), dict(steps=2.5), dict(min_dt=float("nan"))):
         with pytest.raises(ValueError, match="PaperEuler"):
@@ -273,6 +328,64 @@ def test_prediction_forms_compute_the_same_function_and_different_energies(act):
         assert abs(float(pcl.pc_energy(mlp, z, xm, ym)) - by_hand) > 1e-3
     with pytest.raises(ValueError, match="prediction"):
         mlp.with_prediction("W z")
+
+
+def _conv_same_by_hand(h, k, b):
+    """PyTorch's Conv2d(kernel 3, stride 1, padding 1) (a cross-correlation), written out."""
+    n, c, hh, ww = h.shape
+    hp = np.pad(h, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    out = np.zeros((n, k.shape[0], hh, ww))
+    for di in range(3):
+        for dj in range(3):
+            out += np.einsum("nchw,oc->nohw", hp[:, :, di:di + hh, dj:dj + ww], k[:, :, di, dj])
+    return out + b[None, :, None, None]
+
+
+def _pool_by_hand(h):
+    n, c, hh, ww = h.shape
+    return h.reshape(n, c, hh // 2, 2, ww // 2, 2).max(axis=(3, 5))
+
+
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+def test_cnn_with_conv_biases_is_the_notebooks_cifar_net(act):
+    """The notebook's CIFAR-10 CNN: blocks Conv2d (with PyTorch's default bias) -> f -> MaxPool2d,
+    then Linear(bias=False) -> f and a bare Linear(bias=False). ``use_bias`` per layer gives
+    biases on the conv blocks only; the f(W z) energy equals the notebook's sum of squared
+    errors written out by hand (numpy convolutions), and both prediction forms compute the
+    same function with the biases too. fig5's CNN is that net at the notebook's sizes, its conv
+    biases drawn as PyTorch's default U(-1/sqrt(9 c_in), 1/sqrt(9 c_in))."""
+    from pclandscape.experiments import fig5
+
+    with enable_x64(True):
+        cnn = pcl.CNN(jax.random.key(0), act, channels=(2, 3, 2), hidden=5, in_shape=(1, 8, 8), init_std=0.5,
+                      use_bias=(True, True, True, False, False), dtype=jnp.float64, prediction="f(W z)")
+        assert [b is None for b in cnn.biases] == [False, False, False, True, True]
+        bs = tuple(jax.random.normal(jax.random.key(10 + i), b.shape, jnp.float64) for i, b in enumerate(cnn.biases[:3]))
+        cnn = eqx.tree_at(lambda n: n.biases, cnn, bs + (None, None))
+        x = jax.random.normal(jax.random.key(4), (3, 1, 8, 8), jnp.float64)
+        y = jax.random.normal(jax.random.key(5), (3, 10), jnp.float64)
+        shapes = [(3, 2, 4, 4), (3, 3, 2, 2), (3, 2, 1, 1), (3, 5)]
+        z = [jax.random.normal(jax.random.key(20 + i), s, jnp.float64) for i, s in enumerate(shapes)]
+        f = _ACT[act][0]
+        k1, k2, k3, w4, w5 = (np.asarray(w) for w in cnn.weights)
+        b1, b2, b3 = (np.asarray(b) for b in bs)
+        xs, ys = np.asarray(x), np.asarray(y)
+        z1, z2, z3, z4 = (np.asarray(v) for v in z)
+        mus = [_pool_by_hand(f(_conv_same_by_hand(xs, k1, b1))), _pool_by_hand(f(_conv_same_by_hand(z1, k2, b2))),
+               _pool_by_hand(f(_conv_same_by_hand(z2, k3, b3))), f(z3.reshape(3, -1) @ w4.T), z4 @ w5.T]
+        by_hand = sum(np.sum((t - m) ** 2) for t, m in zip([z1, z2, z3, z4, ys], mus)) / (2 * 3)
+        assert float(pcl.pc_energy(cnn, z, x, y)) == pytest.approx(by_hand, rel=1e-12)
+        np.testing.assert_allclose(np.asarray(cnn.with_prediction("W f(z)")(x)), np.asarray(cnn(x)), rtol=1e-12, atol=1e-14)
+
+    cfg = fig5.Config()
+    assert (cfg.cnn_channels, cfg.cnn_hidden, cfg.cnn_conv_bias) == ((64, 128, 256), 4096, True)
+    net = fig5.initial_net(fig5.quick_config(), jax.random.key(0), "cnn", act)
+    assert net.biases[3] is None and net.biases[4] is None
+    for k, b in zip(net.weights[:3], net.biases[:3]):
+        bound = 1 / np.sqrt(9 * k.shape[1])
+        assert 0.5 * bound < float(jnp.abs(b).max()) <= bound
+    with pytest.raises(ValueError, match="one bool per layer"):
+        pcl.CNN(jax.random.key(0), act, use_bias=(True, True))
 
 
 def test_fig12_start_matches_the_notebooks_other_saddle_init():

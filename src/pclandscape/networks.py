@@ -538,12 +538,17 @@ class CNN(PCNetwork):
         hidden: width of the first fully connected layer.
         n_classes: output width.
         in_shape: ``(C, H, W)`` of the input; H and W divisible by 8.
-        init_std, init, use_bias, dtype: as for :class:`MLP` (fan-in of a kernel is
-            ``in_channels * 9``).
+        use_bias: ``True`` for a bias on every layer, ``False`` (the default) for none, or
+            one bool per layer (5), e.g. ``(True, True, True, False, False)`` for biases on
+            the conv blocks only, as the paper's notebook (PyTorch's ``Conv2d`` has a bias by
+            default, its ``Linear(bias=False)`` none). Biases start at zero; ``biases[l]`` is
+            ``None`` for a layer without one. In a block the bias is added to the convolution,
+            before the activation and the pooling.
+        init_std, init, dtype: as for :class:`MLP` (fan-in of a kernel is ``in_channels * 9``).
     """
 
     weights: tuple[Array, ...]
-    biases: tuple[Array, ...] | None
+    biases: tuple[Array | None, ...] | None
     activation: Callable = eqx.field(static=True)
     activation_name: str = eqx.field(static=True)
     in_shape: tuple[int, int, int] = eqx.field(static=True)
@@ -558,7 +563,7 @@ class CNN(PCNetwork):
         hidden: int = 128,
         n_classes: int = 10,
         in_shape: Sequence[int] = (3, 32, 32),
-        use_bias: bool = False,
+        use_bias: bool | Sequence[bool] = False,
         init_std: float | None = None,
         *,
         init: str | None = None,
@@ -566,6 +571,12 @@ class CNN(PCNetwork):
         prediction: str = "W f(z)",
     ):
         self.prediction = _check_prediction(prediction)
+        if isinstance(use_bias, (bool, np.bool_)):
+            use_bias = (bool(use_bias),) * 5
+        elif (isinstance(use_bias, str) or not isinstance(use_bias, Sequence) or len(use_bias) != 5
+              or not all(isinstance(b, (bool, np.bool_)) for b in use_bias)):
+            raise ValueError(f"use_bias={use_bias!r} must be a bool or one bool per layer (5: three conv "
+                             "blocks, two fully connected layers), e.g. (True, True, True, False, False).")
         channels = tuple(int(c) for c in channels)
         in_shape = tuple(int(s) for s in in_shape)
         if len(channels) != 3:
@@ -591,8 +602,9 @@ class CNN(PCNetwork):
             _init_matrix(keys[4], (n_classes, hidden), init, init_std, hidden, dtype),
         ]
         self.weights = tuple(kernels + fc)
-        if use_bias:
-            self.biases = tuple(jnp.zeros((n,), dtype) for n in (*channels, hidden, n_classes))
+        if any(use_bias):
+            self.biases = tuple(jnp.zeros((n,), dtype) if b else None
+                                for n, b in zip((*channels, hidden, n_classes), use_bias))
         else:
             self.biases = None
 
@@ -613,14 +625,16 @@ class CNN(PCNetwork):
             out = jax.lax.conv_general_dilated(
                 h, w, (1, 1), "SAME", dimension_numbers=("NCHW", "OIHW", "NCHW")
             )
-            if self.biases is not None:
-                out = out + self.biases[layer - 1][:, None, None]
+            b = None if self.biases is None else self.biases[layer - 1]
+            if b is not None:
+                out = out + b[:, None, None]
             return _max_pool(post(out))
         if layer == 4:
             h = h.reshape(h.shape[0], -1)
         out = h @ w.T
-        if self.biases is not None:
-            out = out + self.biases[layer - 1]
+        b = None if self.biases is None else self.biases[layer - 1]
+        if b is not None:
+            out = out + b
         return post(out)
 
 

@@ -267,12 +267,17 @@ def validate_config(config) -> None:
     anything runs: ints positive, floats finite and positive (``>= 0`` for ``*init_std`` and
     ``*until_loss``; fractions at most 1), tuples non-empty (seeds non-negative integers;
     depths, widths and channels positive integers; numbers positive), Optional fields None or
-    valid. Raises one ``ValueError`` naming the field, the value and the rule."""
+    valid; a field named in the config class's ``CHOICES`` (``{field: allowed values}``) one of
+    its values. Raises one ``ValueError`` naming the field, the value and the rule."""
     from .solvers import SolverSpec
 
     hints = typing.get_type_hints(type(config))
+    choices = getattr(type(config), "CHOICES", {})
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
+        if f.name in choices and value not in choices[f.name]:
+            raise ValueError(f"{f.name}={value!s}: must be one of {', '.join(map(str, choices[f.name]))} "
+                             f"({type(config).__module__.rsplit('.', 1)[-1]} config).")
         if isinstance(value, SolverSpec):
             value.check()  # raises ValueError naming the solver and the option
             continue
