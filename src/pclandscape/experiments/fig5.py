@@ -241,6 +241,11 @@ def run(cfg: Config, progress=None) -> Results:
     res = Results(NAME, cfg)
     res.notes.append(PROTOCOL_NOTE)
     res.notes.append(__doc__.split("**Initialisation.**")[1].strip().replace("\n", " "))
+    if cfg.cnn and cfg.cnn_conv_bias:
+        res.notes.append("The CNN is the notebook's, with conv biases at PyTorch's default U(-1/sqrt(fan_in), "
+                         "1/sqrt(fan_in)) (the notebook initialises only the weights near zero): its feature maps "
+                         "are not zero at the start, so the CNN does not start at the loss's origin saddle, and BP's "
+                         "gradient there need not vanish as the MLPs' does (cnn_conv_bias=false removes them).")
     if cfg.stop == "epochs":
         res.notes.append(f"PC's stopping rule is the notebook's code, not the paper's text (§A.4: 'until the training "
                          f"loss reached 1e-3'): whole epochs until the epoch-mean training MSE falls by less than "
