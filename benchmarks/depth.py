@@ -6,9 +6,10 @@ tanh / ReLU, ``pcl.MuPC()`` (or ``--param sp``), batch --batch of Gaussian input
 targets. Every solver runs from the feedforward pass until ``max_i ||dF_i/dz_i|| <= tol``
 (1e-5 float32, 1e-10 with --x64; ReLU: the min-norm subgradient), as in
 ``benchmarks/inference.py`` (same timing: median of --repeats after compilation, round-robin,
-LAPACK solvers alone). Iteration caps: Euler and Heun --max-steps, Newton 300.
+LAPACK solvers alone). Iteration caps: Euler, Heun and EPC (gradient descent on the errors,
+``pcl.EPC``) --max-steps, Newton 300.
 
-    python benchmarks/depth.py [--width 128] [--depths 8,16,32,64,128] [--batch 64] [--solvers euler,cg,block]
+    python benchmarks/depth.py [--width 128] [--depths 8,16,32,64,128] [--batch 64] [--solvers euler,heun,cg,block,epc]
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def _solvers(pcl, tol, max_steps):
         "Heun+PID": pcl.Heun(t1=1e5, rtol=tol / 10, atol=tol / 10, tol=tol, max_steps=max_steps),
         "Newton block": pcl.Newton(tol=tol, max_steps=300, linear_solve=pcl.BlockTridiagonal()),
         "Newton cg": pcl.Newton(tol=tol, max_steps=300, linear_solve=pcl.CG(max_steps=200)),
+        "EPC dt=0.1": pcl.EPC(dt=0.1, steps=max_steps, tol=tol),
     }
 
 
@@ -43,7 +45,7 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--max-steps", type=int, default=20000, help="iteration cap of Euler and Heun")
-    p.add_argument("--solvers", default="all", help="comma-separated subset of: euler,heun,block,cg")
+    p.add_argument("--solvers", default="all", help="comma-separated subset of: euler,heun,block,cg,epc")
     p.add_argument("--x64", action="store_true", help="float64, tol 1e-10 (default float32, tol 1e-5)")
     args = p.parse_args(argv)
     jax.config.update("jax_enable_x64", args.x64)

@@ -39,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _timing import device_name  # noqa: E402
 
 
-_SHORT = {"euler": "Euler dt=0.1", "heun": "Heun+PID", "block": "Newton block", "cg": "Newton cg", "exact": "ExactLinear"}
+_SHORT = {"euler": "Euler dt=0.1", "heun": "Heun+PID", "block": "Newton block", "cg": "Newton cg", "exact": "ExactLinear",
+          "epc": "EPC dt=0.1"}
 
 
 _LAPACK = {"Newton block", "ExactLinear"}

@@ -21,6 +21,7 @@ SOLVERS = {
     "heun": pcl.Heun,
     "newton": pcl.Newton,
     "exact_linear": pcl.ExactLinear,
+    "epc": pcl.EPC,
 }
 """The solver names a spec may use; ``"default"`` is also accepted: ``exact_linear`` for
 linear MLPs and ``newton`` otherwise (:func:`pclandscape.default_solver`), with the options

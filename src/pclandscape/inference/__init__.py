@@ -25,7 +25,7 @@ that must be verified to a float32 tolerance under that setting (or in float64);
 training (the paper's T = 50 Euler steps) does not need it.
 
 **Layout.** ``_base`` (the solver interface), one module per solver (``_euler``: Euler and
-PaperEuler, ``_heun``, ``_exact``: ExactLinear, ``_newton``), ``_infer`` (infer, Equilibrium,
+PaperEuler, ``_heun``, ``_exact``: ExactLinear, ``_newton``, ``_epc``: error-based), ``_infer`` (infer, Equilibrium,
 the default solver, equilibrated_energy).
 """
 
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from .._energies import activity_grad as activity_grad
 from ._base import AbstractSolver as AbstractSolver
+from ._epc import EPC as EPC
 from ._euler import Euler as Euler, PaperEuler as PaperEuler
 from ._exact import ExactLinear as ExactLinear
 from ._heun import Heun as Heun
@@ -50,6 +51,7 @@ __all__ = [
     "PaperEuler",
     "Heun",
     "ExactLinear",
+    "EPC",
     "Newton",
     "CG",
     "BlockTridiagonal",
