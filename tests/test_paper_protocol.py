@@ -275,6 +275,70 @@ def test_the_notebooks_epoch_rule_and_epochs_that_continue_one_run():
                                rtol=1e-6)
 
 
+def test_an_interrupted_epoch_run_resumes_from_its_last_epoch(tmp_path, monkeypatch):
+    """Inside a resume folder the epoch checkpoint survives: a run stopped after 2 epochs and
+    started again for 3 trains only the third, and ends as one uninterrupted run."""
+    from pclandscape.experiments import base, fig5
+
+    x = np.asarray(jax.random.normal(jax.random.key(0), (64, 5)))
+    y = np.asarray(jax.nn.one_hot(jax.random.randint(jax.random.key(1), (64,), 0, 3), 3))
+    net = pcl.MLP(jax.random.key(2), [5, 4, 3], "tanh", init_std=0.5, prediction="f(W z)")
+    common = dict(optimizer=fig5.sgd(0.05), batch_size=32, key=jax.random.key(3), progress=False)
+    solver = pcl.PaperEuler(dt=0.8, steps=5)
+    calls = []
+    train = pcl.train
+
+    def spy(*a, **k):
+        out = train(*a, **k)
+        calls.append((k["steps"], len(out[1])))
+        return out
+
+    monkeypatch.setattr(fig5.pcl, "train", spy)
+    with base.resume_dir(tmp_path / "resume"):
+        fig5._train_epochs(fig5.Config(max_epochs=2, epoch_tol=-np.inf), net, (x, y), solver, 2.0, common, "p.eqx")
+        calls.clear()
+        hist = fig5._train_epochs(fig5.Config(max_epochs=3, epoch_tol=-np.inf), net, (x, y), solver, 2.0, common, "p.eqx")
+    assert calls == [(2, 4), (6, 6)]  # the first call found 4 steps done; one more epoch trained
+    _, one = train(net, (x, y), rule="pc", solver=solver, steps=6, grad_scale=2.0, **common)
+    np.testing.assert_array_equal(hist.loss, one.loss)
+
+
+def test_a_rerun_picks_up_the_parts_an_interrupted_run_finished(tmp_path, monkeypatch, capsys):
+    """runner.run_experiment keeps an experiment's finished parts (base.resumable) in
+    OUT/.NAME.resume-<hash>/ across an interrupt, uses them when the same config runs again,
+    and removes the folder once the run is complete."""
+    from pclandscape.experiments import base, runner
+
+    mod = runner.get("fig3")
+    computed, attempts = [], []
+
+    def part(i):
+        computed.append(i)
+        return (pcl.History(rule="bp", loss=np.full(3, float(i))),)
+
+    def run(cfg, progress=None):
+        attempts.append(1)
+        first = base.resumable("first", lambda: part(1), 1)
+        if len(attempts) == 1:  # the first attempt is interrupted after its first part
+            raise KeyboardInterrupt
+        second = base.resumable("second", lambda: part(2), 1)
+        res = base.Results("fig3", cfg)
+        res.add(base.claim("fig3.x", "s", "e", f"{first[0].loss[0]} {second[0].loss[0]}", True))
+        return res
+
+    monkeypatch.setattr(mod, "run", run)
+    monkeypatch.setattr(mod, "plot", lambda res: {})
+    cfg = runner.make_config("fig3", quick=True)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_experiment("fig3", cfg, tmp_path)
+    kept = list(tmp_path.glob(".fig3.resume-*"))
+    assert len(kept) == 1 and (kept[0] / "first.0.npz").is_file()
+    payload = runner.run_experiment("fig3", cfg, tmp_path)
+    assert computed == [1, 2]  # the first part was not computed again
+    assert payload["claims"][0]["measured"] == "1.0 2.0"
+    assert not list(tmp_path.glob(".fig3.resume-*"))
+
+
 def test_paper_euler_validation():
     for bad in (dict(dt=0.0), dict(dt=-1.0), dict(dt="a"), dict(steps=0), dict(steps=2.5), dict(min_dt=float("nan"))):
         with pytest.raises(ValueError, match="PaperEuler"):

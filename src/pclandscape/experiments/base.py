@@ -9,9 +9,12 @@ library.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import math
+from pathlib import Path
 from dataclasses import dataclass, field
 import types
 import typing
@@ -136,6 +139,45 @@ def protocol_setup(protocol: str, net, batch_size: int, dt: float = 0.1, T: int 
             net = net.with_prediction("f(W z)")
         return net, pcl.PaperEuler(dt=dt, steps=T), bp_s, pc_s
     return net, pcl.default_solver(net), bp_s, pc_s
+
+
+_RESUME_DIR: contextvars.ContextVar = contextvars.ContextVar("pclandscape_resume_dir", default=None)
+
+
+@contextlib.contextmanager
+def resume_dir(path):
+    """Within this context, :func:`resumable` and :func:`resume_path` keep an experiment's
+    finished parts in ``path`` (``runner.run_experiment`` sets one per output folder and
+    config, and removes it once the run is complete), so that a run interrupted after hours
+    picks up where it stopped when it is started again with the same config."""
+    token = _RESUME_DIR.set(None if path is None else Path(path))
+    try:
+        yield
+    finally:
+        _RESUME_DIR.reset(token)
+
+
+def resume_path(name: str) -> Path | None:
+    """A file path for a part of the current run that survives an interrupt (e.g. a training
+    checkpoint), or None outside :func:`resume_dir`."""
+    root = _RESUME_DIR.get()
+    if root is None:
+        return None
+    root.mkdir(parents=True, exist_ok=True)
+    return root / name
+
+
+def resumable(tag: str, compute, n: int):
+    """``compute()`` (a tuple of ``n`` :class:`pclandscape.History`), or the tuple a previous,
+    interrupted run of the same config saved under ``tag`` (see :func:`resume_dir`)."""
+    paths = [resume_path(f"{tag}.{i}.npz") for i in range(n)]
+    if paths[0] is not None and all(p.is_file() for p in paths):
+        return tuple(pcl.History.load(p) for p in paths)
+    out = compute()
+    if paths[0] is not None:
+        for h, p in zip(out, paths):
+            h.save(p)
+    return out
 
 
 def escape_step(loss: np.ndarray, fraction: float = 0.5, window: int = 5) -> int | None:

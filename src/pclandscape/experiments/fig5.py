@@ -43,7 +43,8 @@ import numpy as np
 import pclandscape as pcl
 
 from .._compat import enable_x64
-from .base import PROTOCOL_NOTE, Results, claim, data_label, escape_step, fmt, load_data, protocol_setup, sgd
+from .base import (PROTOCOL_NOTE, Results, claim, data_label, escape_step, fmt, load_data, protocol_setup, resumable,
+                   resume_path, sgd)
 
 NAME = "fig5"
 DESCRIPTION = "Figs 5 & 11: BP vs PC escaping the origin (linear/tanh/ReLU MLPs, CNN), gradient norms, lr sweep"
@@ -151,7 +152,14 @@ def initial_net(cfg, key, widths_or_cnn, activation):
     return net
 
 
-def _train_pair(cfg, net, data, protocol, key, max_steps, batch=None, lr=None, T=None):
+def _train_pair(cfg, net, data, protocol, key, max_steps, batch=None, lr=None, T=None, tag=None):
+    """:func:`_train_pair_now`, or its result from an interrupted run of the same config
+    (``tag`` names the pair; see :func:`base.resumable`)."""
+    run = lambda: _train_pair_now(cfg, net, data, protocol, key, max_steps, batch, lr, T, tag)  # noqa: E731
+    return resumable(tag, run, 2) if tag is not None else run()
+
+
+def _train_pair_now(cfg, net, data, protocol, key, max_steps, batch=None, lr=None, T=None, tag=None):
     """PC until its stopping rule, then BP for ``bp_factor`` times as many steps (the notebooks
     trained BP as long as PC; running it longer only measures its escape time, or bounds it
     below, where it would otherwise be cut off); same init and batches.
@@ -171,7 +179,7 @@ def _train_pair(cfg, net, data, protocol, key, max_steps, batch=None, lr=None, T
         solver = _after_pretraining_inference(pc_net, solver, x, y, batch, jax.random.fold_in(key, 101))
     common = dict(optimizer=sgd(lr or cfg.lr), batch_size=batch, key=key, progress=False)
     if cfg.stop == "epochs":
-        pc = _train_epochs(cfg, pc_net, (x, y), solver, pc_s, common)
+        pc = _train_epochs(cfg, pc_net, (x, y), solver, pc_s, common, None if tag is None else f"{tag}-pc.eqx")
     else:
         until = cfg.until_loss
         if cfg.until_fraction is not None:  # stop once the escape is visible (the plateau is L at the start)
@@ -199,22 +207,26 @@ def epochs_to_run(epoch_losses, tol: float) -> bool:
     return len(epoch_losses) < 2 or epoch_losses[-2] - epoch_losses[-1] >= tol
 
 
-def _train_epochs(cfg, net, data, solver, scale, common):
+def _train_epochs(cfg, net, data, solver, scale, common, checkpoint_name=None):
     """PC trained epoch by epoch under the notebook's rule (:func:`epochs_to_run` on the epoch
     means of PyTorch's ``MSELoss`` = ``2 / d_y`` x Eq 1), at most ``cfg.max_epochs``. Each epoch
     continues the same run through a checkpoint (same data order, the solver's ``dt`` carried),
-    so the history is one run's."""
+    so the history is one run's. The checkpoint is kept in the run's resume folder
+    (:func:`base.resume_path`, under ``checkpoint_name``) when there is one, so an interrupted
+    run continues from its last finished epoch; in a temporary folder otherwise."""
     x, y = data
     per_epoch = x.shape[0] // common["batch_size"]
     to_mse = 2.0 / y.shape[1]
-    means = []
+    kept = resume_path(checkpoint_name) if checkpoint_name else None
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = os.path.join(tmp, "pc.eqx")
-        for epoch in range(1, cfg.max_epochs + 1):
-            _, hist = pcl.train(net, data, rule="pc", solver=solver, steps=epoch * per_epoch, grad_scale=scale,
+        ckpt = kept if kept is not None else os.path.join(tmp, "pc.eqx")
+        epoch = 0
+        while True:
+            _, hist = pcl.train(net, data, rule="pc", solver=solver, steps=(epoch + 1) * per_epoch, grad_scale=scale,
                                 checkpoint=ckpt, checkpoint_every=per_epoch, **common)
-            means.append(to_mse * float(np.mean(hist.loss[-per_epoch:])))
-            if not epochs_to_run(means, cfg.epoch_tol):
+            epoch = len(hist) // per_epoch  # a resumed run may start ahead
+            means = [to_mse * float(np.mean(hist.loss[i * per_epoch:(i + 1) * per_epoch])) for i in range(epoch)]
+            if epoch >= cfg.max_epochs or not epochs_to_run(means, cfg.epoch_tol):
                 break
     hist.meta["epoch_mean_mse"] = means
     return hist
@@ -265,7 +277,9 @@ def run(cfg: Config, progress=None) -> Results:
                     except pcl.NotAtEquilibriumError as e:
                         res.notes.append(f"lambda_min at init of {dname}/{act} not computed: {e}")
                 for protocol in cfg.protocols:
-                    runs[(data_label(dname, ds), act, protocol, seed)] = _train_pair(cfg, net, (x, y), protocol, jax.random.key(seed + 1), cfg.max_steps)
+                    label = data_label(dname, ds)
+                    runs[(label, act, protocol, seed)] = _train_pair(cfg, net, (x, y), protocol, jax.random.key(seed + 1),
+                                                                     cfg.max_steps, tag=f"{label}_{act}_{protocol}_s{seed}")
                     if progress:
                         progress.update(1)
     if cfg.cnn:
@@ -281,7 +295,7 @@ def run(cfg: Config, progress=None) -> Results:
                     for protocol in cfg.cnn_protocols:
                         runs[("cnn", act, protocol, seed)] = _train_pair(cfg, net, (ds.x_train, ds.y_train), protocol,
                                                                          jax.random.key(seed + 1), cfg.cnn_max_steps, cfg.cnn_batch,
-                                                                         cfg.cnn_lr, cfg.cnn_T)
+                                                                         cfg.cnn_lr, cfg.cnn_T, tag=f"cnn_{act}_{protocol}_s{seed}")
                         if progress:
                             progress.update(1)
         except pcl.data.DataNotFoundError as e:

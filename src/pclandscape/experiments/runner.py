@@ -19,7 +19,7 @@ import numpy as np
 
 from .._io import atomic_write, jsonable, umask
 from .._progress import Progress
-from .base import Results, parse_scalar, validate_config
+from .base import Results, parse_scalar, resume_dir, validate_config
 from .solvers import SolverSpec
 
 __all__ = [
@@ -214,7 +214,9 @@ def run_experiment(name: str, config, out_dir: str | os.PathLike, *, progress: b
     The folder is written as a whole: the run writes into a hidden temporary folder beside
     it, which then replaces ``out_dir/name`` (an interrupt leaves the old generation or the
     new one, never a mix; a generation displaced by a killed swap is restored by the next
-    run). ``out_dir`` is checked (creatable, writable, not a file) before anything runs.
+    run). Experiments that keep finished parts (:func:`base.resumable`) keep them in
+    ``out_dir/.NAME.resume-<config hash>/``, so a run interrupted and started again with the
+    same config resumes from them; the folder goes once the run is complete. ``out_dir`` is checked (creatable, writable, not a file) before anything runs.
     results.json is written last. Returns the results dict.
     """
     mod = get(name)
@@ -222,10 +224,13 @@ def run_experiment(name: str, config, out_dir: str | os.PathLike, *, progress: b
     final = Path(out_dir) / name
     check_output_dir(out_dir, name)
     recover(final)
+    resume = Path(out_dir) / f".{name}.resume-{config_hash(config)}"
     out = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{name}.tmp-"))
     try:
-        payload = _run_into(mod, name, config, out, progress, quick, figures)
+        with resume_dir(resume):
+            payload = _run_into(mod, name, config, out, progress, quick, figures)
         _swap_into_place(out, final)
+        shutil.rmtree(resume, ignore_errors=True)  # complete: its parts are in the results
     finally:
         if out.exists():
             shutil.rmtree(out, ignore_errors=True)
