@@ -34,6 +34,7 @@ e.g. command buffers (CUDA graphs) on and off.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import sys
@@ -54,8 +55,9 @@ from scaling import step_flops  # noqa: E402
 _ACT = {"linear": (lambda a: a, lambda a: jnp.ones_like(a)), "tanh": (jnp.tanh, lambda a: 1 - jnp.tanh(a) ** 2)}
 
 
-def floor_step(activation, dt, steps, lr, unroll=1):
-    """A plain PC step written by hand: no validation, no diagnostics."""
+def floor_step(activation, dt, steps, lr, unroll=1, compiler_options=None):
+    """A plain PC step written by hand: no validation, no diagnostics (``compiler_options``:
+    XLA options for its compilation, e.g. a scheduler probe)."""
     act = _ACT[activation][0]
 
     def energy(ws, zs, x, y):
@@ -66,7 +68,7 @@ def floor_step(activation, dt, steps, lr, unroll=1):
             e = e + jnp.sum((full[l + 1] - h @ w.T) ** 2)
         return 0.5 * e
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=compiler_options)
     def step(ws, x, y):
         zs, h = [], x
         for l, w in enumerate(ws[:-1]):
@@ -233,22 +235,6 @@ def _pcx_step(activation, ws, x, y, steps, dt, lr):
     return step, lambda: [layer.nn.weight.get() for layer in model.layers]
 
 
-def concurrent_floor_step(activation, dt, steps, lr):
-    """The floor compiled with XLA:CPU's concurrency-optimised scheduler (a per-compile option,
-    so the other rows keep the defaults)."""
-    step = floor_step(activation, dt, steps, lr)
-    compiled = {}
-
-    def run(ws, x, y):
-        if "c" not in compiled:
-            compiled["c"] = step.lower(ws, x, y).compile(
-                compiler_options={"xla_cpu_enable_concurrency_optimized_scheduler": True})
-        return compiled["c"](ws, x, y)
-
-    run.lower = step.lower
-    return run
-
-
 def products_only(ws, x, steps):
     """``(fn, flops)``: the step's matrix products and nothing else: per Euler step, the
     predictions ``z_{l-1} W_l^T`` and back-projections ``e_l W_l`` of layers 2..L, each
@@ -341,7 +327,8 @@ def main(argv=None):
                 "floor, grouped + unrolled": grouped_floor_step(activation, 0.1, args.steps, 1e-3),
             }
             if jax.default_backend() == "cpu":
-                probes["floor, concurrency-optimised scheduler"] = concurrent_floor_step(activation, 0.1, args.steps, 1e-3)
+                probes["floor, concurrency-optimised scheduler"] = floor_step(
+                    activation, 0.1, args.steps, 1e-3, compiler_options={"xla_cpu_enable_concurrency_optimized_scheduler": True})
             for name, f in probes.items():
                 fns[name] = lambda f=f: f(ws, x, y)
             prod_name = "products only (the step's shapes' limit)"

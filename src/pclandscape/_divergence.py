@@ -31,8 +31,7 @@ def solver_label(solver) -> str:
 def divergence_hint(solver) -> str:
     """What to do about a diverging inference with ``solver``."""
     if getattr(solver, "dt", None) is not None:
-        # gradient descent on the activities (Euler), or on the errors (EPC: z = z(e))
-        var = "e" if type(solver).__name__ == "EPC" else "z"
+        var = getattr(solver, "descent_variable", "z")  # the activities z, or EPC's errors e
         return (
             f"the step size dt={solver.dt} is probably too large for these weights (gradient descent "
             f"is unstable when dt * lambda_max(d^2F/d{var}^2) > 2): lower dt, or use pcl.Newton() or, "

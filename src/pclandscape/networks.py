@@ -621,18 +621,17 @@ class CNN(PCNetwork):
         post = self.activation if after and layer < 5 else (lambda a: a)
         h = z_prev if (layer == 1 or after) else self.activation(z_prev)
         w = self.weights[layer - 1]
+        b = None if self.biases is None else self.biases[layer - 1]
         if layer <= 3:
             out = jax.lax.conv_general_dilated(
                 h, w, (1, 1), "SAME", dimension_numbers=("NCHW", "OIHW", "NCHW")
             )
-            b = None if self.biases is None else self.biases[layer - 1]
             if b is not None:
                 out = out + b[:, None, None]
             return _max_pool(post(out))
         if layer == 4:
             h = h.reshape(h.shape[0], -1)
         out = h @ w.T
-        b = None if self.biases is None else self.biases[layer - 1]
         if b is not None:
             out = out + b
         return post(out)

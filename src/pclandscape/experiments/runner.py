@@ -216,8 +216,9 @@ def run_experiment(name: str, config, out_dir: str | os.PathLike, *, progress: b
     new one, never a mix; a generation displaced by a killed swap is restored by the next
     run). Experiments that keep finished parts (:func:`base.resumable`) keep them in
     ``out_dir/.NAME.resume-<config hash>/``, so a run interrupted and started again with the
-    same config resumes from them; the folder goes once the run is complete. ``out_dir`` is checked (creatable, writable, not a file) before anything runs.
-    results.json is written last. Returns the results dict.
+    same config resumes from them; the folder goes once the run is complete. ``out_dir`` is
+    checked (creatable, writable, not a file) before anything runs. results.json is written
+    last. Returns the results dict.
     """
     mod = get(name)
     validate_config(config)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -48,6 +50,10 @@ class EPC(AbstractSolver):
     activities moves it down one layer per step: on deep chains this needs far fewer steps
     than :class:`Euler`.
 
+    Shapes: the errors have the activities' shapes, ``e_l`` of ``(N, n_l)`` for an MLP
+    (``N`` samples, ``n_l`` units of hidden layer ``l``; the CNN's ``(N, C, H, W)`` blocks
+    likewise); ``solve`` returns the activities ``z(e)`` and the number of steps taken.
+
     The loop stops as soon as every sample's residual ``||dF_i/dz_i||`` (the activity
     gradient, the quantity :func:`pclandscape.infer` reports) is ``<= tol``, or after
     ``steps`` steps.
@@ -61,6 +67,7 @@ class EPC(AbstractSolver):
     dt: float = 0.1
     steps: int = eqx.field(default=10_000, static=True)
     tol: float = 1e-5
+    descent_variable: ClassVar[str] = "e"  # what dt steps on (divergence messages name d^2F/de^2)
 
     def __check_init__(self):
         positive_number("EPC", "dt", self.dt)

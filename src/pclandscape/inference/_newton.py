@@ -210,7 +210,7 @@ class Newton(AbstractSolver):
         def direction(z, aux, g, gnorm):
             side, held = aux
             fp = [jnp.where(r, right, left).astype(x.dtype) for r in side]
-            rhs = tuple(jnp.where(h, 0.0, -a) for a, h in zip(g, held))
+            rhs = tuple(-a for a in g)  # 0 where held (descent_pieces)
             d = solve(z, fp, held, rhs, gnorm)
             # Binding activities (as in projected Newton methods): on a kink, the step on the chosen
             # piece would take them back across it, where the projection would stop them while the
@@ -218,7 +218,7 @@ class Newton(AbstractSolver):
             # too and solve again on the smaller face.
             binding = [(a == 0) & ~h & jnp.where(r, dd < 0, dd > 0) for a, h, r, dd in zip(z, held, side, d)]
             held2 = [h | b for h, b in zip(held, binding)]
-            rhs2 = tuple(jnp.where(h, 0.0, -a) for a, h in zip(g, held2))
+            rhs2 = tuple(jnp.where(b, 0.0, r) for r, b in zip(rhs, binding))
             return jax.lax.cond(jnp.any(jnp.stack([jnp.any(b) for b in binding])),
                                 lambda: solve(z, fp, held2, rhs2, gnorm), lambda: d)
 
