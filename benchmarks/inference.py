@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _timing import device_name  # noqa: E402
 
 
-_SHORT = {"euler": "Euler dt=0.1", "heun": "Heun+PID", "block": "Newton block", "cg": "Newton cg", "exact": "ExactLinear",
+_SHORT = {"euler": "Euler dt=0.1", "heun": "Heun+PID", "block": "Newton block", "cg": "Newton cg", "pcg": "Newton pcg", "exact": "ExactLinear",
           "epc": "EPC dt=0.1"}
 
 
@@ -81,6 +81,7 @@ def _solvers(pcl, act, tol, max_steps):
         "Heun+PID": pcl.Heun(t1=1e5, rtol=tol / 10, atol=tol / 10, tol=tol, max_steps=max_steps),
         "Newton block": pcl.Newton(tol=tol, max_steps=50, linear_solve=pcl.BlockTridiagonal()),
         "Newton cg": pcl.Newton(tol=tol, max_steps=50, linear_solve=pcl.CG(max_steps=200)),
+        "Newton pcg": pcl.Newton(tol=tol, max_steps=50, linear_solve=pcl.CG(max_steps=200, precondition=True)),
     }
     if act == "linear":
         out["ExactLinear"] = pcl.ExactLinear(tol=tol)
@@ -95,7 +96,7 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--max-steps", type=int, default=5000, help="iteration cap of Euler and Heun")
-    p.add_argument("--solvers", default="all", help="comma-separated subset of: euler,heun,block,cg,exact")
+    p.add_argument("--solvers", default="all", help="comma-separated subset of: euler,heun,block,cg,pcg,exact")
     p.add_argument("--precision", default="highest", choices=["highest", "default"],
                    help="float32 matrix products: true float32 (default) or the backend's default (TF32 on recent GPUs, "
                         "whose rounding floors the residual far above 1e-5)")
@@ -123,7 +124,7 @@ def main(argv=None):
                 solvers = {k: v for k, v in solvers.items() if k in keep}
             fns = {k: (lambda s=s: pcl.infer(net, x, y, s)) for k, s in solvers.items()}
             results, med = measure(fns, args.repeats)
-            newton = min([med[k] for k in ("Newton block", "Newton cg") if k in med] or [float("nan")])
+            newton = min([med[k] for k in ("Newton block", "Newton cg", "Newton pcg") if k in med] or [float("nan")])
             print_rows(f"{act} H={h}", results, med, newton, 18)
 
 

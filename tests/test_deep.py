@@ -186,6 +186,100 @@ def test_closed_form_activity_hessian_of_residual_scaled_nets_matches_autodiff(x
         np.testing.assert_allclose(np.asarray(hv[i]), auto @ np.asarray(per_sample_flat(v)[i]), atol=1e-12)
 
 
+def _error_jacobian(net, z, x, i):
+    """``K = de/dz`` of sample ``i`` (hidden errors by hidden activities) by autodiff, dense."""
+    from pclandscape._energies import hidden_errors
+
+    sizes = [a.shape[1] for a in z]
+
+    def errors_of(flat):
+        zz, o = [], 0
+        for k, n in enumerate(sizes):
+            zz.append(z[k].at[i].set(flat[o:o + n]))
+            o += n
+        return jnp.concatenate([a[i] for a in hidden_errors(net, x, tuple(zz))])
+
+    return np.asarray(jax.jacobian(errors_of)(jnp.concatenate([a[i] for a in z])))
+
+
+def _dense_map(fn, z, i):
+    """The matrix of a per-sample linear map ``fn`` on tuples shaped like ``z``, sample ``i``."""
+    from pclandscape.activity_hessian import per_sample_flat, unflatten_per_sample
+
+    m = sum(a.shape[1] for a in z)
+    cols = []
+    for j in range(m):
+        v = jnp.zeros((z[0].shape[0], m), jnp.float64).at[i, j].set(1.0)
+        cols.append(np.asarray(per_sample_flat(fn(unflatten_per_sample(v, z)))[i]))
+    return np.stack(cols, 1)
+
+
+@pytest.mark.parametrize("kind", ["residual mupc tanh", "sp relu pieces held", "f(W z) tanh"])
+def test_error_preconditioner_inverts_the_hidden_error_gram(x64, kind):
+    """``(K^T K)^{-1}`` with ``K = de/dz`` the hidden errors' Jacobian, against ``K`` by autodiff
+    (float64, 1e-12): closed form (backward then forward substitution) for W f(z) MLPs, with
+    held activities an identity on them and ``(K_ff^T K_ff)^{-1}`` on the free ones; linearised
+    autodiff for f(W z) nets."""
+    from pclandscape.activity_hessian import error_preconditioner
+
+    if kind == "residual mupc tanh":
+        net = _residual_net("tanh")
+    elif kind == "sp relu pieces held":
+        net = pcl.MLP(jax.random.key(7), [4, 5, 3, 4, 3], "relu", dtype=jnp.float64)
+    else:
+        net = pcl.MLP(jax.random.key(7), [4, 5, 3, 4, 3], "tanh", prediction="f(W z)", dtype=jnp.float64)
+    x = jax.random.normal(jax.random.key(1), (3, 4), jnp.float64)
+    y = jax.random.normal(jax.random.key(2), (3, 3), jnp.float64)
+    z = tuple(a + 0.3 * jax.random.normal(jax.random.key(i), a.shape, jnp.float64)
+              for i, a in enumerate(net.feedforward(x)[:-1]))
+    slopes = fixed = None
+    if kind == "sp relu pieces held":  # the pieces z lies on, and some activities held
+        slopes = [(a > 0).astype(jnp.float64) for a in z]
+        fixed = [jax.random.bernoulli(jax.random.key(20 + i), 0.3, a.shape) for i, a in enumerate(z)]
+    prec = error_preconditioner(net, z, x, y, slopes=slopes, fixed=fixed)
+    for i in range(3):
+        k = _error_jacobian(net, z, x, i)
+        p = _dense_map(prec, z, i)
+        if fixed is None:
+            np.testing.assert_allclose(p @ (k.T @ k), np.eye(k.shape[0]), atol=1e-12)
+        else:
+            held = np.concatenate([np.asarray(f[i]) for f in fixed])
+            assert 0 < held.sum() < held.size
+            free = ~held
+            kff = k[np.ix_(free, free)]
+            np.testing.assert_allclose(p[np.ix_(free, free)] @ (kff.T @ kff), np.eye(free.sum()), atol=1e-12)
+            np.testing.assert_allclose(p[np.ix_(held, held)], np.eye(held.sum()), atol=0)
+            np.testing.assert_allclose(p[np.ix_(free, held)], 0.0, atol=0)
+            np.testing.assert_allclose(p[np.ix_(held, free)], 0.0, atol=0)
+
+
+def test_preconditioned_cg_solves_a_deep_linear_net_in_dy_plus_one_products(x64):
+    """On a linear net the activity Hessian is ``K^T K + p G^T G`` with ``G`` of rank ``d_y``, so
+    in the error coordinates it is the identity plus a rank-``d_y`` term: preconditioned CG
+    solves the Newton system exactly in ``d_y + 1`` products at any depth (here 24 layers,
+    ``d_y = 3``: 4 products, relative residual 1e-10), where plain CG after those 4 products is
+    still far off."""
+    from pclandscape._linalg import per_sample_cg
+    from pclandscape.activity_hessian import (dense_activity_hessian, mlp_activity_hvp, mlp_error_preconditioner,
+                                              per_sample_flat)
+
+    net = _residual_net("linear", depth=24, width=6)
+    x = jax.random.normal(jax.random.key(1), (3, 4), jnp.float64)
+    y = jax.random.normal(jax.random.key(2), (3, 3), jnp.float64)
+    z = net.feedforward(x)[:-1]
+    b = tuple(jax.random.normal(jax.random.key(10 + i), a.shape, jnp.float64) for i, a in enumerate(z))
+    hvp = mlp_activity_hvp(net, z, x, y)
+    exact = np.linalg.solve(np.asarray(dense_activity_hessian(net, z, x, y)), np.asarray(per_sample_flat(b))[..., None])[..., 0]
+
+    def rel_error(sol):
+        sol = np.asarray(per_sample_flat(sol))
+        return np.max(np.linalg.norm(sol - exact, axis=1) / np.linalg.norm(exact, axis=1))
+
+    pcg = per_sample_cg(hvp, b, 1e-14, 4, mlp_error_preconditioner(net, z, x, y))
+    assert rel_error(pcg) <= 1e-9
+    assert rel_error(per_sample_cg(hvp, b, 1e-14, 4)) >= 1e-2
+
+
 @pytest.mark.parametrize("act, linear_solve, depth", [("tanh", "block", 16), ("tanh", "cg", 32), ("relu", "block", 16)])
 def test_newton_reaches_a_verified_equilibrium_on_deep_residual_nets(x64, act, linear_solve, depth):
     """16- and 32-layer residual muPC nets: Newton (block-tridiagonal direct solve or CG, the

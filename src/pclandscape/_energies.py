@@ -10,7 +10,7 @@ from jaxtyping import Array
 from ._linalg import per_sample_dot
 
 __all__ = ["sq_norm_per_sample", "output_error", "per_sample_energies", "activity_grad", "per_sample_norm",
-           "energies_and_grads"]
+           "energies_and_grads", "activities_from_errors", "hidden_errors"]
 
 
 def sq_norm_per_sample(e: Array) -> Array:
@@ -53,3 +53,20 @@ def energies_and_grads(net, z, x, y):
     """Per-sample energies ``F_i`` ``(N,)`` and activity gradients ``dF_i/dz_i`` in one pass."""
     e, vjp = jax.vjp(lambda zz: per_sample_energies(net, zz, x, y), z)
     return e, vjp(jnp.ones_like(e))[0]
+
+
+def activities_from_errors(net, x: Array, errors) -> tuple[Array, ...]:
+    """``z(e)``: the hidden activities whose prediction errors are ``errors``,
+    ``z_l = mu_l(z_{l-1}) + e_l`` with ``z_0 = x`` (a forward pass with the errors added; the
+    error coordinates of :class:`pclandscape.EPC`)."""
+    out, h = [], x
+    for layer, e in enumerate(errors, start=1):
+        h = net.predict(layer, h) + e
+        out.append(h)
+    return tuple(out)
+
+
+def hidden_errors(net, x: Array, z) -> tuple[Array, ...]:
+    """The inverse of :func:`activities_from_errors`: ``e_l = z_l - mu_l(z_{l-1})``, ``l = 1..H``."""
+    prev = (x, *z[:-1])
+    return tuple(a - net.predict(layer, p) for layer, (a, p) in enumerate(zip(z, prev), start=1))

@@ -84,40 +84,52 @@ def per_sample_dot(u, v):
     return sum(jnp.sum((a * c).reshape(a.shape[0], -1), axis=1) for a, c in zip(u, v))
 
 
-def per_sample_cg(matvec, b, rtol, max_steps):
+def per_sample_cg(matvec, b, rtol, max_steps, precondition=None):
     """Conjugate gradients run independently for every sample (the operator is block diagonal).
 
     ``b`` is a tuple of ``(N, ...)`` arrays (one per layer) and ``matvec`` maps such a tuple to
     one of the same shapes. Each sample has its own step sizes and stops at
-    ``||r_i|| <= rtol ||b_i||`` (``rtol`` a scalar or one value per sample), or when it meets
-    non-positive curvature (its iterate so far is returned). A zero right-hand side gives a
-    zero solution (divisions are guarded), which matters when the solve is vmapped over many
-    right-hand sides.
+    ``||r_i|| <= rtol ||b_i||`` (``rtol`` a scalar or one value per sample; the residual of the
+    unpreconditioned system), or when it meets non-positive curvature (its iterate so far is
+    returned). A zero right-hand side gives a zero solution (divisions are guarded), which
+    matters when the solve is vmapped over many right-hand sides.
+
+    ``precondition``: optional map ``r -> M^{-1} r`` with ``M`` symmetric positive definite
+    and block diagonal over samples (preconditioned CG: the same iterates as CG on
+    ``M^{-1/2} A M^{-1/2}``, whose spectrum then sets the number of products).
     """
     dot = per_sample_dot
     axpy = lambda alpha, u, v: tuple(c + per_row(alpha, c) * a for a, c in zip(u, v))
+    prec = (lambda r: r) if precondition is None else precondition
     x = jax.tree_util.tree_map(jnp.zeros_like, b)
-    rs = dot(b, b)
-    stop = rtol**2 * rs
+    rr = dot(b, b)
+    stop = rtol**2 * rr
+    z = prec(b)
+    rz = dot(b, z) if precondition is not None else rr
 
     def cond(state):
-        k, _, _, _, rs, alive = state
-        return (k < max_steps) & jnp.any(alive & (rs > stop))
+        k, _, _, _, _, rr, alive = state
+        return (k < max_steps) & jnp.any(alive & (rr > stop))
 
     def body(state):
-        k, x, r, p, rs, alive = state
+        k, x, r, p, rz, rr, alive = state
         ap = matvec(p)
         pap = dot(p, ap)
-        alive = alive & ((pap > 0) | (rs <= stop))  # non-positive curvature: stop this sample
-        active = alive & (rs > stop)
-        alpha = jnp.where(active, rs / jnp.where(active, pap, 1.0), 0.0)
+        alive = alive & ((pap > 0) | (rr <= stop))  # non-positive curvature: stop this sample
+        active = alive & (rr > stop)
+        alpha = jnp.where(active, rz / jnp.where(active, pap, 1.0), 0.0)
         x = axpy(alpha, p, x)
         r = axpy(-alpha, ap, r)
-        rs_new = dot(r, r)
-        beta = jnp.where(active, rs_new / jnp.where(active, rs, 1.0), 0.0)
-        p = axpy(beta, p, r)
-        return k + 1, x, r, p, jnp.where(active, rs_new, rs), alive
+        rr_new = dot(r, r)
+        if precondition is None:
+            z, rz_new = r, rr_new
+        else:
+            z = prec(r)
+            rz_new = dot(r, z)
+        beta = jnp.where(active, rz_new / jnp.where(active, rz, 1.0), 0.0)
+        p = axpy(beta, p, z)
+        return k + 1, x, r, p, jnp.where(active, rz_new, rz), jnp.where(active, rr_new, rr), alive
 
-    alive0 = jnp.ones(rs.shape, bool)
-    _, x, _, _, _, _ = jax.lax.while_loop(cond, body, (0, x, b, b, rs, alive0))
+    alive0 = jnp.ones(rr.shape, bool)
+    _, x, *_ = jax.lax.while_loop(cond, body, (0, x, b, z, rz, rr, alive0))
     return x

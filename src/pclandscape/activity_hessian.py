@@ -27,13 +27,15 @@ from jaxtyping import Array
 
 from ._linalg import inv_per_sample
 from .networks import MLP, PCNetwork, has_block_closed_form
-from ._energies import output_error, per_sample_energies
+from ._energies import activities_from_errors, hidden_errors, output_error, per_sample_energies
 
 __all__ = [
     "activity_hessian_blocks",
     "dense_activity_hessian",
     "factor_activity_hessian",
     "mlp_activity_hvp",
+    "mlp_error_preconditioner",
+    "error_preconditioner",
     "mlp_errors",
     "BlockTridiagonalInverse",
     "per_sample_flat",
@@ -217,6 +219,70 @@ def mlp_activity_hvp(net: MLP, z, x: Array, y: Array, *, slopes=None, fixed=None
         return tuple(jnp.where(f, a, b) for f, a, b in zip(free, w, v_all))
 
     return mv
+
+
+def mlp_error_preconditioner(net: MLP, z, x: Array, y: Array, *, slopes=None, fixed=None):
+    """Products with ``(K^T K)^{-1}``, the inverse of the hidden-error part of an MLP's activity
+    Hessian: a preconditioner for conjugate gradients on :func:`mlp_activity_hvp`.
+
+    ``K = de/dz`` is the Jacobian of the hidden prediction errors ``e_l = z_l - mu_l(z_{l-1})``
+    (``l = 1..H``): block lower bidiagonal, identity blocks on its diagonal and
+    ``-J_l = -(a W_l diag(f'(z_{l-1})) + s I)`` below. The activity Hessian is
+    ``H = K^T K + p G^T G - C`` (``G`` the output error's Jacobian, of rank ``<= d_y``; ``C`` the
+    ``f''`` curvature term), so in the preconditioned system ``(K^T K)^{-1} H`` is the identity
+    plus a term of rank ``<= d_y`` plus the curvature term, whatever the depth or the
+    conditioning of ``K`` (the error coordinates of :class:`pclandscape.EPC`). Conjugate
+    gradients then need about ``d_y + 1`` products near an equilibrium instead of ``~sqrt(kappa(H))``.
+
+    ``(K^T K)^{-1} v = K^{-1} K^{-T} v``: a backward then a forward substitution, one matrix
+    product per layer each (as much as one :func:`mlp_activity_hvp` product). Returns
+    ``v -> (K^T K)^{-1} v`` for tuples of ``(N, n_l)`` arrays; ``slopes`` and ``fixed`` as in
+    :func:`mlp_activity_hvp` (held activities: identity rows, and ``K`` with their slopes
+    zeroed, so the map stays symmetric positive definite on the free ones).
+    """
+    ws = net.scaled_weights()
+    skips = [net.has_skip(l) for l in range(1, len(ws) + 1)]
+    n_hidden = len(ws) - 1
+    fp = _slopes_and_curvature(net, z, x, y, slopes)[0]  # (the unused curvature is dead code under jit)
+    if fixed is not None:
+        free = [~f for f in fixed]
+        fp = [jnp.where(f, 1.0 if s is None else s, 0.0) for f, s in zip(free, fp)]
+    scale = lambda s, v: v if s is None else s * v  # noqa: E731
+
+    def mv(v_all):
+        v = list(v_all) if fixed is None else [jnp.where(f, a, 0.0) for f, a in zip(free, v_all)]
+        # K^{-T} v: w_H = v_H, w_l = v_l + J_{l+1}^T w_{l+1}
+        w = [None] * n_hidden
+        w[-1] = v[-1]
+        for l in range(n_hidden - 2, -1, -1):
+            w[l] = v[l] + scale(fp[l], w[l + 1] @ ws[l + 1]) + (w[l + 1] if skips[l + 1] else 0.0)
+        # K^{-1} w: u_1 = w_1, u_l = w_l + J_l u_{l-1}
+        u = [w[0]]
+        for l in range(1, n_hidden):
+            u.append(w[l] + scale(fp[l - 1], u[l - 1]) @ ws[l].T + (u[l - 1] if skips[l] else 0.0))
+        if fixed is None:
+            return tuple(u)
+        return tuple(jnp.where(f, a, b) for f, a, b in zip(free, u, v_all))
+
+    return mv
+
+
+def error_preconditioner(net: PCNetwork, z, x: Array, y: Array, *, slopes=None, fixed=None):
+    """``v -> (K^T K)^{-1} v`` for any network (``K = de/dz``, the hidden errors' Jacobian; see
+    :func:`mlp_error_preconditioner`, the closed form used for the MLPs that have one).
+
+    Other networks (``f(W z)`` MLPs, the CNN) by autodiff: ``(K^T K)^{-1} = J J^T`` with
+    ``J = K^{-1} = dz/de`` the Jacobian of :func:`activities_from_errors` at ``e(z)``, one
+    linearised forward pass and its transpose per product.
+    """
+    if has_block_closed_form(net):
+        return mlp_error_preconditioner(net, z, x, y, slopes=slopes, fixed=fixed)
+    if slopes is not None or fixed is not None:
+        raise ValueError("slopes / fixed are defined for MLPs predicting W f(z) only.")
+    e = hidden_errors(net, x, tuple(z))
+    _, jvp = jax.linearize(lambda ee: activities_from_errors(net, x, ee), e)
+    vjp = jax.linear_transpose(jvp, e)
+    return lambda v: jvp(vjp(tuple(v))[0])
 
 
 def dense_activity_hessian(net: PCNetwork, z, x: Array, y: Array) -> Array:

@@ -16,7 +16,8 @@ from .._autodiff import dense_matrix
 from .._divergence import divergence_message
 from .._energies import per_sample_energies
 from .._linalg import inv_per_sample, per_sample_cg
-from ..activity_hessian import dense_activity_hessian, factor_activity_hessian, per_sample_flat, unflatten_per_sample
+from ..activity_hessian import (dense_activity_hessian, error_preconditioner, factor_activity_hessian, per_sample_flat,
+                               unflatten_per_sample)
 from ..curvature import HessianOperator
 from ..errors import DivergenceError, NotAtEquilibriumError
 from ..inference import AbstractSolver, infer
@@ -66,7 +67,9 @@ def _solve_activity(args: _ImplicitArgs, b):
     if args.activity is not None:
         return args.activity.solve(b)
     matvec = lambda t: jax.jvp(lambda zz: _grad_z(args, args.phi, zz), (args.z,), (t,))[1]
-    return per_sample_cg(matvec, b, args.cg_rtol, args.cg_max_steps)
+    net, xx = args.coords.build(args.unravel(args.phi))
+    # in the error coordinates (see pcl.CG): about d_y + 1 products at any depth
+    return per_sample_cg(matvec, b, args.cg_rtol, args.cg_max_steps, error_preconditioner(net, args.z, xx, args.y))
 
 
 def _implicit_mv(args: _ImplicitArgs, v):
@@ -188,7 +191,8 @@ def implicit_energy_operator(
     above ``tol``), then returns a :class:`~pclandscape.curvature.HessianOperator` on the
     flat weights whose product is ``F_tt v - F_tz F_zz^{-1} F_zt v``. ``linear_solve``:
     ``"dense"`` (per-sample inverse of the activity Hessian, formed once), ``"cg"``
-    (matrix-free conjugate gradients in every product, to ``cg_rtol``) or ``"auto"`` (dense
+    (matrix-free conjugate gradients in every product, to ``cg_rtol``, preconditioned in the
+    error coordinates as ``pcl.CG(precondition=True)``) or ``"auto"`` (dense
     when a sample has at most 1024 activities).
     """
     net.check_data(x, y)

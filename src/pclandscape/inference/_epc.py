@@ -9,26 +9,10 @@ import jax
 import jax.numpy as jnp
 
 from .._checks import positive_int, positive_number
-from .._energies import activity_grad, per_sample_norm
+from .._energies import activities_from_errors, activity_grad, hidden_errors, per_sample_norm
 from ._base import AbstractSolver
 
 __all__ = ["EPC"]
-
-
-def _activities(net, x, errors):
-    """``z(e)``: the activities whose prediction errors are ``errors``,
-    ``z_l = mu_l(z_{l-1}) + e_l`` with ``z_0 = x`` (a forward pass with the errors added)."""
-    out, h = [], x
-    for layer, e in enumerate(errors, start=1):
-        h = net.predict(layer, h) + e
-        out.append(h)
-    return tuple(out)
-
-
-def _errors(net, x, z):
-    """The inverse map: ``e_l = z_l - mu_l(z_{l-1})``."""
-    prev = (x, *z[:-1])
-    return tuple(a - net.predict(layer, p) for layer, (a, p) in enumerate(zip(z, prev), start=1))
 
 
 class EPC(AbstractSolver):
@@ -81,7 +65,7 @@ class EPC(AbstractSolver):
         dt = self.dt
 
         def grads(e):
-            z, back = jax.vjp(lambda ee: _activities(net, x, ee), e)
+            z, back = jax.vjp(lambda ee: activities_from_errors(net, x, ee), e)
             gz = activity_grad(net, z, x, y)
             return back(gz)[0], per_sample_norm(gz)
 
@@ -94,6 +78,6 @@ class EPC(AbstractSolver):
             e = tuple(a - dt * b for a, b in zip(e, ge))
             return (k + 1, e, *grads(e))
 
-        e0 = _errors(net, x, z0)
+        e0 = hidden_errors(net, x, z0)
         k, e, _, _ = jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), e0, *grads(e0)))
-        return _activities(net, x, e), k
+        return activities_from_errors(net, x, e), k
