@@ -80,7 +80,7 @@ def _solvers(pcl, act, tol, max_steps):
         "Euler dt=0.1": pcl.Euler(dt=0.1, steps=max_steps, tol=tol, stop_at_tol=True),
         "Heun+PID": pcl.Heun(t1=1e5, rtol=tol / 10, atol=tol / 10, tol=tol, max_steps=max_steps),
         "Newton block": pcl.Newton(tol=tol, max_steps=50, linear_solve=pcl.BlockTridiagonal()),
-        "Newton cg": pcl.Newton(tol=tol, max_steps=50, linear_solve=pcl.CG(max_steps=200)),
+        "Newton cg": pcl.Newton(tol=tol, max_steps=50, linear_solve=pcl.CG(max_steps=200, precondition=False)),
         "Newton pcg": pcl.Newton(tol=tol, max_steps=50, linear_solve=pcl.CG(max_steps=200, precondition=True)),
     }
     if act == "linear":

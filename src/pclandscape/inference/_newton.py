@@ -164,8 +164,9 @@ class Newton(AbstractSolver):
         if not z0:
             return z0, jnp.asarray(0, jnp.int32)
         slopes = kink_slopes(net)
-        pieces = self._smooth(net, x, y) if slopes is None else self._kinked(net, x, y, slopes)
-        return self._iterate(*pieces, z0)
+        if slopes is None:
+            return self._iterate(*self._smooth(net, x, y), z0)
+        return self._iterate(*self._kinked(net, x, y, slopes), z0, leap=True)
 
     def _newton_direction(self, hvp, rhs, gnorm, preconditioner):
         """Truncated CG on ``hvp`` to the relative residual ``min(0.5, sqrt(||g_i||))``,
@@ -249,7 +250,7 @@ class Newton(AbstractSolver):
 
         return evaluate, direction, project
 
-    def _iterate(self, evaluate, direction, project, z0):
+    def _iterate(self, evaluate, direction, project, z0, leap=False):
         """The damped Newton loop shared by both energies.
 
         ``evaluate(z) -> (F_i, aux, g, ||g_i||)`` (``g`` the gradient to descend, ``aux`` what
@@ -286,8 +287,17 @@ class Newton(AbstractSolver):
                 return k + 1, jnp.where(ok_new, alpha, alpha / 2), ok_new
 
             _, alpha, ok = jax.lax.while_loop(ls_cond, ls_body, (0, jnp.ones_like(e), ~active))
-            z = project(z, d, jnp.where(active & ok, alpha, 0.0), aux)
-            return (z, *evaluate(z), active & ~ok, it + 1)
+            z_new = project(z, d, jnp.where(active & ok, alpha, 0.0), aux)
+            new = evaluate(z_new)
+            if not leap:
+                return (z_new, *new, active & ~ok, it + 1)
+            # The full step unprojected, across the kinks it meets, where it satisfies Armijo and ends
+            # lower than the projected line search: several activities change piece in one iteration
+            z_leap = tuple(a + per_row(use_newton & active, a) * b for a, b in zip(z, d))
+            leapt = evaluate(z_leap)
+            take = active & use_newton & (leapt[0] <= e + armijo * slope) & (leapt[0] < new[0])
+            pick = lambda a, b: jax.tree_util.tree_map(lambda u, v: jnp.where(per_row(take, u), u, v), a, b)  # noqa: E731
+            return (pick(z_leap, z_new), *pick(leapt, new), active & ~(ok | take), it + 1)
 
         def cond(carry):
             return (carry[-1] < self.max_steps) & jnp.any(carry[4] > tol)
