@@ -115,7 +115,11 @@ def per_sample_cg(matvec, b, rtol, max_steps, precondition=None):
         k, x, r, p, rz, rr, alive = state
         ap = matvec(p)
         pap = dot(p, ap)
-        alive = alive & ((pap > 0) | (rr <= stop))  # non-positive curvature: stop this sample
+        curved = (pap > 0) | (rr <= stop)
+        # non-positive curvature already in the first direction: return that direction (the
+        # preconditioned steepest descent one, as truncated Newton methods do); later: the iterate so far
+        x = axpy(jnp.where((k == 0) & alive & ~curved, 1.0, 0.0), p, x)
+        alive = alive & curved  # non-positive curvature: stop this sample
         active = alive & (rr > stop)
         alpha = jnp.where(active, rz / jnp.where(active, pap, 1.0), 0.0)
         x = axpy(alpha, p, x)
