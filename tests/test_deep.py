@@ -253,6 +253,22 @@ def test_error_preconditioner_inverts_the_hidden_error_gram(x64, kind):
             np.testing.assert_allclose(p[np.ix_(held, free)], 0.0, atol=0)
 
 
+def test_cg_returns_its_first_direction_at_negative_curvature(x64):
+    """Per sample: where the first (preconditioned) direction ``M^{-1} b`` has negative
+    curvature, CG returns that direction (a descent direction for Newton) instead of zero;
+    a sample with positive curvature is solved exactly (diagonal systems, so by hand)."""
+    from pclandscape._linalg import per_sample_cg
+
+    a = jnp.array([[-2.0, 1.0], [-2.0, 1.0]])
+    b = (jnp.array([[1.0, 0.5], [0.0, 1.0]]),)
+    matvec = lambda v: (a * v[0],)  # noqa: E731
+    x = per_sample_cg(matvec, b, 1e-12, 10, lambda r: (0.5 * r[0],))[0]
+    # sample 0: p = (0.5, 0.25), p.Ap = -0.4375 < 0; sample 1: p = (0, 0.5), p.Ap = 0.25 > 0, x = A^-1 b
+    np.testing.assert_allclose(np.asarray(x), [[0.5, 0.25], [0.0, 1.0]], rtol=0, atol=1e-15)
+    x = per_sample_cg(matvec, b, 1e-12, 10)[0]  # unpreconditioned: the first direction is b
+    np.testing.assert_allclose(np.asarray(x), [[1.0, 0.5], [0.0, 1.0]], rtol=0, atol=1e-15)
+
+
 def test_preconditioned_cg_solves_a_deep_linear_net_in_dy_plus_one_products(x64):
     """On a linear net the activity Hessian is ``K^T K + p G^T G`` with ``G`` of rank ``d_y``, so
     in the error coordinates it is the identity plus a rank-``d_y`` term: preconditioned CG

@@ -91,7 +91,7 @@ def per_sample_cg(matvec, b, rtol, max_steps, precondition=None):
     one of the same shapes. Each sample has its own step sizes and stops at
     ``||r_i|| <= rtol ||b_i||`` (``rtol`` a scalar or one value per sample; the residual of the
     unpreconditioned system), or when it meets non-positive curvature (its iterate so far is
-    returned). A zero right-hand side gives a zero solution (divisions are guarded), which
+    returned; in the first direction, that direction ``M^{-1} b``). A zero right-hand side gives a zero solution (divisions are guarded), which
     matters when the solve is vmapped over many right-hand sides.
 
     ``precondition``: optional map ``r -> M^{-1} r`` with ``M`` symmetric positive definite

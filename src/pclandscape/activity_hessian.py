@@ -193,32 +193,50 @@ def mlp_activity_hvp(net: MLP, z, x: Array, y: Array, *, slopes=None, fixed=None
     :func:`activity_hessian_blocks` (the quadratic piece of a piecewise-linear activation,
     activities held fixed: identity rows and columns).
     """
-    ws = net.scaled_weights()
+    ws, skips, fp, curv = _layer_pieces(net, z, x, y, slopes, fixed)
     p = net.output_precision
-    skips = [net.has_skip(l) for l in range(1, len(ws) + 1)]  # skips[l] for layer l + 1
     n_hidden = len(ws) - 1
     observed = (~jnp.isnan(y)).astype(ws[-1].dtype)
-    fp, curv = _slopes_and_curvature(net, z, x, y, slopes)
-    if fixed is not None:
-        free = [~f for f in fixed]
-        fp = [jnp.where(f, 1.0 if s is None else s, 0.0) for f, s in zip(free, fp)]
-    scale = lambda s, v: v if s is None else s * v  # noqa: E731
 
-    def mv(v_all):
-        v = list(v_all) if fixed is None else [jnp.where(f, a, 0.0) for f, a in zip(free, v_all)]
+    def mv(v):
         # (J v) per layer: u[l] is the derivative of the error of layer l + 1
-        u = [v[0]] + [v[l] - scale(fp[l - 1], v[l - 1]) @ ws[l].T - (v[l - 1] if skips[l] else 0.0)
+        u = [v[0]] + [v[l] - _scale(fp[l - 1], v[l - 1]) @ ws[l].T - (v[l - 1] if skips[l] else 0.0)
                       for l in range(1, n_hidden)]
-        u.append(-observed * (scale(fp[-1], v[-1]) @ ws[-1].T))
+        u.append(-observed * (_scale(fp[-1], v[-1]) @ ws[-1].T))
         pu = u[:-1] + [u[-1] if p == 1.0 else p * u[-1]]
         # J^T P (J v)
-        w = [u[l] - scale(fp[l], pu[l + 1] @ ws[l + 1]) - (pu[l + 1] if skips[l + 1] else 0.0) for l in range(n_hidden)]
-        w = [a if c is None else a - c * b for a, c, b in zip(w, curv, v)]
-        if fixed is None:
-            return tuple(w)
-        return tuple(jnp.where(f, a, b) for f, a, b in zip(free, w, v_all))
+        w = [u[l] - _scale(fp[l], pu[l + 1] @ ws[l + 1]) - (pu[l + 1] if skips[l + 1] else 0.0) for l in range(n_hidden)]
+        return tuple(a if c is None else a - c * b for a, c, b in zip(w, curv, v))
 
-    return mv
+    return _on_free(mv, fixed)
+
+
+def _scale(s, v):
+    """``diag(s) v``, with ``s = None`` standing for ``f' = 1``."""
+    return v if s is None else s * v
+
+
+def _layer_pieces(net: MLP, z, x, y, slopes, fixed):
+    """``(scaled weights, skips, f', curvature)`` of the closed-form products: ``skips[l]`` for
+    layer ``l + 1``; ``f'`` zeroed at the held (``fixed``) activities."""
+    ws = net.scaled_weights()
+    skips = [net.has_skip(l) for l in range(1, len(ws) + 1)]
+    fp, curv = _slopes_and_curvature(net, z, x, y, slopes)
+    if fixed is not None:
+        fp = [jnp.where(f, 0.0, 1.0 if s is None else s) for f, s in zip(fixed, fp)]
+    return ws, skips, fp, curv
+
+
+def _on_free(mv, fixed):
+    """``mv`` on the free activities, the identity on the held (``fixed``) ones."""
+    if fixed is None:
+        return lambda v: tuple(mv(list(v)))
+
+    def restricted(v_all):
+        out = mv([jnp.where(f, 0.0, a) for f, a in zip(fixed, v_all)])
+        return tuple(jnp.where(f, b, a) for f, a, b in zip(fixed, out, v_all))
+
+    return restricted
 
 
 def mlp_error_preconditioner(net: MLP, z, x: Array, y: Array, *, slopes=None, fixed=None):
@@ -240,31 +258,22 @@ def mlp_error_preconditioner(net: MLP, z, x: Array, y: Array, *, slopes=None, fi
     :func:`mlp_activity_hvp` (held activities: identity rows, and ``K`` with their slopes
     zeroed, so the map stays symmetric positive definite on the free ones).
     """
-    ws = net.scaled_weights()
-    skips = [net.has_skip(l) for l in range(1, len(ws) + 1)]
+    ws, skips, fp, _ = _layer_pieces(net, z, x, y, slopes, fixed)  # (the unused curvature is dead code under jit)
     n_hidden = len(ws) - 1
-    fp = _slopes_and_curvature(net, z, x, y, slopes)[0]  # (the unused curvature is dead code under jit)
-    if fixed is not None:
-        free = [~f for f in fixed]
-        fp = [jnp.where(f, 1.0 if s is None else s, 0.0) for f, s in zip(free, fp)]
-    scale = lambda s, v: v if s is None else s * v  # noqa: E731
 
-    def mv(v_all):
-        v = list(v_all) if fixed is None else [jnp.where(f, a, 0.0) for f, a in zip(free, v_all)]
+    def mv(v):
         # K^{-T} v: w_H = v_H, w_l = v_l + J_{l+1}^T w_{l+1}
         w = [None] * n_hidden
         w[-1] = v[-1]
         for l in range(n_hidden - 2, -1, -1):
-            w[l] = v[l] + scale(fp[l], w[l + 1] @ ws[l + 1]) + (w[l + 1] if skips[l + 1] else 0.0)
+            w[l] = v[l] + _scale(fp[l], w[l + 1] @ ws[l + 1]) + (w[l + 1] if skips[l + 1] else 0.0)
         # K^{-1} w: u_1 = w_1, u_l = w_l + J_l u_{l-1}
         u = [w[0]]
         for l in range(1, n_hidden):
-            u.append(w[l] + scale(fp[l - 1], u[l - 1]) @ ws[l].T + (u[l - 1] if skips[l] else 0.0))
-        if fixed is None:
-            return tuple(u)
-        return tuple(jnp.where(f, a, b) for f, a, b in zip(free, u, v_all))
+            u.append(w[l] + _scale(fp[l - 1], u[l - 1]) @ ws[l].T + (u[l - 1] if skips[l] else 0.0))
+        return u
 
-    return mv
+    return _on_free(mv, fixed)
 
 
 def error_preconditioner(net: PCNetwork, z, x: Array, y: Array, *, slopes=None, fixed=None):
