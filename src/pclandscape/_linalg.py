@@ -91,8 +91,9 @@ def per_sample_cg(matvec, b, rtol, max_steps, precondition=None):
     one of the same shapes. Each sample has its own step sizes and stops at
     ``||r_i|| <= rtol ||b_i||`` (``rtol`` a scalar or one value per sample; the residual of the
     unpreconditioned system), or when it meets non-positive curvature (its iterate so far is
-    returned; in the first direction, that direction ``M^{-1} b``). A zero right-hand side gives a zero solution (divisions are guarded), which
-    matters when the solve is vmapped over many right-hand sides.
+    returned; in the first direction, that direction ``M^{-1} b``). A zero right-hand side
+    gives a zero solution (divisions are guarded), which matters when the solve is vmapped
+    over many right-hand sides.
 
     ``precondition``: optional map ``r -> M^{-1} r`` with ``M`` symmetric positive definite
     and block diagonal over samples (preconditioned CG: the same iterates as CG on
@@ -105,7 +106,7 @@ def per_sample_cg(matvec, b, rtol, max_steps, precondition=None):
     rr = dot(b, b)
     stop = rtol**2 * rr
     z = prec(b)
-    rz = dot(b, z) if precondition is not None else rr
+    rz = dot(b, z)
 
     def cond(state):
         k, _, _, _, _, rr, alive = state
@@ -125,11 +126,8 @@ def per_sample_cg(matvec, b, rtol, max_steps, precondition=None):
         x = axpy(alpha, p, x)
         r = axpy(-alpha, ap, r)
         rr_new = dot(r, r)
-        if precondition is None:
-            z, rz_new = r, rr_new
-        else:
-            z = prec(r)
-            rz_new = dot(r, z)
+        z = prec(r)
+        rz_new = dot(r, z)
         beta = jnp.where(active, rz_new / jnp.where(active, rz, 1.0), 0.0)
         p = axpy(beta, p, z)
         return k + 1, x, r, p, jnp.where(active, rz_new, rz), jnp.where(active, rr_new, rr), alive

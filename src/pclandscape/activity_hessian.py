@@ -283,6 +283,10 @@ def error_preconditioner(net: PCNetwork, z, x: Array, y: Array, *, slopes=None, 
     Other networks (``f(W z)`` MLPs, the CNN) by autodiff: ``(K^T K)^{-1} = J J^T`` with
     ``J = K^{-1} = dz/de`` the Jacobian of :func:`activities_from_errors` at ``e(z)``, one
     linearised forward pass and its transpose per product.
+
+    ``z``: the hidden activities ``(z_1, ..., z_H)``, each ``(N, ...)``; the returned map takes
+    and returns tuples of that shape, sample by sample. ``slopes`` / ``fixed`` (ReLU faces):
+    as in :func:`mlp_activity_hvp`, for the MLPs with a closed form only.
     """
     if has_block_closed_form(net):
         return mlp_error_preconditioner(net, z, x, y, slopes=slopes, fixed=fixed)

@@ -32,8 +32,8 @@ class CG(eqx.Module):
     of products no longer grows with the depth or the conditioning of ``H`` (a linear net
     needs at most ``d_y + 1``). Each product then costs about twice as much (a backward and a
     forward substitution through the layers); ``benchmarks/depth.py`` and
-    ``benchmarks/inference.py`` measure it 1.3-2.7x faster on the paper's MLPs and about
-    20x at 128 layers.
+    ``benchmarks/inference.py`` measure it 1.3-2.7x faster on the paper's MLPs and 20-30x
+    at 128 layers.
     """
 
     max_steps: int = eqx.field(default=100, static=True)
@@ -211,7 +211,7 @@ class Newton(AbstractSolver):
         the min-norm subgradient (:func:`pclandscape.kinks.stationarity_residual`) from above
         and is not zero on a Lambda-shaped kink, so the iteration does not stop there.
         """
-        from ..activity_hessian import factor_activity_hessian, mlp_activity_hvp, mlp_error_preconditioner
+        from ..activity_hessian import error_preconditioner, factor_activity_hessian, mlp_activity_hvp
 
         left, right = slopes
 
@@ -224,7 +224,7 @@ class Newton(AbstractSolver):
             if self._block:
                 return factor_activity_hessian(net, z, x, y, slopes=fp, fixed=held).solve(rhs)
             return self._newton_direction(mlp_activity_hvp(net, z, x, y, slopes=fp, fixed=held), rhs, gnorm,
-                                          lambda: mlp_error_preconditioner(net, z, x, y, slopes=fp, fixed=held))
+                                          lambda: error_preconditioner(net, z, x, y, slopes=fp, fixed=held))
 
         def direction(z, aux, g, gnorm):
             side, held = aux
