@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(VENV)/bin/pclandscape reproduce --quick --out results --exit-zero
+	$(VENV)/bin/pclandscape reproduce --quick --out results --exit-zero --jobs 2
 	@echo "report: $(CURDIR)/results/report.html (and results/report.md)"
 
 # the suite in TEST_WORKERS processes (pytest-xdist), a test file per process at a time: the

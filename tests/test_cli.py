@@ -110,11 +110,19 @@ def test_reproduce_resumes_after_an_interruption_and_writes_the_report(capsys, m
             assert (out / name / fig).is_file() and (out / name / fig.replace(".png", ".pdf")).is_file()
         assert {"python", "jax", "pclandscape"} <= set(r["versions"]) and r["wall_time_s"] > 0
 
-    # 3. a changed config is not skipped; --force reruns an unchanged one
+    # 3. a changed config is not skipped; --force reruns an unchanged one, here in two worker
+    # processes, which reproduce the one-process results claim by claim
     assert not runner.is_done(out, "fig3", runner.make_config("fig3", quick=True, overrides=["depths=2"]))
-    rc, stdout, _ = _main(capsys, "reproduce", "--quick", "--only", "fig3", "--force", "--out", str(out), *TINY)
-    assert rc == 0 and "fig3: running" in stdout
+    before = {n: json.loads((out / n / "results.json").read_text()) for n in ("fig3", "fig9_10")}
+    rc, stdout, _ = _main(capsys, "reproduce", "--quick", "--only", "fig3,fig9_10", "--force", "--jobs", "2",
+                          "--out", str(out), *TINY)
+    assert rc == 0 and "in 2 worker processes" in stdout and "fig3: running" in stdout and "fig9_10: done" in stdout
     assert (out / "fig3" / "results.json").stat().st_mtime_ns != first
+    for name, old in before.items():
+        new = json.loads((out / name / "results.json").read_text())
+        assert new["config_hash"] == old["config_hash"]
+        key = lambda c: (c["id"], c["measured"], c["passed"])  # noqa: E731
+        assert [key(c) for c in new["claims"]] == [key(c) for c in old["claims"]]
 
     # 4. the report, rebuilt from the saved results alone
     (out / "report.md").unlink()
@@ -442,3 +450,49 @@ def test_markdown_and_html_reports_are_one_model(tmp_path):
         assert text.replace("|", "\\|") in md, text
     assert "<code>code</code>" in page and "`code`" in md
     assert "**PASS**" in md and "class='PASS'>PASS<" in page
+
+
+def test_a_worker_reports_bad_input_as_one_line_and_anything_else_with_its_traceback(monkeypatch, tmp_path):
+    """The loop of a ``--jobs`` worker (run here in this process): an error an experiment raises
+    on bad input becomes the one-line message the CLI prints (exit 2); any other exception
+    comes back with its traceback."""
+    import queue
+
+    from pclandscape.experiments import parallel
+    from pclandscape.errors import DataNotFoundError
+
+    def fake(name, cfg, out, quick, progress):
+        if name == "fig3":
+            raise DataNotFoundError("mnist not found\nsecond line")
+        if name == "fig4":
+            raise ZeroDivisionError("inside")
+        return {}
+
+    monkeypatch.setattr(runner, "run_experiment", fake)
+    tasks, events = queue.Queue(), queue.Queue()
+    for item in (("fig3", None), ("fig4", None), ("fig12", None), None):
+        tasks.put(item)
+    parallel._serve(tasks, events, str(tmp_path), True)
+    got = [events.get_nowait() for _ in range(events.qsize())]
+    assert got[:2] == [("start", "fig3", ""), ("error", "fig3", "mnist not found")]
+    assert got[2] == ("start", "fig4", "") and got[3][:2] == ("crash", "fig4")
+    assert "ZeroDivisionError: inside" in got[3][2] and "Traceback" in got[3][2]
+    assert got[4:] == [("start", "fig12", ""), ("done", "fig12", "")]
+
+
+class _KillsItsWorker:
+    """A config whose unpickling ends the worker process at once (exit code 9)."""
+
+    def __reduce__(self):
+        import os
+
+        return os._exit, (9,)
+
+
+def test_a_worker_that_dies_is_reported_instead_of_waited_for(tmp_path):
+    from pclandscape.experiments import parallel
+
+    with pytest.raises(parallel.WorkerError, match=r"died \(exit code 9\)"):
+        list(parallel.run_in_workers([("fig3", _KillsItsWorker())], str(tmp_path), quick=True, workers=2))
+    with pytest.raises(ValueError, match="cannot be sent to a worker"):
+        list(parallel.run_in_workers([("fig3", lambda: None)], str(tmp_path), quick=True, workers=2))

@@ -115,6 +115,10 @@ def _data_errors():
     return DataNotFoundError, DivergenceError, NotAtEquilibriumError
 
 
+def _usage_error(name: str, message: str) -> UsageError:
+    return UsageError(f"{name}: {message} (PCLANDSCAPE_DEBUG=1 shows the traceback)")
+
+
 def _run_one(name: str, cfg, out: str, quick: bool) -> dict:
     from .experiments import runner
 
@@ -123,8 +127,38 @@ def _run_one(name: str, cfg, out: str, quick: bool) -> dict:
     except (*_data_errors(), ValueError) as e:
         if os.environ.get("PCLANDSCAPE_DEBUG", "") == "1":
             raise
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UsageError(f"{name}: {first} (PCLANDSCAPE_DEBUG=1 shows the traceback)") from None
+        raise _usage_error(name, str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+
+
+def _report_done(name: str, payload: dict) -> None:
+    print(f"{name}: done in {payload['wall_time_s']:.1f} s", flush=True)
+    _print_claims(payload)
+
+
+def _run_many(todo, args, bar) -> None:
+    """``todo`` (``(name, config)`` pairs) one after another, or in ``--jobs`` worker processes."""
+    mode = "quick" if args.quick else "full"
+    if args.jobs == 1 or len(todo) < 2:
+        for name, cfg in todo:
+            print(f"{name}: running ({mode} config)", flush=True)
+            _report_done(name, _run_one(name, cfg, args.out, args.quick))
+            bar.update(1, last=name)
+        return
+    from .experiments import runner
+    from .experiments.parallel import WorkerError, run_in_workers
+
+    print(f"running {len(todo)} experiments in {min(args.jobs, len(todo))} worker processes", flush=True)
+    try:
+        for kind, name, text in run_in_workers(todo, args.out, quick=args.quick, workers=args.jobs):
+            if kind == "start":
+                print(f"{name}: running ({mode} config)", flush=True)
+            elif kind == "error":
+                raise _usage_error(name, text)
+            else:
+                _report_done(name, runner.load_results(args.out, name))
+                bar.update(1, last=name)
+    except (WorkerError, ValueError) as e:
+        raise UsageError(str(e)) from None
 
 
 def _cmd_list(args) -> int:
@@ -188,17 +222,16 @@ def _cmd_reproduce(args) -> int:
             raise UsageError(f"--set {key}: no selected experiment has this key (use NAME.key=value for one experiment).")
     with _claim_output(args.out, names):
         bar = Progress(len(names), desc="reproduce", enabled=None)
+        todo = []
         for name in names:
             cfg = configs[name]
             if not args.force and runner.is_done(args.out, name, cfg):
                 print(f"{name}: results for this config exist in {args.out}/{name}/ -- skipped (use --force to rerun)",
                       flush=True)
+                bar.update(1, last=name)
             else:
-                print(f"{name}: running ({'quick' if args.quick else 'full'} config)", flush=True)
-                payload = _run_one(name, cfg, args.out, args.quick)
-                print(f"{name}: done in {payload['wall_time_s']:.1f} s", flush=True)
-                _print_claims(payload)
-            bar.update(1, last=name)
+                todo.append((name, cfg))
+        _run_many(todo, args, bar)
         bar.close()
         results = collect(args.out)
         md, page = write_report(args.out, results)
@@ -257,6 +290,16 @@ def _cmd_sweep(args) -> int:
     return 1 if outcome.failed else 0
 
 
+def _positive_jobs(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pclandscape",
@@ -295,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(rep)
     rep.add_argument("--force", action="store_true", help="rerun experiments whose results exist for the same config")
     rep.add_argument("--only", help="comma-separated subset of experiments")
+    rep.add_argument("--jobs", type=_positive_jobs, default=1, metavar="N",
+                     help="run up to N experiments at once, each in its own process (default 1; make demo uses 2: "
+                          "the quick experiments are mostly single-core compilation)")
     rep.set_defaults(func=_cmd_reproduce)
 
     sw = sub.add_parser("sweep", help="run a grid of experiment runs (a TOML spec) on Ray, resumable; then aggregate",
