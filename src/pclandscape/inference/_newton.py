@@ -24,16 +24,18 @@ _ARMIJO = 1e-4
 
 
 def _difference(_z, e, _z_new, e_new):
-    """``F_i(z_new) - F_i(z)`` by subtraction, and the scale of its rounding error."""
-    return e_new - e, jnp.maximum(jnp.abs(e), 1.0)
+    """The energies themselves: ``(F_i(z_new), F_i(z), max(|F_i(z)|, 1))`` (see :func:`_accept`)."""
+    return e_new, e, jnp.maximum(jnp.abs(e), 1.0)
 
 
-def _accept(change, scale, gnorm_new, gnorm, decrease):
-    """The line search's test of a trial point: Armijo, ``F_i(new) - F_i <= c * decrease``
-    (``decrease = alpha <dF_i/dz, d>``); or, where the change is below its floating-point
-    resolution (64 ulps of ``scale``), a smaller residual ``||dF_i/dz_i||``."""
-    flat = jnp.abs(change) <= 64 * jnp.finfo(change.dtype).eps * scale
-    return (change <= _ARMIJO * decrease) | (flat & (gnorm_new < gnorm))
+def _accept(value, reference, scale, gnorm_new, gnorm, decrease):
+    """The line search's test of a trial point, whose energy change is ``value - reference``
+    (:func:`_difference`: the two energies; the ReLU iteration: the change computed from
+    differences, and 0): Armijo, ``value <= reference + c * decrease`` (``decrease =
+    alpha <dF_i/dz, d>``); or, where the change is below its floating-point resolution (64
+    ulps of ``scale``), a smaller residual ``||dF_i/dz_i||``."""
+    flat = jnp.abs(value - reference) <= 64 * jnp.finfo(scale.dtype).eps * scale
+    return (value <= reference + _ARMIJO * decrease) | (flat & (gnorm_new < gnorm))
 
 
 class CG(eqx.Module):
@@ -270,7 +272,8 @@ class Newton(AbstractSolver):
             return tuple(out)
 
         def change(z, _e, z_new, _e_new):  # exact differences of f: accurate below F's resolution
-            return mlp_energy_change(net, z, z_new, x, y)
+            delta, scale = mlp_energy_change(net, z, z_new, x, y)
+            return delta, jnp.zeros_like(delta), scale
 
         return evaluate, direction, project, change
 
@@ -280,8 +283,9 @@ class Newton(AbstractSolver):
         ``evaluate(z) -> (F_i, aux, g, ||g_i||)`` (``g`` the gradient to descend, ``aux`` what
         ``direction`` and ``project`` need), ``direction(z, aux, g, ||g_i||)`` the Newton
         direction, ``project(z, d, alpha, aux)`` the point reached by steps ``alpha`` (per
-        sample) along ``d``, ``change(z, F(z), z_new, F(z_new))`` the energy change and the
-        scale of its rounding error (:func:`_difference` by default). Per-sample Armijo
+        sample) along ``d``, ``change(z, F(z), z_new, F(z_new)) -> (value, reference, scale)``
+        the energy change ``value - reference`` as :func:`_accept` tests it, and the scale of
+        its rounding error (:func:`_difference` by default). Per-sample Armijo
         backtracking; the gradient direction where Newton's is not a descent direction, or
         after a failed line search.
         """
@@ -319,9 +323,9 @@ class Newton(AbstractSolver):
             # lower than the projected line search: several activities change piece in one iteration
             z_leap = tuple(a + per_row(use_newton & active, a) * b for a, b in zip(z, d))
             leapt = evaluate(z_leap)
-            leap_change, leap_scale = change(z, e, z_leap, leapt[0])
-            take = (active & use_newton & _accept(leap_change, leap_scale, leapt[3], gnorm, slope)
-                    & (leap_change < change(z, e, z_new, new[0])[0]))
+            leap_value = change(z, e, z_leap, leapt[0])
+            take = (active & use_newton & _accept(*leap_value, leapt[3], gnorm, slope)
+                    & (leap_value[0] < change(z, e, z_new, new[0])[0]))
             pick = lambda a, b: jax.tree_util.tree_map(lambda u, v: jnp.where(per_row(take, u), u, v), a, b)  # noqa: E731
             return (pick(z_leap, z_new), *pick(leapt, new), active & ~(ok | take), it + 1)
 
