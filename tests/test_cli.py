@@ -456,6 +456,7 @@ def test_a_worker_reports_bad_input_as_one_line_and_anything_else_with_its_trace
     """The loop of a ``--jobs`` worker (run here in this process): an error an experiment raises
     on bad input becomes the one-line message the CLI prints (exit 2); any other exception
     comes back with its traceback."""
+    import os
     import queue
 
     from pclandscape.experiments import parallel
@@ -474,10 +475,11 @@ def test_a_worker_reports_bad_input_as_one_line_and_anything_else_with_its_trace
         tasks.put(item)
     parallel._serve(tasks, events, str(tmp_path), True)
     got = [events.get_nowait() for _ in range(events.qsize())]
-    assert got[:2] == [("start", "fig3", ""), ("error", "fig3", "mnist not found")]
-    assert got[2] == ("start", "fig4", "") and got[3][:2] == ("crash", "fig4")
+    pid = str(os.getpid())
+    assert got[:2] == [("start", "fig3", pid), ("error", "fig3", "mnist not found")]
+    assert got[2] == ("start", "fig4", pid) and got[3][:2] == ("crash", "fig4")
     assert "ZeroDivisionError: inside" in got[3][2] and "Traceback" in got[3][2]
-    assert got[4:] == [("start", "fig12", ""), ("done", "fig12", "")]
+    assert got[4:] == [("start", "fig12", pid), ("done", "fig12", "")]
 
 
 class _KillsItsWorker:
@@ -492,7 +494,7 @@ class _KillsItsWorker:
 def test_a_worker_that_dies_is_reported_instead_of_waited_for(tmp_path):
     from pclandscape.experiments import parallel
 
-    with pytest.raises(parallel.WorkerError, match=r"died \(exit code 9\)"):
+    with pytest.raises(parallel.WorkerError, match=r"died \(exit code 9\) while running no experiment"):
         list(parallel.run_in_workers([("fig3", _KillsItsWorker())], str(tmp_path), quick=True, workers=2))
     with pytest.raises(ValueError, match="cannot be sent to a worker"):
         list(parallel.run_in_workers([("fig3", lambda: None)], str(tmp_path), quick=True, workers=2))

@@ -56,7 +56,7 @@ def _serve(tasks, events, out: str, quick: bool) -> None:
     expected = (DataNotFoundError, DivergenceError, NotAtEquilibriumError, ValueError)
     while (item := tasks.get()) is not None:
         name, cfg = item
-        events.put(("start", name, ""))
+        events.put(("start", name, str(os.getpid())))
         try:
             runner.run_experiment(name, cfg, out, quick=quick, progress=False)
             events.put(("done", name, ""))
@@ -91,7 +91,7 @@ def run_in_workers(jobs: Sequence[tuple[str, object]], out: str, *, quick: bool,
                    workers: int) -> Iterator[tuple[str, str, str]]:
     """Run ``jobs`` (``(name, config)`` pairs) in ``workers`` processes, yielding events.
 
-    Yields ``("start", name, "")`` when a worker takes an experiment, ``("done", name, "")``
+    Yields ``("start", name, pid)`` when a worker (process id ``pid``) takes an experiment, ``("done", name, "")``
     when its results are in ``out/name/``, and ``("error", name, message)`` for an error the
     experiment raised on bad input (a missing data set, a bad config value, a diverging
     inference: the one-line message). Raises :class:`WorkerError` when an experiment raised
@@ -114,7 +114,7 @@ def run_in_workers(jobs: Sequence[tuple[str, object]], out: str, *, quick: bool,
              for i in range(n)]
     for p in procs:
         p.start()
-    running: dict[str, None] = {}
+    running: dict[str, str] = {}  # worker pid -> the experiment it runs
     left = len(jobs)
     finished = False
     try:
@@ -124,15 +124,16 @@ def run_in_workers(jobs: Sequence[tuple[str, object]], out: str, *, quick: bool,
             except queue.Empty:
                 dead = [p for p in procs if p.exitcode not in (None, 0)]
                 if dead:
-                    raise WorkerError(f"a worker process died (exit code {dead[0].exitcode}) while running "
-                                      f"{', '.join(running) or 'no experiment'}; rerun to resume.") from None
+                    what = running.get(str(dead[0].pid), "no experiment")
+                    raise WorkerError(f"a worker process died (exit code {dead[0].exitcode}) while running {what}; "
+                                      f"rerun to resume.") from None
                 if not any(p.is_alive() for p in procs):  # all gone, events lost: should not happen
                     raise WorkerError("the worker processes ended before reporting every experiment.")
                 continue
             if kind == "start":
-                running[name] = None
+                running[text] = name
             else:
-                running.pop(name, None)
+                running = {pid: n for pid, n in running.items() if n != name}
                 left -= 1
             if kind == "crash":
                 raise WorkerError(f"{name} failed in its worker process:\n{text}")
