@@ -21,7 +21,7 @@ def on_pre_build(config, **kwargs):
         shutil.copy2(png, dest)
     text = (SOURCE / "report.md").read_text(encoding="utf-8")
     text = re.sub(r"\]\(([a-z0-9_]+/[^)]+\.png)\)", r"](quick/\1)", text)
-    header = ("!!! note \"Where this comes from\"\n    The report that `make demo` (`pclandscape reproduce --quick`) wrote on a "
+    header = ("!!! note \"Where this comes from\"\n    The report that `make demo` (`pclandscape reproduce --quick --jobs 2`) wrote on a "
               "2-core CPU, committed in `reference/quick/`. Quick runs shrink sizes, steps, seeds and data; every other "
               "change is listed in the report as a deviation.\n\n")
     (DOCS / "report.md").write_text(header + text, encoding="utf-8")
