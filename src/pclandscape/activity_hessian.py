@@ -38,6 +38,7 @@ __all__ = [
     "error_preconditioner",
     "mlp_errors",
     "mlp_energy_change",
+    "energy_change_from_errors",
     "BlockTridiagonalInverse",
     "per_sample_flat",
     "unflatten_per_sample",
@@ -90,11 +91,9 @@ def mlp_errors(net: MLP, z, x: Array, y: Array):
             "predicts f(W z) (or is not an MLP): use the autodiff paths (pcl.Newton(linear_solve=pcl.CG()), "
             "pcl.Euler, pcl.Heun)."
         )
-    zs = (x, *z, y)
     n_layers = net.n_layers
     p = net.output_precision
-    errors = [zs[l] - net.predict(l, zs[l - 1]) for l in range(1, n_layers)]
-    errors.append(output_error(y, net.predict(n_layers, zs[-2])))
+    errors = _prediction_errors(net, z, x, y)
     weighted = errors[:-1] + [errors[-1] if p == 1.0 else p * errors[-1]]
     energies = 0.5 * sum(jnp.sum(e * w, axis=1) for e, w in zip(errors, weighted))
     aws = net.scaled_weights()
@@ -128,21 +127,33 @@ def mlp_energy_change(net: MLP, z, z_new, x: Array, y: Array) -> tuple[Array, Ar
     """
     if not has_block_closed_form(net):
         raise ValueError("mlp_energy_change is written for MLPs predicting W f(z); use F(z') - F(z).")
-    zs, zn = (x, *z), (x, *z_new)
+    return energy_change_from_errors(net, z, _prediction_errors(net, z, x, y), z_new, y)
+
+
+def _prediction_errors(net: MLP, z, x: Array, y: Array) -> list[Array]:
+    """``[e_1, ..., e_L]``: ``e_l = z_l - mu_l(z_{l-1})``, the output error of an unobserved
+    (NaN) target 0."""
+    zs = (x, *z, y)
+    n_layers = net.n_layers
+    errors = [zs[l] - net.predict(l, zs[l - 1]) for l in range(1, n_layers)]
+    errors.append(output_error(y, net.predict(n_layers, zs[-2])))
+    return errors
+
+
+def energy_change_from_errors(net: MLP, z, errors, z_new, y: Array) -> tuple[Array, Array]:
+    """:func:`mlp_energy_change` given the errors ``[e_1, ..., e_L]`` at ``z`` (each ``(N, n_l)``),
+    so that a line search computes them once for all its trial points ``z_new``."""
     n_layers, p, f = net.n_layers, net.output_precision, net.activation
     aws = net.scaled_weights()
     change = scale = 0.0
     for layer in range(1, n_layers + 1):
-        below = zs[layer - 1]
-        if layer == n_layers:
-            e = output_error(y, net.predict(layer, below))
-        else:
-            e = zs[layer] - net.predict(layer, below)
-        de = zn[layer] - zs[layer] if layer < n_layers else jnp.zeros_like(e)
+        e = errors[layer - 1]
+        de = z_new[layer - 1] - z[layer - 1] if layer < n_layers else jnp.zeros_like(e)
         if layer > 1:
-            dmu = (f(zn[layer - 1]) - f(below)) @ aws[layer - 1].T
+            below, below_new = z[layer - 2], z_new[layer - 2]
+            dmu = (f(below_new) - f(below)) @ aws[layer - 1].T
             if net.has_skip(layer):
-                dmu = dmu + (zn[layer - 1] - below)
+                dmu = dmu + (below_new - below)
             de = de - dmu
         if layer == n_layers:
             de = jnp.where(jnp.isnan(y), 0.0, de)

@@ -109,25 +109,20 @@ def _print_claims(payload: dict) -> None:
         print(f"  {verdict(c):7s} {c['id']}{tag}: {c['measured']} (expected {c['expected']})")
 
 
-def _data_errors():
-    from .errors import DataNotFoundError, DivergenceError, NotAtEquilibriumError
-
-    return DataNotFoundError, DivergenceError, NotAtEquilibriumError
-
-
 def _usage_error(name: str, message: str) -> UsageError:
     return UsageError(f"{name}: {message} (PCLANDSCAPE_DEBUG=1 shows the traceback)")
 
 
 def _run_one(name: str, cfg, out: str, quick: bool) -> dict:
+    from .errors import INPUT_ERRORS, first_line
     from .experiments import runner
 
     try:
         return runner.run_experiment(name, cfg, out, quick=quick)
-    except (*_data_errors(), ValueError) as e:
+    except INPUT_ERRORS as e:
         if os.environ.get("PCLANDSCAPE_DEBUG", "") == "1":
             raise
-        raise _usage_error(name, str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+        raise _usage_error(name, first_line(e)) from None
 
 
 def _report_done(name: str, payload: dict) -> None:

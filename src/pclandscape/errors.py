@@ -32,3 +32,14 @@ class DataError(ValueError):
     """A data file exists but cannot be used: corrupt, truncated, of another format, not the
     data set it is named after (checksum or content), or unsafe (an archive member that is a
     link or leaves its folder). The message names the file and says what to do."""
+
+
+INPUT_ERRORS = (DataNotFoundError, DivergenceError, NotAtEquilibriumError, ValueError)
+"""What an experiment raises on bad input (a missing data set, a bad config value, a diverging
+inference): the command line reports these as one line (exit 2), with no traceback."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an exception's message, or its type's name if it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -50,18 +50,17 @@ def _ignore(signum, frame) -> None:
 
 def _serve(tasks, events, out: str, quick: bool) -> None:
     """Run experiments from ``tasks`` until a ``None``; put ``(kind, name, text)`` on ``events``."""
-    from ..errors import DataNotFoundError, DivergenceError, NotAtEquilibriumError
+    from ..errors import INPUT_ERRORS, first_line
     from . import runner
 
-    expected = (DataNotFoundError, DivergenceError, NotAtEquilibriumError, ValueError)
     while (item := tasks.get()) is not None:
         name, cfg = item
         events.put(("start", name, str(os.getpid())))
         try:
             runner.run_experiment(name, cfg, out, quick=quick, progress=False)
             events.put(("done", name, ""))
-        except expected as e:
-            events.put(("error", name, str(e).splitlines()[0] if str(e) else type(e).__name__))
+        except INPUT_ERRORS as e:
+            events.put(("error", name, first_line(e)))
         except Exception:  # noqa: BLE001 - reported to the parent, which raises it
             events.put(("crash", name, traceback.format_exc()))
 

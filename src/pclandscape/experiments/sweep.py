@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .._io import atomic_write, jsonable
+from ..errors import first_line
 from .._progress import Progress
 from . import runner
 from .base import seeds_from_text
@@ -333,7 +334,7 @@ def run_cell(cell: dict, out: str) -> dict:
         runner.run_experiment(cell["experiment"], cfg, folder, progress=False, quick=cell["quick"],
                               figures=cell.get("figures", True))
     except Exception as e:  # noqa: BLE001 - any failure of the cell is recorded, the sweep goes on
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        first = first_line(e)
         _write_error(folder, first, type(e).__name__, traceback.format_exc(), attempt)
         return {"id": cell["id"], "status": "failed", "error": first, "attempts": attempt,
                 "wall_s": time.perf_counter() - start}
@@ -389,7 +390,7 @@ def _start_ray(address: str | None, num_cpus: int | None):
                 ray.init(num_cpus=num_cpus or os.cpu_count(), **kw)
     except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
         where = f"join the Ray cluster at {address}" if address else "start a local Ray"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         hint = " (is 'ray start --head' running there?)" if address else ""
         raise ValueError(f"could not {where}: {first}{hint}") from None
     return ray, True
@@ -475,7 +476,7 @@ def _run_pending(pending, out, spec, retries, address, num_cpus, status, progres
                 result = ray.get(done[0])
             except Exception as e:  # noqa: BLE001 - the worker died more often than max_retries allows
                 folder = cell_dir(out, cell)
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                first = first_line(e)
                 message = f"the worker running this cell died ({type(e).__name__}: {first}) after {_attempts(folder)} attempts"
                 _write_error(folder, message, type(e).__name__, str(e), _attempts(folder))
                 result = {"id": cell.id, "status": "failed", "error": message, "attempts": _attempts(folder)}

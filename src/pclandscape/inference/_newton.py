@@ -23,9 +23,10 @@ __all__ = ["Newton", "CG", "BlockTridiagonal"]
 _ARMIJO = 1e-4
 
 
-def _difference(_z, e, _z_new, e_new):
+def _difference(_z, e):
     """The energies themselves: ``(F_i(z_new), F_i(z), max(|F_i(z)|, 1))`` (see :func:`_accept`)."""
-    return e_new, e, jnp.maximum(jnp.abs(e), 1.0)
+    scale = jnp.maximum(jnp.abs(e), 1.0)
+    return lambda _z_new, e_new: (e_new, e, scale)
 
 
 def _accept(value, reference, scale, gnorm_new, gnorm, decrease):
@@ -233,8 +234,8 @@ class Newton(AbstractSolver):
         the min-norm subgradient (:func:`pclandscape.kinks.stationarity_residual`) from above
         and is not zero on a Lambda-shaped kink, so the iteration does not stop there.
         """
-        from ..activity_hessian import (error_preconditioner, factor_activity_hessian, mlp_activity_hvp,
-                                        mlp_energy_change)
+        from ..activity_hessian import (_prediction_errors, energy_change_from_errors, error_preconditioner,
+                                        factor_activity_hessian, mlp_activity_hvp)
 
         left, right = slopes
 
@@ -271,9 +272,14 @@ class Newton(AbstractSolver):
                 out.append(jnp.where(jnp.where(r, t < 0, t > 0), 0.0, t))
             return tuple(out)
 
-        def change(z, _e, z_new, _e_new):  # exact differences of f: accurate below F's resolution
-            delta, scale = mlp_energy_change(net, z, z_new, x, y)
-            return delta, jnp.zeros_like(delta), scale
+        def change(z, _e):  # exact differences of f: accurate below F's resolution
+            errors = _prediction_errors(net, z, x, y)  # once per iteration, for every trial point
+
+            def measure(z_new, _e_new):
+                delta, scale = energy_change_from_errors(net, z, errors, z_new, y)
+                return delta, jnp.zeros_like(delta), scale
+
+            return measure
 
         return evaluate, direction, project, change
 
@@ -283,9 +289,10 @@ class Newton(AbstractSolver):
         ``evaluate(z) -> (F_i, aux, g, ||g_i||)`` (``g`` the gradient to descend, ``aux`` what
         ``direction`` and ``project`` need), ``direction(z, aux, g, ||g_i||)`` the Newton
         direction, ``project(z, d, alpha, aux)`` the point reached by steps ``alpha`` (per
-        sample) along ``d``, ``change(z, F(z), z_new, F(z_new)) -> (value, reference, scale)``
-        the energy change ``value - reference`` as :func:`_accept` tests it, and the scale of
-        its rounding error (:func:`_difference` by default). Per-sample Armijo
+        sample) along ``d``, ``change(z, F(z))`` a map ``(z_new, F(z_new)) -> (value,
+        reference, scale)``: the energy change ``value - reference`` as :func:`_accept` tests
+        it, and the scale of its rounding error (:func:`_difference` by default), built once
+        per iteration for all the trial points. Per-sample Armijo
         backtracking; the gradient direction where Newton's is not a descent direction, or
         after a failed line search.
         """
@@ -302,6 +309,7 @@ class Newton(AbstractSolver):
                 for a, b in zip(newton, g)
             )
             slope = dot(g, d)
+            measure = change(z, e)
 
             def ls_cond(state):
                 k, _, ok = state
@@ -311,7 +319,7 @@ class Newton(AbstractSolver):
                 k, alpha, ok = state
                 z_try = project(z, d, alpha, aux)
                 e_try, _, _, gnorm_try = evaluate(z_try)
-                ok_new = ok | _accept(*change(z, e, z_try, e_try), gnorm_try, gnorm, alpha * slope)
+                ok_new = ok | _accept(*measure(z_try, e_try), gnorm_try, gnorm, alpha * slope)
                 return k + 1, jnp.where(ok_new, alpha, alpha / 2), ok_new
 
             _, alpha, ok = jax.lax.while_loop(ls_cond, ls_body, (0, jnp.ones_like(e), ~active))
@@ -323,9 +331,9 @@ class Newton(AbstractSolver):
             # lower than the projected line search: several activities change piece in one iteration
             z_leap = tuple(a + per_row(use_newton & active, a) * b for a, b in zip(z, d))
             leapt = evaluate(z_leap)
-            leap_value = change(z, e, z_leap, leapt[0])
+            leap_value = measure(z_leap, leapt[0])
             take = (active & use_newton & _accept(*leap_value, leapt[3], gnorm, slope)
-                    & (leap_value[0] < change(z, e, z_new, new[0])[0]))
+                    & (leap_value[0] < measure(z_new, new[0])[0]))
             pick = lambda a, b: jax.tree_util.tree_map(lambda u, v: jnp.where(per_row(take, u), u, v), a, b)  # noqa: E731
             return (pick(z_leap, z_new), *pick(leapt, new), active & ~(ok | take), it + 1)
 
