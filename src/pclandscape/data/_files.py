@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import shutil
 import tarfile
 import tempfile
-import time
+import threading
 import urllib.request
 import zlib
 from pathlib import Path
@@ -118,24 +119,50 @@ def _deadline() -> float:
         return _DOWNLOAD_DEADLINE_S
 
 
-def _copy_with_deadline(src, dst, deadline: float) -> None:
-    """Copy a response into a file, raising ``TimeoutError`` once ``deadline`` (a
-    ``time.monotonic`` instant) passes: a server trickling bytes cannot hold a run forever."""
-    while True:
-        if time.monotonic() > deadline:
-            raise TimeoutError("download deadline passed")
-        chunk = src.read1(1 << 16) if hasattr(src, "read1") else src.read(1 << 16)  # read1: what has arrived
-        if not chunk:
-            return
-        dst.write(chunk)
+def _download(url: str, file, seconds: float) -> None:
+    """Write the response to ``url`` into the open binary ``file`` within ``seconds`` in all,
+    or raise ``TimeoutError``.
+
+    The socket timeout bounds each read, but a server or proxy that trickles a byte at a time --
+    in the body, the status line and headers, or a proxy's answer to CONNECT -- passes every
+    read. So the transfer runs in a daemon thread and the caller waits for it at most
+    ``seconds``; a transfer still running then is told to stop at its next chunk and abandoned
+    (it closes ``file`` when it ends). Errors of the transfer are raised here.
+    """
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def transfer():
+        try:
+            with file, urllib.request.urlopen(url, timeout=15) as r:
+                while not stop.is_set():
+                    chunk = r.read1(1 << 16) if hasattr(r, "read1") else r.read(1 << 16)  # read1: what has arrived
+                    if not chunk:
+                        return
+                    file.write(chunk)
+        except BaseException as e:  # handed to the caller
+            failure.append(e)
+
+    worker = threading.Thread(target=transfer, name=f"pclandscape download {url}", daemon=True)
+    worker.start()
+    try:
+        worker.join(seconds)
+    finally:  # past the deadline or interrupted: a transfer still running ends at its next chunk
+        stop.set()
+    if worker.is_alive():
+        raise TimeoutError(f"not downloaded within the deadline of {seconds:g} s (PCLANDSCAPE_DOWNLOAD_DEADLINE)")
+    if failure:
+        raise failure[0]
 
 
-def fetch(urls, dest: Path, check) -> bool:
+def fetch(urls, dest: Path, check, reasons: list[str] | None = None) -> bool:
     """Download the first URL that works into ``dest`` (atomically) if ``check(tmp)`` passes.
 
     Each file gets an overall deadline (``PCLANDSCAPE_DOWNLOAD_DEADLINE`` seconds, default
-    1800) besides the per-read socket timeout; the temporary ``.part`` file is removed on any
+    1800) besides the per-read socket timeout, covering the connection, a proxy's CONNECT,
+    the headers and the body; the temporary ``.part`` file is removed on any
     failure or interrupt, and ``.part`` files left by a killed earlier run are removed first.
+    Why each mirror failed is appended to ``reasons`` when given (for the caller's error).
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     for stale in dest.parent.glob(f".{dest.name}.*.part"):
@@ -145,21 +172,25 @@ def fetch(urls, dest: Path, check) -> bool:
             pass
     for url in urls:
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-        os.close(fd)
         try:
-            deadline = time.monotonic() + _deadline()
-            with urllib.request.urlopen(url, timeout=15) as r, open(tmp, "wb") as f:
-                _copy_with_deadline(r, f, deadline)
-            if not check(Path(tmp)):
-                continue  # corrupted or changed upstream: try the next mirror
+            _download(url, os.fdopen(fd, "wb"), _deadline())
+            if not check(Path(tmp)):  # corrupted or changed upstream: try the next mirror
+                _note(reasons, url, "the file does not match its published checksum")
+                continue
             os.replace(tmp, dest)
             return True
-        except (OSError, ValueError, DataError):  # TimeoutError and URLError are OSErrors
+        except (OSError, ValueError, http.client.HTTPException, DataError) as e:  # TimeoutError, URLError: OSErrors
+            _note(reasons, url, getattr(e, "reason", None) or f"{type(e).__name__}: {e}")
             continue
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
     return False
+
+
+def _note(reasons: list[str] | None, url: str, why) -> None:
+    if reasons is not None:
+        reasons.append(f"{url}: {why}")
 
 
 def download_dir(data_dir) -> Path:

@@ -120,15 +120,17 @@ def _validate_images(name: str, images: np.ndarray, labels: np.ndarray, where: s
                         f"{fix}.")
 
 
-def _missing(name: str, data_dir, files: list[str], download_failed: bool) -> DataNotFoundError:
+def _missing(name: str, data_dir, files: list[str], download_failed: bool, reasons: list[str] = ()) -> DataNotFoundError:
     """The error for a data set found nowhere; ``download_failed``: a download was tried and
-    failed (no network, or every mirror refused), as opposed to switched off."""
+    failed (no network, every mirror refused, or the deadline passed), as opposed to switched
+    off; ``reasons``: why each mirror failed (the first two are quoted)."""
     first = search_dirs(data_dir)[0]
     searched = [str(p) for p in _candidates(name, data_dir)]
     err = DataNotFoundError(
         f"{name} not found: place {', '.join(files)} in {first} (or pass --data-dir DIR / set "
         f"PCLANDSCAPE_DATA; searched: {', '.join(searched[:4])}{' ...' if len(searched) > 4 else ''}); "
-        f"downloading was {'not possible (no network)' if download_failed else 'switched off'}."
+        + (f"downloading failed ({'; '.join(reasons[:2])}{' ...' if len(reasons) > 2 else ''})." if download_failed and reasons
+           else f"downloading was {'not possible (no network)' if download_failed else 'switched off'}.")
     )
     err.searched = searched
     err.download_failed = download_failed
@@ -154,10 +156,12 @@ def _load_idx_set(name: str, data_dir, download, mirrors, checksum, verify, sums
             arrays = tuple(read_idx(f) for f in files)
             _validate_idx(name, arrays, files, counts=verify_enabled(verify))
             return arrays, str(folder), note
+    reasons: list[str] = []
     if download_enabled(download):
         dest = download_dir(data_dir) / _SUBDIRS[name][1]
         ok = all(
-            (dest / f"{b}.gz").is_file() or fetch([m + f"{b}.gz" for m in mirrors], dest / f"{b}.gz", checksum(f"{b}.gz"))
+            (dest / f"{b}.gz").is_file()
+            or fetch([m + f"{b}.gz" for m in mirrors], dest / f"{b}.gz", checksum(f"{b}.gz"), reasons)
             for b in _IDX
         )
         if ok:
@@ -168,7 +172,7 @@ def _load_idx_set(name: str, data_dir, download, mirrors, checksum, verify, sums
             arrays = tuple(read_idx(f) for f in files)
             _validate_idx(name, arrays, files, counts=True)
             return arrays, f"downloaded to {dest}", ""
-    raise _missing(name, data_dir, ["{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz"], download_enabled(download))
+    raise _missing(name, data_dir, ["{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz"], download_enabled(download), reasons)
 
 
 def _validate_idx(name, arrays, files, counts: bool) -> None:
@@ -306,16 +310,17 @@ def cifar10(data_dir=None, *, flatten: bool = False, download: bool | None = Non
         if folder:
             break
     source = str(folder) if folder else ""
+    reasons: list[str] = []
     if folder is None and download_enabled(download):
         dest = download_dir(data_dir) / "cifar10"
         tar = dest / "cifar-10-python.tar.gz"
-        if tar.is_file() or fetch(MIRRORS["cifar10"], tar, lambda p: sha256(p) == _CIFAR_SHA256):
+        if tar.is_file() or fetch(MIRRORS["cifar10"], tar, lambda p: sha256(p) == _CIFAR_SHA256, reasons):
             check_sum(tar, _CIFAR_SHA256)
             extract(tar, dest)
             folder, source = dest / "cifar-10-batches-py", f"downloaded to {dest}"
     if folder is None:
         raise _missing("cifar10", data_dir, ["cifar-10-batches-py/{data_batch_1..5,test_batch} (or cifar-10-python.tar.gz)"],
-                       download_enabled(download))
+                       download_enabled(download), reasons)
     if verify_enabled(verify):
         for n in names:
             check_sum(folder / n, _CIFAR_MD5[n], kind="md5")
