@@ -45,8 +45,9 @@ __all__ = [
 PROTOCOLS = ("paper", "fair")
 
 PROTOCOL_NOTE = (
-    "Two protocols. 'paper' is the paper's own training code (its notebooks, transcribed and checked "
-    "weight by weight in tests/test_paper_protocol.py): nonlinear layers predict f(W z) (Linear then "
+    "Two protocols. 'paper' is the paper's own training code (its notebooks, checked weight by weight "
+    "against a transcription in tests/test_paper_protocol.py and against the notebooks' PyTorch classes "
+    "run side by side in reference/notebook_check.py): nonlinear layers predict f(W z) (Linear then "
     "Tanh/ReLU; the output layer W z); BP minimises nn.MSELoss() (the mean over all N d_y entries of the "
     "batch, i.e. 2/d_y times Eq 1) while PC's weight update is the batch *sum* of the per-sample energy "
     "gradients (N times the gradient of Eq 2), at the same learning rate, so PC's step is N d_y / 2 "
