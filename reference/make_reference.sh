@@ -7,7 +7,8 @@
 #         Fashion-MNIST, linear nets of width 64,
 #         depths 1-4, 2000 steps; the full learning-rate grid and 5 seeds (~40 min on 2 cores);
 #         fig5's MLPs at the paper's sizes and schedule (784-500x4-10, the notebook's epoch rule)
-#         on Fashion-MNIST and MNIST-1D, linear and tanh, without the CNN (~1 h on 2 cores)
+#         on Fashion-MNIST and MNIST-1D, linear and tanh, without the CNN (~1 h on 2 cores); into relu/
+#         fig5's ReLU nets on Fashion-MNIST, into tanh/ the fair comparison with tanh nets at the same sizes
 #   full  every BP-vs-PC experiment at the paper's §A.4 sizes (a GPU machine; days on a CPU)
 # Data: Fashion-MNIST from Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)
 # or DATA_DIR; MNIST and CIFAR-10 in DATA_DIR for `full`. Nothing falls back to another data set.
@@ -22,6 +23,13 @@ case "$MODE" in
       --set fair.dataset=fashion_mnist --set fair.activations=linear --set fair.width=64 \
       --set fair.depths=1,2,3,4 --set fair.max_steps=2000 \
       --set fig5.datasets=fashion_mnist,mnist1d --set fig5.activations=linear,tanh --set fig5.cnn=false
+    # fig5's ReLU nets on Fashion-MNIST (~35 min) and the fair comparison with tanh nets (Newton), in folders of
+    # their own so that the runs above keep their configs
+    "${CLI[@]}" reproduce --out reference/relu --only fig5 "${DATA[@]}" --no-fallback --exit-zero \
+      --set fig5.datasets=fashion_mnist --set fig5.activations=relu --set fig5.cnn=false
+    "${CLI[@]}" reproduce --out reference/tanh --only fair "${DATA[@]}" --no-fallback --exit-zero \
+      --set fair.dataset=fashion_mnist --set fair.activations=tanh --set fair.width=64 \
+      --set fair.depths=1,2,3,4 --set fair.max_steps=2000
     ;;
   full)
     "${CLI[@]}" reproduce --out reference --only fair,fig5,fig2,fig6,fig12 "${DATA[@]}" --no-fallback --exit-zero

@@ -156,7 +156,14 @@ def section_counts(results: dict[str, dict]) -> dict[str, dict]:
     return out
 
 
+def _not_run(key: str) -> str:
+    names = [n for n in EXPERIMENTS if EXPERIMENT_SECTIONS.get(n, "paper_code") == key]
+    return f"not run in this report (its experiments: {', '.join(names)})"
+
+
 def _count_line(key: str, sec: dict) -> str:
+    if not sec["claims"]:
+        return f"{SECTIONS.get(key, key)}: {_not_run(key)}"
     findings_only = not sec["total"] and not sec["verdicts"] and sec["findings"]
     counts = [f"paper claims passed {sec['passed']}/{sec['total']}"] if sec["total"] or not (sec["verdicts"] or findings_only) \
         else (["findings only"] if findings_only else [])
@@ -206,8 +213,11 @@ def _document(results: dict[str, dict], rows: list[dict], generated: str) -> lis
         Block("p", PROTOCOL_NOTE),
     ]
     for key, sec in secs.items():
-        doc += [Block("h2", SECTIONS.get(key, key)),
-                Block("table", items=(("experiment", "id", "kind", "verdict"),
+        doc.append(Block("h2", SECTIONS.get(key, key)))
+        if not sec["claims"]:
+            doc.append(Block("p", _not_run(key)[0].upper() + _not_run(key)[1:] + "."))
+            continue
+        doc += [Block("table", items=(("experiment", "id", "kind", "verdict"),
                                        [(Cell(name, link=name), c["id"], c.get("category", "paper"), Cell(verdict(c), verdict=True))
                                         for name, c in sec["claims"]]))]
     for name, r in results.items():
