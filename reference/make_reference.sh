@@ -23,7 +23,7 @@ case "$MODE" in
       --set fair.dataset=fashion_mnist --set fair.activations=linear --set fair.width=64 \
       --set fair.depths=1,2,3,4 --set fair.max_steps=2000 \
       --set fig5.datasets=fashion_mnist,mnist1d --set fig5.activations=linear,tanh --set fig5.cnn=false
-    # fig5's ReLU nets on Fashion-MNIST (~35 min) and the fair comparison with tanh nets (Newton), in folders of
+    # fig5's ReLU nets on Fashion-MNIST (~36 min) and the fair comparison with tanh nets (Newton), in folders of
     # their own so that the runs above keep their configs
     "${CLI[@]}" reproduce --out reference/relu --only fig5 "${DATA[@]}" --no-fallback --exit-zero \
       --set fig5.datasets=fashion_mnist --set fig5.activations=relu --set fig5.cnn=false
