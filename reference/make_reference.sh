@@ -7,7 +7,8 @@
 #         Fashion-MNIST, linear nets of width 64,
 #         depths 1-4, 2000 steps; the full learning-rate grid and 5 seeds (~40 min on 2 cores);
 #         fig5's MLPs at the paper's sizes and schedule (784-500x4-10, the notebook's epoch rule)
-#         on Fashion-MNIST and MNIST-1D, linear and tanh, without the CNN (~1 h on 2 cores); into relu/
+#         on Fashion-MNIST and MNIST-1D, linear and tanh, without the CNN (~1 h on 2 cores); fig12 likewise
+#         on Fashion-MNIST, linear and tanh; into relu/
 #         fig5's ReLU nets on Fashion-MNIST, into tanh/ the fair comparison with tanh nets at the same sizes
 #   full  every BP-vs-PC experiment at the paper's §A.4 sizes (a GPU machine; days on a CPU)
 # Data: Fashion-MNIST from Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)
@@ -19,10 +20,11 @@ DATA=(); [ -n "${2:-}" ] && DATA=(--data-dir "$2")
 CLI=(.venv/bin/pclandscape)
 case "$MODE" in
   cpu)
-    "${CLI[@]}" reproduce --out reference --only fair,fig2,fig6,fig5 "${DATA[@]}" --no-fallback --exit-zero \
+    "${CLI[@]}" reproduce --out reference --only fair,fig2,fig6,fig5,fig12 "${DATA[@]}" --no-fallback --exit-zero \
       --set fair.dataset=fashion_mnist --set fair.activations=linear --set fair.width=64 \
       --set fair.depths=1,2,3,4 --set fair.max_steps=2000 \
-      --set fig5.datasets=fashion_mnist,mnist1d --set fig5.activations=linear,tanh --set fig5.cnn=false
+      --set fig5.datasets=fashion_mnist,mnist1d --set fig5.activations=linear,tanh --set fig5.cnn=false \
+      --set fig12.datasets=fashion_mnist --set fig12.activations=linear,tanh
     # fig5's ReLU nets on Fashion-MNIST (~36 min) and the fair comparison with tanh nets (Newton), in folders of
     # their own so that the runs above keep their configs
     "${CLI[@]}" reproduce --out reference/relu --only fig5 "${DATA[@]}" --no-fallback --exit-zero \
