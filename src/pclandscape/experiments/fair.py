@@ -285,7 +285,8 @@ def _claims(cfg, res, table, cells, residual):
         res.add(claim(f"{NAME}.equilibrium", "PC's weight updates were taken at a verified inference equilibrium",
                       f"largest residual max_i ||dF_i/dz_i|| over every step of every non-diverged PC run <= {_pc_tol(cfg):g} "
                       "(ExactLinear: rounding only)",
-                      ", ".join(f"{k}: {v:.4e}" for k, v in residual.items()), bool(  # 4 digits: near tol, the digits decidenp.isfinite(worst) and worst <= _pc_tol(cfg)),
+                      # four digits: at the tolerance, one digit cannot show the side of it a residual is on
+                      ", ".join(f"{k}: {v:.4e}" for k, v in residual.items()), bool(np.isfinite(worst) and worst <= _pc_tol(cfg)),
                       category="finding"))
 
 
