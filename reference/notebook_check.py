@@ -27,7 +27,6 @@ The exit status is 1 when a case differs by more than 1e-9 (relative) or in a st
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import random
@@ -108,6 +107,7 @@ def dnn_cases(repo: Path, steps: int, batch: int) -> bool:
     import pclandscape as pcl
     from pclandscape._compat import enable_x64
     from pclandscape.experiments.base import protocol_setup
+    from pclandscape.experiments.fig5 import solver_after_inference
 
     d_in, d_out, n_hidden, width, lr, n_iters = 20, 5, 3, 16, 0.01, 50
     ok = True
@@ -154,8 +154,7 @@ def dnn_cases(repo: Path, steps: int, batch: int) -> bool:
                 net = pcl.MLP.from_weights([jnp.asarray(w) for w in w0], act)
                 pc_net, solver, bp_s, pc_s = protocol_setup("paper", net, batch, dt=dt, T=n_iters)
                 xb0, yb0 = (jnp.asarray(t.numpy()) for t in batches[0])
-                _, _, dt_carried = solver.solve_with_state(pc_net, xb0, yb0, pc_net.feedforward(xb0)[:-1], solver.init_state())
-                solver = dataclasses.replace(solver, dt=float(dt_carried))  # as fig5's _after_pretraining_inference
+                solver = solver_after_inference(pc_net, solver, xb0, yb0)  # fig5's inference before training
                 data = [(jnp.asarray(x.numpy()), jnp.asarray(y.numpy())) for x, y in batches[1:]]
                 pc_out, pc_hist = pcl.train(pc_net, data, rule="pc", solver=solver, optimizer=optax.sgd(lr), steps=steps,
                                             key=None, grad_scale=pc_s, progress=False)

@@ -38,7 +38,7 @@ __all__ = [
     "error_preconditioner",
     "mlp_errors",
     "mlp_energy_change",
-    "energy_change_from_errors",
+    "energy_change_from",
     "BlockTridiagonalInverse",
     "per_sample_flat",
     "unflatten_per_sample",
@@ -125,9 +125,7 @@ def mlp_energy_change(net: MLP, z, z_new, x: Array, y: Array) -> tuple[Array, Ar
         ``(change, scale)``, each ``(N,)``: the change, and ``sum_l p_l ||de_l|| (||e_l|| +
         ||de_l||)``, the size of the terms it sums (its rounding error is ``~eps * scale``).
     """
-    if not has_block_closed_form(net):
-        raise ValueError("mlp_energy_change is written for MLPs predicting W f(z); use F(z') - F(z).")
-    return energy_change_from_errors(net, z, _prediction_errors(net, z, x, y), z_new, y)
+    return energy_change_from(net, z, x, y)(z_new)
 
 
 def _prediction_errors(net: MLP, z, x: Array, y: Array) -> list[Array]:
@@ -140,9 +138,18 @@ def _prediction_errors(net: MLP, z, x: Array, y: Array) -> list[Array]:
     return errors
 
 
-def energy_change_from_errors(net: MLP, z, errors, z_new, y: Array) -> tuple[Array, Array]:
-    """:func:`mlp_energy_change` given the errors ``[e_1, ..., e_L]`` at ``z`` (each ``(N, n_l)``),
-    so that a line search computes them once for all its trial points ``z_new``."""
+def energy_change_from(net: MLP, z, x: Array, y: Array):
+    """The map ``z_new -> (change, scale)`` of :func:`mlp_energy_change` from the point ``z``:
+    the errors at ``z`` are computed once, so that a line search measures all its trial points
+    ``z_new`` (tuples of ``(N, n_l)`` arrays) against them."""
+    if not has_block_closed_form(net):
+        raise ValueError("mlp_energy_change is written for MLPs predicting W f(z); use F(z') - F(z).")
+    errors = _prediction_errors(net, z, x, y)
+    return lambda z_new: _energy_change(net, z, errors, z_new, y)
+
+
+def _energy_change(net: MLP, z, errors, z_new, y: Array) -> tuple[Array, Array]:
+    """:func:`mlp_energy_change` given the errors ``[e_1, ..., e_L]`` at ``z``."""
     n_layers, p, f = net.n_layers, net.output_precision, net.activation
     aws = net.scaled_weights()
     change = scale = 0.0

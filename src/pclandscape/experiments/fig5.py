@@ -195,9 +195,14 @@ def _after_pretraining_inference(net, solver, x, y, batch, key):
     (the value the notebook resets to within a call is the one in force at the call's start),
     so a ``PaperEuler`` whose ``dt`` is that value continues exactly where the notebook did."""
     idx = jax.random.permutation(key, x.shape[0])[:batch]
-    xb, yb = jnp.asarray(x)[idx], jnp.asarray(y)[idx]
-    z0 = net.feedforward(xb)[:-1]
-    _, _, dt = solver.solve_with_state(net, xb, yb, z0, solver.init_state())
+    return solver_after_inference(net, solver, jnp.asarray(x)[idx], jnp.asarray(y)[idx])
+
+
+def solver_after_inference(net, solver, xb, yb):
+    """``solver`` (a :class:`pclandscape.PaperEuler`) continued after one notebook inference
+    (``PCN.infer_train``) on the batch ``xb`` ``(N, d_x)``, ``yb`` ``(N, d_y)`` from the
+    forward pass: its ``dt`` is the one that inference leaves (halved or not)."""
+    _, _, dt = solver.solve_with_state(net, xb, yb, net.feedforward(xb)[:-1], solver.init_state())
     return dataclasses.replace(solver, dt=float(dt))
 
 

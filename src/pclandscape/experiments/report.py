@@ -157,6 +157,7 @@ def section_counts(results: dict[str, dict]) -> dict[str, dict]:
 
 
 def _not_run(key: str) -> str:
+    """What a part with no claims says: ``"not run in this report (its experiments: ...)"``."""
     names = [n for n in EXPERIMENTS if EXPERIMENT_SECTIONS.get(n, "paper_code") == key]
     return f"not run in this report (its experiments: {', '.join(names)})"
 
@@ -215,7 +216,8 @@ def _document(results: dict[str, dict], rows: list[dict], generated: str) -> lis
     for key, sec in secs.items():
         doc.append(Block("h2", SECTIONS.get(key, key)))
         if not sec["claims"]:
-            doc.append(Block("p", _not_run(key)[0].upper() + _not_run(key)[1:] + "."))
+            text = _not_run(key)
+            doc.append(Block("p", text[:1].upper() + text[1:] + "."))
             continue
         doc += [Block("table", items=(("experiment", "id", "kind", "verdict"),
                                        [(Cell(name, link=name), c["id"], c.get("category", "paper"), Cell(verdict(c), verdict=True))

@@ -234,8 +234,8 @@ class Newton(AbstractSolver):
         the min-norm subgradient (:func:`pclandscape.kinks.stationarity_residual`) from above
         and is not zero on a Lambda-shaped kink, so the iteration does not stop there.
         """
-        from ..activity_hessian import (_prediction_errors, energy_change_from_errors, error_preconditioner,
-                                        factor_activity_hessian, mlp_activity_hvp)
+        from ..activity_hessian import (energy_change_from, error_preconditioner, factor_activity_hessian,
+                                        mlp_activity_hvp)
 
         left, right = slopes
 
@@ -273,10 +273,10 @@ class Newton(AbstractSolver):
             return tuple(out)
 
         def change(z, _e):  # exact differences of f: accurate below F's resolution
-            errors = _prediction_errors(net, z, x, y)  # once per iteration, for every trial point
+            from_z = energy_change_from(net, z, x, y)  # the errors at z, once for every trial point
 
             def measure(z_new, _e_new):
-                delta, scale = energy_change_from_errors(net, z, errors, z_new, y)
+                delta, scale = from_z(z_new)
                 return delta, jnp.zeros_like(delta), scale
 
             return measure
