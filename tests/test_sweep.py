@@ -118,7 +118,8 @@ def test_a_killed_worker_is_retried_and_a_raising_cell_records_its_error(local_r
     def killer():
         attempts = out / "cells" / victim.id / "attempts"
         deadline = time.time() + 120
-        while time.time() < deadline and not attempts.exists():
+        # the worker appends "pid host time\n": wait for the whole first line, not the file alone
+        while time.time() < deadline and not (attempts.exists() and attempts.read_text().endswith("\n")):
             time.sleep(0.01)
         pid = int(attempts.read_text().split()[0])
         killed["mid_cell"] = not (out / "cells" / victim.id / "fig2" / "results.json").exists()
