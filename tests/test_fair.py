@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from pclandscape.experiments.fair import best_lr, cell_verdict, overall_verdict, ratio_interval
+from pclandscape.experiments.fair import (Config, _cell, at_stability_edge, below_edge, best_lr, cell_verdict,
+                                          overall_verdict, ratio_interval)
 
 
 def test_best_lr_skips_diverged_and_takes_the_smallest_median():
@@ -63,3 +64,38 @@ def test_report_shows_tables_and_the_verdict_without_counting_it_as_a_failure(tm
     assert "verdict fair.pc_faster: NOT SUPPORTED" in md
     row = rep.summary_rows(results)[0]
     assert row["all_paper_pass"] and row["paper_total"] == 0  # a worded verdict is a result, not a failure
+
+
+def test_stability_edge_and_the_learning_rate_below_it():
+    ok, one = [False, False], [False, True]
+    assert at_stability_edge([ok, ok, one], 1) and not at_stability_edge([ok, ok, one], 0)
+    assert not at_stability_edge([ok, ok], 1) and not at_stability_edge([ok, one], None)  # top of the grid; no best
+    lrs = (0.01, 0.1, 1.0)
+    # the best below the edge may be index 0 (not mistaken for "none")
+    assert below_edge(lrs, [[5, 5], [None, None], [3, 3]], [ok] * 3, 2, budget=100) == 0
+    assert below_edge(lrs, [[None] * 2, [None] * 2, [3, 3]], [ok] * 3, 2, budget=100) == 1  # none escapes below: next one down
+    assert below_edge(lrs, [[3, 3]] * 3, [ok] * 3, 0, budget=100) is None
+
+
+def test_edge_check_recomputes_the_cell_below_each_rules_stability_edge():
+    cfg = Config(seeds=(0, 1, 2), lrs=(0.01, 0.1, 1.0, 10.0), max_steps=1000, n_boot=500)
+    ok, never = [False] * 3, [None] * 3
+    # both rules' best lr is 1.0, the last before a diverging one: PC is faster there, but with
+    # PC one grid value down (0.1) BP is faster, and with both down BP is faster too
+    bp = ([never, [40, 42, 44], [16, 17, 18], never], [ok, ok, ok, [True] * 3])
+    pc = ([never, [45, 46, 47], [10, 11, 12], [5, 5, 5]], [ok, ok, ok, [False, True, False]])
+    row = _cell(cfg, "linear", 2, {"bp": bp, "pc": pc})
+    assert row["bp_best_lr"] == row["pc_best_lr"] == 1.0 and row["bp_at_edge"] and row["pc_at_edge"]
+    assert row["verdict"] == "PC faster" and row["ratio"] == pytest.approx(17 / 11)
+    alts = {(a["bp_lr"], a["pc_lr"]): a for a in row["edge_alternatives"]}
+    assert {k: a["verdict"] for k, a in alts.items()} == {
+        (0.1, 1.0): "PC faster", (1.0, 0.1): "BP faster", (0.1, 0.1): "BP faster"}
+    assert alts[(1.0, 0.1)]["ratio"] == pytest.approx(17 / 46) and alts[(0.1, 0.1)]["ratio"] == pytest.approx(42 / 46)
+    assert row["edge_sensitive"] and row["margin_verdict"] == "BP faster"
+    # one more stable grid value above each best: no edge, nothing recomputed
+    bp2 = (bp[0][:3] + [[30, 30, 30]] + [never], bp[1][:3] + [ok, [True] * 3])
+    pc2 = (pc[0][:3] + [[20, 20, 20]] + [never], pc[1][:3] + [ok, [True] * 3])
+    cfg2 = Config(seeds=(0, 1, 2), lrs=(0.01, 0.1, 1.0, 3.0, 10.0), max_steps=1000, n_boot=500)
+    row = _cell(cfg2, "linear", 2, {"bp": bp2, "pc": pc2})
+    assert not row["bp_at_edge"] and not row["pc_at_edge"] and row["edge_alternatives"] == []
+    assert not row["edge_sensitive"] and row["margin_verdict"] == row["verdict"] == "PC faster"

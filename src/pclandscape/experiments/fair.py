@@ -30,6 +30,17 @@ is SUPPORTED when PC is faster in every cell, NOT SUPPORTED when BP is faster in
 one cell, INCONCLUSIVE otherwise. Learning rates are selected on the same seeds that are
 compared (both rules alike), which favours neither.
 
+**The edge check** (a finding, ``fair.edge_robust``; added at stop 25 before the runs that
+report it, the rule above unchanged): a rule's best learning rate is often its largest stable
+one, the grid value just below one at which some seed diverges. There, whether a run diverges
+can turn on the machine's rounding: the quick verdict at H = 2 differed between two CPUs for
+this reason. Every cell is recomputed with each rule whose best learning rate is at this
+edge moved to its best learning rate below the edge (one rule at a time, as when one rule's
+edge run diverges on another machine, and both); the finding is YES when no cell's verdict
+changes. A verdict that changes is not resolved by a grid whose steps (3.16x) move the escape
+step by more than the difference measured. The report also gives the overall verdict with
+every edge moved down.
+
 Every (rule, cell) grid of learning rates x seeds trains as one compiled program
 (``pcl.train_many`` with ``optax.sgd(1.0)`` and the learning rate as the per-member gradient
 scale).
@@ -205,33 +216,77 @@ def run(cfg: Config, progress=None) -> Results:
     return res
 
 
+def at_stability_edge(diverged, best: int | None) -> bool:
+    """Whether the best learning rate (index ``best``) is a rule's largest stable one: some seed
+    diverged at the next grid value. ``diverged[i][s]`` as in :func:`best_lr`."""
+    return best is not None and best + 1 < len(diverged) and any(diverged[best + 1])
+
+
+def below_edge(lrs, escapes, diverged, best: int, budget) -> int | None:
+    """The edge check's alternative to a best learning rate at the stability edge: the best
+    one below it by :func:`best_lr`, or, where no seed escapes below it, the grid value just
+    below (every seed censored there); None when ``best`` is the grid's lowest value."""
+    if best == 0:
+        return None
+    b = best_lr(lrs[:best], escapes[:best], diverged[:best], budget)
+    return best - 1 if b is None else b
+
+
+def compare(at_bp, at_pc, budget: int, n_boot: int) -> dict:
+    """The cell's statistic and verdict from each rule's escape steps per seed (None: never
+    within ``budget``): the ratio of mean escape steps BP / PC with its paired bootstrap
+    interval, the bound a censored rule turns it into, and the verdict by the fixed rule."""
+    t = {r: [budget if e is None else e for e in ts] for r, ts in (("bp", at_bp), ("pc", at_pc))}
+    cens = {r: any(e is None for e in ts) for r, ts in (("bp", at_bp), ("pc", at_pc))}
+    est, lo, hi = ratio_interval(t["bp"], t["pc"], n_boot)
+    out = dict(ratio=est, ratio_lo=lo, ratio_hi=hi, bp_censored=cens["bp"], pc_censored=cens["pc"])
+    if cens["bp"] and cens["pc"]:
+        return dict(out, bound="none (both censored)", verdict="unresolved")
+    v = cell_verdict(lo, hi)
+    # a censored rule's true times are larger: a bound only supports the verdict it points to
+    if (cens["bp"] and v == "BP faster") or (cens["pc"] and v == "PC faster"):
+        v = "unresolved"
+    return dict(out, bound=">= (BP censored)" if cens["bp"] else ("<= (PC censored)" if cens["pc"] else "="), verdict=v)
+
+
 def _cell(cfg, act, h, out) -> dict:
     budget = cfg.max_steps
     row = {"activation": act, "hidden_layers": h, "lrs": list(cfg.lrs)}
+    best, below = {}, {}
     for rule in ("bp", "pc"):
         esc, div = out[rule]
-        b = best_lr(cfg.lrs, esc, div, budget)
+        b = best[rule] = best_lr(cfg.lrs, esc, div, budget)
         row[f"{rule}_escapes"] = esc
         row[f"{rule}_diverged"] = div
         row[f"{rule}_best_lr"] = None if b is None else cfg.lrs[b]
-        row[f"{rule}_at_best"] = [None] * len(cfg.seeds) if b is None else esc[b]
+        row[f"{rule}_at_best"] = _escapes_at(esc, b, len(cfg.seeds))
         row[f"{rule}_diverges_at_top"] = any(div[-1])
+        row[f"{rule}_at_edge"] = at_stability_edge(div, b)
+        below[rule] = below_edge(cfg.lrs, esc, div, b, budget) if row[f"{rule}_at_edge"] else None
     row["neither_escapes_at_bottom"] = all(e is None for e in out["bp"][0][0]) and all(e is None for e in out["pc"][0][0])
-    t = {r: [budget if e is None else e for e in row[f"{r}_at_best"]] for r in ("bp", "pc")}
-    cens = {r: any(e is None for e in row[f"{r}_at_best"]) for r in ("bp", "pc")}
-    est, lo, hi = ratio_interval(t["bp"], t["pc"], cfg.n_boot)
-    row.update(ratio=est, ratio_lo=lo, ratio_hi=hi, bp_censored=cens["bp"], pc_censored=cens["pc"])
-    if cens["bp"] and cens["pc"]:
-        row["bound"] = "none (both censored)"
-        row["verdict"] = "unresolved"
-    else:
-        row["bound"] = ">= (BP censored)" if cens["bp"] else ("<= (PC censored)" if cens["pc"] else "=")
-        v = cell_verdict(lo, hi)
-        # a censored rule's true times are larger: a bound only supports the verdict it points to
-        if (cens["bp"] and v == "BP faster") or (cens["pc"] and v == "PC faster"):
-            v = "unresolved"
-        row["verdict"] = v
+    row.update(compare(row["bp_at_best"], row["pc_at_best"], budget, cfg.n_boot))
+    # the edge check: every rule at its stability edge moved to its best learning rate below it,
+    # one rule at a time and both together
+    choices = {r: [best[r]] + ([below[r]] if below[r] is not None else []) for r in ("bp", "pc")}
+    alts = []
+    for i_bp in choices["bp"]:
+        for i_pc in choices["pc"]:
+            if (i_bp, i_pc) == (best["bp"], best["pc"]):
+                continue
+            c = compare(*(_escapes_at(out[r][0], i, len(cfg.seeds)) for r, i in (("bp", i_bp), ("pc", i_pc))),
+                        budget, cfg.n_boot)
+            alts.append(dict(c, bp_lr=None if i_bp is None else cfg.lrs[i_bp], pc_lr=None if i_pc is None else cfg.lrs[i_pc]))
+    row["edge_alternatives"] = alts
+    row["edge_sensitive"] = any(a["verdict"] != row["verdict"] for a in alts)
+    # every edge moved: the cell's verdict with a one-grid-step margin below each rule's edge
+    row["margin_verdict"] = alts[-1]["verdict"] if alts and all(below[r] is not None or not row[f"{r}_at_edge"]
+                                                                   for r in ("bp", "pc")) else row["verdict"]
     return row
+
+
+def _escapes_at(esc, i, n_seed):
+    """The escape steps per seed at grid index ``i`` (None: the rule has no best lr, never escapes)."""
+    return [None] * n_seed if i is None else esc[i]
 
 
 def _results_table(cfg, table, data) -> dict:
@@ -240,13 +295,24 @@ def _results_table(cfg, table, data) -> dict:
     rel = {"=": "", ">= (BP censored)": ">= ", "<= (PC censored)": "<= "}
     rows = [[r["activation"], str(r["hidden_layers"]), fmt(r["bp_best_lr"]), _fmt_times(r["bp_at_best"], cfg.max_steps),
              fmt(r["pc_best_lr"]), _fmt_times(r["pc_at_best"], cfg.max_steps),
-             f"{rel.get(r['bound'], '? ')}{r['ratio']:.2f} [{r['ratio_lo']:.2f}, {r['ratio_hi']:.2f}]", r["verdict"]]
+             f"{rel.get(r['bound'], '? ')}{r['ratio']:.2f} [{r['ratio_lo']:.2f}, {r['ratio_hi']:.2f}]", r["verdict"],
+             _edge_cell(r)]
             for r in table]
     return {"title": f"Fair comparison on {data}, width {cfg.width}, {len(cfg.seeds)} seeds, {cfg.max_steps} steps "
                      f"(escape steps per seed at each rule's best lr; >= n: never escaped in n steps)",
             "columns": ["activation", "H", "BP best lr", "BP escape steps", "PC best lr", "PC escape steps",
-                        "BP/PC (95 % CI)", "verdict"],
+                        "BP/PC (95 % CI)", "verdict", "edge check"],
             "rows": rows}
+
+
+def _edge_cell(r) -> str:
+    """The edge check of one cell for the table: which rule's best lr is at its stability edge,
+    and the verdicts with it moved below."""
+    at = [rule.upper() for rule in ("bp", "pc") if r[f"{rule}_at_edge"]]
+    if not at:
+        return "no edge"
+    moved = ", ".join(sorted({a["verdict"] for a in r["edge_alternatives"]}))
+    return f"{'+'.join(at)} at edge; below: {moved or '-'} ({'sensitive' if r['edge_sensitive'] else 'robust'})"
 
 
 def _fmt_times(ts, budget):
@@ -270,6 +336,7 @@ def _claims(cfg, res, table, cells, residual):
               f"{verdict}. " + "; ".join(lines), verdict == "SUPPORTED" if verdict != "INCONCLUSIVE" else None,
               category="paper", verdict=verdict)
     res.add(c)
+    _edge_claim(cfg, res, table)
     cover = []
     for r in table:
         tag = f"{r['activation']} H={r['hidden_layers']}"
@@ -288,6 +355,33 @@ def _claims(cfg, res, table, cells, residual):
                       # four digits: at the tolerance, one digit cannot show the side of it a residual is on
                       ", ".join(f"{k}: {v:.4e}" for k, v in residual.items()), bool(np.isfinite(worst) and worst <= _pc_tol(cfg)),
                       category="finding"))
+
+
+def _edge_text(r) -> str:
+    """One cell's edge check in words."""
+    at = [rule.upper() for rule in ("bp", "pc") if r[f"{rule}_at_edge"]]
+    if not at:
+        return "no best lr at a stability edge"
+    alts = "; ".join(f"BP lr {fmt(a['bp_lr'])}, PC lr {fmt(a['pc_lr'])}: {a['ratio']:.2f} [{a['ratio_lo']:.2f}, "
+                     f"{a['ratio_hi']:.2f}] -> {a['verdict']}" for a in r["edge_alternatives"])
+    return f"{' and '.join(at)} at the edge; " + (alts or "no grid value below it")
+
+
+def _edge_claim(cfg, res, table):
+    """The edge check (declared at stop 25, before the runs that report it): a best learning
+    rate that is a rule's largest stable one sits where rounding can decide divergence (the
+    quick verdict differed between two CPUs for this reason); the cell's verdict is recomputed
+    with each such rule at its best learning rate below the edge."""
+    sensitive = [r for r in table if r["edge_sensitive"]]
+    margin = overall_verdict([r["margin_verdict"] for r in table])
+    lines = [f"{r['activation']} H={r['hidden_layers']} ({r['verdict']}): {_edge_text(r)}" for r in table]
+    res.add(claim(f"{NAME}.edge_robust", "Every cell's verdict is resolved beyond the learning-rate grid: it does not "
+                  "hinge on a rule's best lr being at its stability edge (the largest lr before one at which some seed "
+                  "diverges, where the machine's rounding can decide divergence)",
+                  "every cell's verdict unchanged when each rule whose best lr is at its edge takes its best lr below "
+                  "the edge instead (one rule at a time and both)",
+                  f"overall with every edge moved one grid value down: {margin}. " + "; ".join(lines),
+                  not sensitive, category="finding"))
 
 
 def plot(res: Results) -> dict:
