@@ -2,6 +2,7 @@
 an interruption, atomic outputs, and the report built from saved results."""
 
 import json
+import os
 
 import pytest
 
@@ -500,3 +501,29 @@ def test_a_worker_that_dies_is_reported_instead_of_waited_for(tmp_path):
         list(parallel.run_in_workers([("fig3", _KillsItsWorker())], str(tmp_path), quick=True, workers=2))
     with pytest.raises(ValueError, match="cannot be sent to a worker"):
         list(parallel.run_in_workers([("fig3", lambda: None)], str(tmp_path), quick=True, workers=2))
+
+
+def test_the_command_keeps_a_persistent_compilation_cache(monkeypatch, tmp_path):
+    import jax
+
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "chosen"))
+    assert cli.compile_cache_dir() == str(tmp_path / "chosen")  # the user's folder
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "")
+    assert cli.compile_cache_dir() is None  # empty: off
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cli.compile_cache_dir() == str(tmp_path / "xdg" / "pclandscape" / "xla")
+    assert (tmp_path / "xdg" / "pclandscape" / "xla").is_dir()
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))  # cannot hold a folder: no cache, no error
+    assert cli.compile_cache_dir() is None
+    # the command turns it on for itself and, through the environment, for the processes it starts
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    before = jax.config.jax_compilation_cache_dir, jax.config.jax_compilation_cache_max_size
+    try:
+        cli._use_compile_cache()
+        path = str(tmp_path / "xdg" / "pclandscape" / "xla")
+        assert os.environ["JAX_COMPILATION_CACHE_DIR"] == path == jax.config.jax_compilation_cache_dir
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before[0])
+        jax.config.update("jax_compilation_cache_max_size", before[1])

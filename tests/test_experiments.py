@@ -74,6 +74,15 @@ def test_quick_config_shrunk_passes_its_paper_claims(name):
     assert not failed, "\n".join(failed)
     for c in res.claims:
         assert c.statement and c.expected and c.measured and c.category in ("paper", "finding", "skipped")
+    if name == "fair":  # the stored run (as results.json holds it) recomputes to the same cells
+        import json
+
+        from pclandscape.experiments import fair
+
+        stored = json.loads(json.dumps({"config": dataclasses.asdict(cfg), "series": res.series}, default=str))
+        again = fair.recompute_cells(stored)
+        keys = ("verdict", "ratio", "ratio_lo", "ratio_hi", "edge_sensitive", "margin_verdict", "edge_alternatives")
+        assert [{k: r[k] for k in keys} for r in again] == [{k: r[k] for k in keys} for r in res.series["table"]]
     figs = mod.plot(res)
     assert figs
     for fig in figs.values():

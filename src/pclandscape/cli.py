@@ -358,12 +358,50 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_CACHE_MAX_BYTES = 4 << 30
+
+
+def compile_cache_dir() -> str | None:
+    """The persistent XLA compilation cache of the ``pclandscape`` command, or None when off.
+
+    ``$JAX_COMPILATION_CACHE_DIR`` when set (empty: off), else
+    ``$XDG_CACHE_HOME/pclandscape/xla`` (``~/.cache/pclandscape/xla``), None where that
+    folder cannot be created or written."""
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return os.environ["JAX_COMPILATION_CACHE_DIR"] or None
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = os.path.join(root, "pclandscape", "xla")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return None
+    return path if os.access(path, os.W_OK) else None
+
+
+def _use_compile_cache() -> None:
+    """Turn the persistent compilation cache on for this process and the ones it starts
+    (``reproduce --jobs`` workers and Ray sweep workers inherit the environment): a program
+    that took over a second to compile (same code, shapes and JAX version) is loaded from disk
+    by every later run instead of compiled again. The cache is capped at 4 GiB (least
+    recently used entries go first)."""
+    path = compile_cache_dir()
+    if path is None:
+        return
+    import jax
+
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+    jax.config.update("jax_compilation_cache_dir", path)
+    if jax.config.jax_compilation_cache_max_size == -1:
+        jax.config.update("jax_compilation_cache_max_size", _CACHE_MAX_BYTES)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    _use_compile_cache()
     try:
         return args.func(args)
     except UsageError as e:
