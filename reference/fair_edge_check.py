@@ -2,8 +2,8 @@
 
 Recomputes every cell of a stored ``fair`` run from its stored escape steps and divergences
 (``pclandscape.experiments.fair.recompute_cells``; it refuses a run whose stored verdicts the
-current rules do not reproduce) and prints each cell's edge check and the overall verdict with
-every edge moved one grid value down. Runs made before the check was added (reference/tanh/fair)
+current rules do not reproduce) and prints each cell's edge check, the overall verdict with
+every edge moved one grid value down, and the two rules at equal learning rates. Runs made before the check was added (reference/tanh/fair)
 are reanalysed this way without rerunning them.
 """
 
@@ -21,9 +21,13 @@ def main(paths):
         print(f"{path}: verdict {fair.overall_verdict([r['verdict'] for r in rows])}; edge check "
               f"{'YES (robust)' if robust else 'NO (edge-sensitive)'}; with every edge moved down: {margin}")
         for r in rows:
-            print(f"  {r['activation']} H={r['hidden_layers']}: {r['verdict']}; {fair._edge_cell(r)}")
+            print(f"  {r['activation']} H={r['hidden_layers']}: {r['verdict']}; {fair.edge_cell(r)}")
         for line in lines:
             print(f"    {line}")
+        print("  at equal learning rates (BP/PC median escape steps where both rules are stable and escape):")
+        for r in rows:
+            print(f"    {r['activation']} H={r['hidden_layers']}: largest stable lr BP {fair.largest_stable_lr(r, 'bp')}, "
+                  f"PC {fair.largest_stable_lr(r, 'pc')}; " + ", ".join(f"{lr:g}: {q:.2f}" for lr, q in fair.equal_lr_ratios(r)))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pclandscape.experiments.fair import (Config, _cell, at_stability_edge, below_edge, best_lr, cell_verdict,
-                                          overall_verdict, ratio_interval)
+                                          equal_lr_ratios, largest_stable_lr, overall_verdict, ratio_interval)
 
 
 def test_best_lr_skips_diverged_and_takes_the_smallest_median():
@@ -99,3 +99,14 @@ def test_edge_check_recomputes_the_cell_below_each_rules_stability_edge():
     row = _cell(cfg2, "linear", 2, {"bp": bp2, "pc": pc2})
     assert not row["bp_at_edge"] and not row["pc_at_edge"] and row["edge_alternatives"] == []
     assert not row["edge_sensitive"] and row["margin_verdict"] == row["verdict"] == "PC faster"
+
+
+def test_equal_learning_rate_ratios_and_the_largest_stable_lr():
+    ok, never = [False] * 3, [None] * 3
+    row = {"lrs": [0.01, 0.1, 1.0, 10.0],
+           "bp_escapes": [never, [40, 44, 42], [16, 17, 18], never], "bp_diverged": [ok, ok, ok, [True] * 3],
+           "pc_escapes": [[90, 100, 95], [20, 21, 23], [None, 5, 5], never], "pc_diverged": [ok, ok, ok, [False, True, False]]}
+    # 0.01: BP never escapes; 1.0: a PC seed never escapes; 10: both diverge -> only lr 0.1 compares
+    assert equal_lr_ratios(row) == [(0.1, pytest.approx(42 / 21))]
+    assert largest_stable_lr(row, "bp") == largest_stable_lr(row, "pc") == 1.0
+    assert largest_stable_lr(dict(row, bp_diverged=[[True] * 3] * 4), "bp") is None

@@ -212,6 +212,7 @@ def run(cfg: Config, progress=None) -> Results:
     res.series["table"] = table
     res.series["max_inference_residual"] = residual
     res.tables.append(_results_table(cfg, table, ds.name))
+    res.tables.append(_equal_lr_table(cfg, table))
     _claims(cfg, res, table, cells, residual)
     return res
 
@@ -296,7 +297,7 @@ def _results_table(cfg, table, data) -> dict:
     rows = [[r["activation"], str(r["hidden_layers"]), fmt(r["bp_best_lr"]), _fmt_times(r["bp_at_best"], cfg.max_steps),
              fmt(r["pc_best_lr"]), _fmt_times(r["pc_at_best"], cfg.max_steps),
              f"{rel.get(r['bound'], '? ')}{r['ratio']:.2f} [{r['ratio_lo']:.2f}, {r['ratio_hi']:.2f}]", r["verdict"],
-             _edge_cell(r)]
+             edge_cell(r)]
             for r in table]
     return {"title": f"Fair comparison on {data}, width {cfg.width}, {len(cfg.seeds)} seeds, {cfg.max_steps} steps "
                      f"(escape steps per seed at each rule's best lr; >= n: never escaped in n steps)",
@@ -305,7 +306,37 @@ def _results_table(cfg, table, data) -> dict:
             "rows": rows}
 
 
-def _edge_cell(r) -> str:
+def equal_lr_ratios(row) -> list[tuple[float, float]]:
+    """``(lr, BP/PC ratio of the median escape steps)`` at every learning rate of a cell where
+    no seed of either rule diverged and every seed of both escaped: the two rules compared step
+    for step at the same learning rate (descriptive; the verdict compares each rule at its best)."""
+    out = []
+    for i, lr in enumerate(row["lrs"]):
+        esc = [row["bp_escapes"][i], row["pc_escapes"][i]]
+        if any(row["bp_diverged"][i]) or any(row["pc_diverged"][i]) or any(e is None for ts in esc for e in ts):
+            continue
+        out.append((lr, float(np.median(esc[0]) / np.median(esc[1]))))
+    return out
+
+
+def largest_stable_lr(row, rule) -> float | None:
+    """The largest learning rate of the grid at which no seed of ``rule`` diverged."""
+    ok = [lr for lr, div in zip(row["lrs"], row[f"{rule}_diverged"]) if not any(div)]
+    return max(ok) if ok else None
+
+
+def _equal_lr_table(cfg, table) -> dict:
+    """Descriptive: each rule's largest stable learning rate, and BP/PC at equal learning rates."""
+    rows = [[r["activation"], str(r["hidden_layers"]), fmt(largest_stable_lr(r, "bp")), fmt(largest_stable_lr(r, "pc")),
+             ", ".join(f"{fmt(lr)}: {q:.2f}" for lr, q in equal_lr_ratios(r)) or "-"] for r in table]
+    return {"title": "The two rules at equal learning rates (descriptive, no verdict): each rule's largest learning "
+                     "rate without a diverging seed, and BP/PC median escape steps at every learning rate where "
+                     "both rules are stable and every seed escapes (> 1: PC sooner)",
+            "columns": ["activation", "H", "BP largest stable lr", "PC largest stable lr", "lr: BP/PC"],
+            "rows": rows}
+
+
+def edge_cell(r) -> str:
     """The edge check of one cell for the table: which rule's best lr is at its stability edge,
     and the verdicts with it moved below."""
     at = [rule.upper() for rule in ("bp", "pc") if r[f"{rule}_at_edge"]]
