@@ -527,3 +527,20 @@ def test_the_command_keeps_a_persistent_compilation_cache(monkeypatch, tmp_path)
     finally:
         jax.config.update("jax_compilation_cache_dir", before[0])
         jax.config.update("jax_compilation_cache_max_size", before[1])
+
+
+def test_progress_in_a_log_is_one_line_per_tenth_when_asked(monkeypatch, capsys):
+    from pclandscape._progress import Progress, progress_enabled
+
+    for env, expected in (("1", True), ("0", False), ("", False)):  # stderr is captured: not a terminal
+        monkeypatch.setenv("PCLANDSCAPE_PROGRESS", env)
+        assert progress_enabled(None) is expected
+    assert progress_enabled(True) and not progress_enabled(False)
+    monkeypatch.setenv("PCLANDSCAPE_PROGRESS", "1")
+    bar = Progress(40, desc="work")
+    for _ in range(40):
+        bar.update(1)
+    lines = capsys.readouterr().err.splitlines()
+    # the first update (it started), then one line as each tenth is reached
+    assert len(lines) == 11 and all(line.startswith("work [") for line in lines)
+    assert [line.split()[2] for line in lines] == ["1/40"] + [f"{4 * k}/40" for k in range(1, 11)]

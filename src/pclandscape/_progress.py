@@ -16,11 +16,13 @@ from ._interrupt import raise_if_requested
 
 
 def progress_enabled(progress: bool | None) -> bool:
-    """Resolve ``progress=None`` to: on when stderr is a terminal and ``PCLANDSCAPE_PROGRESS`` != 0."""
+    """Resolve ``progress=None`` by ``PCLANDSCAPE_PROGRESS``: ``1`` on (a log then gets a line per
+    tenth of the work), ``0`` off, unset: on when stderr is a terminal."""
     if progress is not None:
         return bool(progress)
-    if os.environ.get("PCLANDSCAPE_PROGRESS", "") == "0":
-        return False
+    env = os.environ.get("PCLANDSCAPE_PROGRESS", "")
+    if env in ("0", "1"):
+        return env == "1"
     return sys.stderr.isatty()
 
 
