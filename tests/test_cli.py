@@ -524,6 +524,12 @@ def test_the_command_keeps_a_persistent_compilation_cache(monkeypatch, tmp_path)
         cli._use_compile_cache()
         path = str(tmp_path / "xdg" / "pclandscape" / "xla")
         assert os.environ["JAX_COMPILATION_CACHE_DIR"] == path == jax.config.jax_compilation_cache_dir
+        assert jax.config.jax_compilation_cache_max_size == 4 << 30  # our own folder is capped
+        jax.config.update("jax_compilation_cache_max_size", before[1])
+        monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "chosen"))
+        cli._use_compile_cache()  # a folder the user chose is left uncapped
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "chosen")
+        assert jax.config.jax_compilation_cache_max_size == before[1]
     finally:
         jax.config.update("jax_compilation_cache_dir", before[0])
         jax.config.update("jax_compilation_cache_max_size", before[1])

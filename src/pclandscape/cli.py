@@ -382,8 +382,10 @@ def _use_compile_cache() -> None:
     """Turn the persistent compilation cache on for this process and the ones it starts
     (``reproduce --jobs`` workers and Ray sweep workers inherit the environment): a program
     that took over a second to compile (same code, shapes and JAX version) is loaded from disk
-    by every later run instead of compiled again. The cache is capped at 4 GiB (least
-    recently used entries go first)."""
+    by every later run instead of compiled again. The default folder is capped at 4 GiB
+    (least recently used entries go first); a folder chosen by ``JAX_COMPILATION_CACHE_DIR`` is
+    left as JAX's settings have it."""
+    chosen = "JAX_COMPILATION_CACHE_DIR" in os.environ
     path = compile_cache_dir()
     if path is None:
         return
@@ -391,7 +393,9 @@ def _use_compile_cache() -> None:
 
     os.environ["JAX_COMPILATION_CACHE_DIR"] = path
     jax.config.update("jax_compilation_cache_dir", path)
-    if jax.config.jax_compilation_cache_max_size == -1:
+    # the cap (JAX's LRU bookkeeping) on our own folder only: a folder the user chose may be
+    # shared with processes that keep no such bookkeeping (JAX then warns on every eviction)
+    if not chosen and jax.config.jax_compilation_cache_max_size == -1:
         jax.config.update("jax_compilation_cache_max_size", _CACHE_MAX_BYTES)
 
 
