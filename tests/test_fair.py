@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from pclandscape.experiments.fair import (Config, _cell, at_stability_edge, below_edge, best_lr, cell_verdict,
-                                          equal_lr_ratios, largest_stable_lr, overall_verdict, ratio_interval)
+                                          edge_summary, equal_lr_ratios, largest_stable_lr, overall_verdict,
+                                          ratio_interval, recompute_cells)
 
 
 def test_best_lr_skips_diverged_and_takes_the_smallest_median():
@@ -92,6 +93,14 @@ def test_edge_check_recomputes_the_cell_below_each_rules_stability_edge():
         (0.1, 1.0): "PC faster", (1.0, 0.1): "BP faster", (0.1, 0.1): "BP faster"}
     assert alts[(1.0, 0.1)]["ratio"] == pytest.approx(17 / 46) and alts[(0.1, 0.1)]["ratio"] == pytest.approx(42 / 46)
     assert row["edge_sensitive"] and row["margin_verdict"] == "BP faster"
+    robust, margin, lines = edge_summary([row])
+    assert not robust and margin == "NOT SUPPORTED" and lines[0].startswith("linear H=2 (PC faster): BP and PC at the edge")
+    # a stored run recomputes to the same cell; one decided by other rules is refused
+    stored = {"config": {"seeds": [0, 1, 2], "lrs": list(cfg.lrs), "max_steps": 1000, "n_boot": 500},
+              "series": {"table": [row]}}
+    assert recompute_cells(stored)[0]["edge_alternatives"] == row["edge_alternatives"]
+    with pytest.raises(ValueError, match="differs from its recomputation in \\['verdict'\\]"):
+        recompute_cells({**stored, "series": {"table": [dict(row, verdict="BP faster")]}})
     # one more stable grid value above each best: no edge, nothing recomputed
     bp2 = (bp[0][:3] + [[30, 30, 30]] + [never], bp[1][:3] + [ok, [True] * 3])
     pc2 = (pc[0][:3] + [[20, 20, 20]] + [never], pc[1][:3] + [ok, [True] * 3])

@@ -259,7 +259,7 @@ def _cell(cfg, act, h, out) -> dict:
         b = best[rule] = best_lr(cfg.lrs, esc, div, budget)
         row[f"{rule}_escapes"] = esc
         row[f"{rule}_diverged"] = div
-        row[f"{rule}_best_lr"] = None if b is None else cfg.lrs[b]
+        row[f"{rule}_best_lr"] = _lr_at(cfg.lrs, b)
         row[f"{rule}_at_best"] = _escapes_at(esc, b, len(cfg.seeds))
         row[f"{rule}_diverges_at_top"] = any(div[-1])
         row[f"{rule}_at_edge"] = at_stability_edge(div, b)
@@ -268,21 +268,24 @@ def _cell(cfg, act, h, out) -> dict:
     row.update(compare(row["bp_at_best"], row["pc_at_best"], budget, cfg.n_boot))
     # the edge check: every rule at its stability edge moved to its best learning rate below it,
     # one rule at a time and both together
-    choices = {r: [best[r]] + ([below[r]] if below[r] is not None else []) for r in ("bp", "pc")}
-    alts = []
-    for i_bp in choices["bp"]:
-        for i_pc in choices["pc"]:
-            if (i_bp, i_pc) == (best["bp"], best["pc"]):
-                continue
-            c = compare(*(_escapes_at(out[r][0], i, len(cfg.seeds)) for r, i in (("bp", i_bp), ("pc", i_pc))),
-                        budget, cfg.n_boot)
-            alts.append(dict(c, bp_lr=None if i_bp is None else cfg.lrs[i_bp], pc_lr=None if i_pc is None else cfg.lrs[i_pc]))
-    row["edge_alternatives"] = alts
-    row["edge_sensitive"] = any(a["verdict"] != row["verdict"] for a in alts)
+    moved = {r: best[r] if below[r] is None else below[r] for r in ("bp", "pc")}
+    alts = {}
+    for i_bp in dict.fromkeys((best["bp"], moved["bp"])):
+        for i_pc in dict.fromkeys((best["pc"], moved["pc"])):
+            if (i_bp, i_pc) != (best["bp"], best["pc"]):
+                c = compare(_escapes_at(out["bp"][0], i_bp, len(cfg.seeds)),
+                            _escapes_at(out["pc"][0], i_pc, len(cfg.seeds)), budget, cfg.n_boot)
+                alts[i_bp, i_pc] = dict(c, bp_lr=_lr_at(cfg.lrs, i_bp), pc_lr=_lr_at(cfg.lrs, i_pc))
+    row["edge_alternatives"] = list(alts.values())
+    row["edge_sensitive"] = any(a["verdict"] != row["verdict"] for a in alts.values())
     # every edge moved: the cell's verdict with a one-grid-step margin below each rule's edge
-    row["margin_verdict"] = alts[-1]["verdict"] if alts and all(below[r] is not None or not row[f"{r}_at_edge"]
-                                                                   for r in ("bp", "pc")) else row["verdict"]
+    row["margin_verdict"] = alts.get((moved["bp"], moved["pc"]), row)["verdict"]
     return row
+
+
+def _lr_at(lrs, i):
+    """The learning rate at grid index ``i`` (None: the rule has no best lr)."""
+    return None if i is None else lrs[i]
 
 
 def _escapes_at(esc, i, n_seed):
@@ -336,10 +339,15 @@ def _equal_lr_table(cfg, table) -> dict:
             "rows": rows}
 
 
+def _at_edge(r) -> list[str]:
+    """The rules ("BP", "PC") of a cell whose best lr is at their stability edge."""
+    return [rule.upper() for rule in ("bp", "pc") if r[f"{rule}_at_edge"]]
+
+
 def edge_cell(r) -> str:
     """The edge check of one cell for the table: which rule's best lr is at its stability edge,
     and the verdicts with it moved below."""
-    at = [rule.upper() for rule in ("bp", "pc") if r[f"{rule}_at_edge"]]
+    at = _at_edge(r)
     if not at:
         return "no edge"
     moved = ", ".join(sorted({a["verdict"] for a in r["edge_alternatives"]}))
@@ -390,7 +398,7 @@ def _claims(cfg, res, table, cells, residual):
 
 def _edge_text(r) -> str:
     """One cell's edge check in words."""
-    at = [rule.upper() for rule in ("bp", "pc") if r[f"{rule}_at_edge"]]
+    at = _at_edge(r)
     if not at:
         return "no best lr at a stability edge"
     alts = "; ".join(f"BP lr {fmt(a['bp_lr'])}, PC lr {fmt(a['pc_lr'])}: {a['ratio']:.2f} [{a['ratio_lo']:.2f}, "
