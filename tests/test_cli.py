@@ -503,6 +503,53 @@ def test_a_worker_that_dies_is_reported_instead_of_waited_for(tmp_path):
         list(parallel.run_in_workers([("fig3", lambda: None)], str(tmp_path), quick=True, workers=2))
 
 
+class _RecordsItsCpus:
+    """A config whose unpickling, in the worker, writes the CPUs the worker may run on into
+    ``folder``; it is then fig3's config with ``seeds=()``, which the experiment refuses (an
+    error event, before any compute)."""
+
+    def __init__(self, folder):
+        self.folder = str(folder)
+
+    def __reduce__(self):
+        record = (f"__import__('pathlib').Path({self.folder!r}, str(__import__('os').getpid()))"
+                  ".write_text(','.join(map(str, sorted(__import__('os').sched_getaffinity(0)))))")
+        config = "__import__('pclandscape.experiments.fig3', fromlist=['Config']).Config(seeds=())"
+        return eval, (f"({record}, {config})[1]",)
+
+
+def test_workers_are_bound_to_disjoint_shares_of_the_cpus(monkeypatch, tmp_path):
+    """``reproduce --jobs N`` binds worker i to every N-th CPU from the i-th (one each, round
+    robin, when there are fewer CPUs than workers), so that the workers' XLA thread pools do
+    not compete for the same cores."""
+    import os
+
+    from pclandscape.experiments import parallel
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 5}, raising=False)
+    assert parallel._cpu_shares(2) == [{0, 2, 5}, {1, 3}]
+    assert parallel._cpu_shares(1) == [{0, 1, 2, 3, 5}]
+    assert parallel._cpu_shares(7) == [{0}, {1}, {2}, {3}, {5}, {0}, {1}]
+    monkeypatch.undo()
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("this platform cannot bind processes to CPUs")
+    shares = parallel._cpu_shares(2)
+    jobs = [("fig3", _RecordsItsCpus(tmp_path)) for _ in range(2)]
+    events = list(parallel.run_in_workers(jobs, str(tmp_path / "out"), quick=True, workers=2))
+    assert [kind for kind, _, _ in events].count("error") == 2
+    recorded = [{int(c) for c in f.read_text().split(",")} for f in tmp_path.iterdir() if f.is_file()]
+    assert recorded and all(cpus in shares for cpus in recorded), (recorded, shares)
+    assert all(cpus != set(os.sched_getaffinity(0)) for cpus in recorded) or len(os.sched_getaffinity(0)) == 1
+
+
+def test_reproduce_hands_out_the_longest_experiments_first():
+    """The scheduling hint covers every experiment, and ``fair`` and ``mupc`` (the longest quick
+    runs) go to the workers first."""
+    assert set(runner.COST_HINT_S) == set(runner.EXPERIMENTS)
+    order = sorted(runner.EXPERIMENTS, key=lambda n: -runner.COST_HINT_S[n])
+    assert order[:2] == ["mupc", "fair"] or order[:2] == ["fair", "mupc"]
+
+
 def test_the_command_keeps_a_persistent_compilation_cache(monkeypatch, tmp_path):
     import jax
 

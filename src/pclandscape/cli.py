@@ -142,6 +142,7 @@ def _run_many(todo, args, bar) -> None:
     from .experiments import runner
     from .experiments.parallel import WorkerError, run_in_workers
 
+    todo = sorted(todo, key=lambda job: -runner.COST_HINT_S.get(job[0], 0))  # longest first
     print(f"running {len(todo)} experiments in {min(args.jobs, len(todo))} worker processes", flush=True)
     try:
         for kind, name, text in run_in_workers(todo, args.out, quick=args.quick, workers=args.jobs):
