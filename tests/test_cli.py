@@ -542,12 +542,26 @@ def test_workers_are_bound_to_disjoint_shares_of_the_cpus(monkeypatch, tmp_path)
     assert all(cpus != set(os.sched_getaffinity(0)) for cpus in recorded) or len(os.sched_getaffinity(0)) == 1
 
 
-def test_reproduce_hands_out_the_longest_experiments_first():
-    """The scheduling hint covers every experiment, and ``fair`` and ``mupc`` (the longest quick
-    runs) go to the workers first."""
+def test_reproduce_hands_out_the_longest_experiments_first(monkeypatch, tmp_path):
+    """``reproduce --jobs N`` gives its workers the experiments in decreasing order of their
+    cost hint (``mupc``, the longest quick run, first); one process keeps the registry order."""
+    import types
+
+    from pclandscape.experiments import parallel
+
     assert set(runner.COST_HINT_S) == set(runner.EXPERIMENTS)
-    order = sorted(runner.EXPERIMENTS, key=lambda n: -runner.COST_HINT_S[n])
-    assert order[:2] == ["mupc", "fair"] or order[:2] == ["fair", "mupc"]
+    handed = []
+
+    def fake_workers(jobs, out, *, quick, workers):
+        handed.extend(name for name, _ in jobs)
+        return iter(())
+
+    monkeypatch.setattr(parallel, "run_in_workers", fake_workers)
+    args = types.SimpleNamespace(jobs=2, quick=True, out=str(tmp_path))
+    cli._run_many([(name, None) for name in runner.EXPERIMENTS], args, bar=None)
+    assert handed[0] == "mupc" and sorted(handed) == sorted(runner.EXPERIMENTS)
+    hints = [runner.COST_HINT_S[name] for name in handed]
+    assert hints == sorted(hints, reverse=True)
 
 
 def test_the_command_keeps_a_persistent_compilation_cache(monkeypatch, tmp_path):

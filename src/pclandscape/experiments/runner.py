@@ -39,12 +39,12 @@ __all__ = [
 
 EXPERIMENTS = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig9_10", "fig12", "fair", "mupc")
 
-# Wall seconds of each quick config on one core of a 2-core CPU (beside another experiment, as
-# `reproduce --jobs 2` runs them). Only a scheduling hint: `reproduce --jobs N` hands the
-# experiments to its workers longest first, so that the longest does not start last (a greedy
-# longest-first schedule ends within 4/3 of the shortest possible).
-COST_HINT_S = {"fig1": 77, "fig2": 27, "fig3": 35, "fig4": 85, "fig5": 88, "fig6": 118, "fig9_10": 96,
-               "fig12": 8, "fair": 120, "mupc": 233}
+# Wall seconds of each quick config on one core of a 2-core CPU, beside another experiment on
+# the other core (`make demo`, 2026-12-02). Only a scheduling hint: `reproduce --jobs N` hands
+# the experiments to its workers longest first, so that the longest does not start last (a
+# greedy longest-first schedule ends within 4/3 of the shortest possible).
+COST_HINT_S = {"fig1": 64, "fig2": 27, "fig3": 27, "fig4": 66, "fig5": 96, "fig6": 94, "fig9_10": 93,
+               "fig12": 24, "fair": 93, "mupc": 206}
 
 
 def get(name: str):
