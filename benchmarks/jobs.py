@@ -1,11 +1,13 @@
 """Wall time of ``pclandscape reproduce --quick`` with the experiments one after another
-(``--jobs 1``) and two at a time in worker processes (``--jobs 2``), side by side.
+(``--jobs 1``) and two at a time in worker processes (``--jobs 2``, each worker bound to its
+own share of the CPUs, as by default, and unbound: ``PCLANDSCAPE_BIND_WORKERS=0``), side by side.
 
 Each timed run is a fresh ``pclandscape reproduce --quick --force --only LIST --jobs N`` into
-its own temporary folder (compilation included, as a user sees it); the two settings
-alternate, ``--repeats`` times each, and the script prints the median wall time of each and
-their ratio. It also checks that both settings wrote the same claims (id, measured value,
-verdict) for every experiment.
+its own temporary folder, with the persistent compilation cache off (compilation included, as
+a user sees it on a fresh machine); the three settings alternate, ``--repeats`` times each,
+and the script prints the median wall time of each and their ratios to ``--jobs 1``. It also
+checks that every setting wrote the same claims (id, measured value, verdict) for every
+experiment.
 
     python benchmarks/jobs.py [--only fig1,fig3,fig4,fig12] [--repeats 1]
 """
@@ -23,11 +25,17 @@ import time
 from pathlib import Path
 
 
-def _run(names: str, jobs: int, out: Path) -> float:
+# label: (--jobs, PCLANDSCAPE_BIND_WORKERS)
+_SETTINGS = {"1": (1, "1"), "2 bound": (2, "1"), "2 unbound": (2, "0")}
+
+
+def _run(names: str, setting: str, out: Path) -> float:
+    jobs, bind = _SETTINGS[setting]
     cmd = [sys.executable, "-m", "pclandscape", "reproduce", "--quick", "--force", "--exit-zero", "--only", names,
            "--out", str(out), "--jobs", str(jobs)]
+    env = {**os.environ, "PCLANDSCAPE_PROGRESS": "0", "JAX_COMPILATION_CACHE_DIR": "", "PCLANDSCAPE_BIND_WORKERS": bind}
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "PCLANDSCAPE_PROGRESS": "0"})
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
     return time.perf_counter() - start
 
 
@@ -42,21 +50,22 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=1)
     args = p.parse_args(argv)
     names = [n for n in args.only.split(",") if n]
-    times = {1: [], 2: []}
+    times = {s: [] for s in _SETTINGS}
     claims = {}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
-            for jobs in (1, 2):
-                out = Path(tmp) / f"jobs{jobs}_{r}"
-                times[jobs].append(_run(args.only, jobs, out))
-                claims[jobs] = _claims(out, names)
-    one, two = statistics.median(times[1]), statistics.median(times[2])
-    print(f"# pclandscape reproduce --quick --only {args.only}, {os.cpu_count()} CPU cores, median of {args.repeats}")
-    print(f"{'--jobs':>7} {'wall (s)':>9}")
-    print(f"{1:>7} {one:>9.1f}")
-    print(f"{2:>7} {two:>9.1f}")
-    print(f"ratio jobs 2 / jobs 1: {two / one:.2f}")
-    print(f"same claims (id, measured, verdict) in both: {claims[1] == claims[2]}")
+            for k, setting in enumerate(_SETTINGS):
+                out = Path(tmp) / f"setting{k}_{r}"
+                times[setting].append(_run(args.only, setting, out))
+                claims[setting] = _claims(out, names)
+    med = {s: statistics.median(t) for s, t in times.items()}
+    print(f"# pclandscape reproduce --quick --only {args.only}, {os.cpu_count()} CPU cores, compilation cache off, "
+          f"median of {args.repeats}")
+    print(f"{'--jobs':>10} {'wall (s)':>9} {'/ jobs 1':>9}")
+    for s, t in med.items():
+        print(f"{s:>10} {t:>9.1f} {t / med['1']:>9.2f}")
+    same = all(c == claims["1"] for c in claims.values())
+    print(f"same claims (id, measured, verdict) in every setting: {same}")
 
 
 if __name__ == "__main__":

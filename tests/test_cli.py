@@ -530,6 +530,8 @@ def test_workers_are_bound_to_disjoint_shares_of_the_cpus(monkeypatch, tmp_path)
     assert parallel._cpu_shares(2) == [{0, 2, 5}, {1, 3}]
     assert parallel._cpu_shares(1) == [{0, 1, 2, 3, 5}]
     assert parallel._cpu_shares(7) == [{0}, {1}, {2}, {3}, {5}, {0}, {1}]
+    monkeypatch.setenv("PCLANDSCAPE_BIND_WORKERS", "0")
+    assert parallel._cpu_shares(2) is None
     monkeypatch.undo()
     if not hasattr(os, "sched_getaffinity"):
         pytest.skip("this platform cannot bind processes to CPUs")

@@ -8,7 +8,7 @@ and reports back; the parent reads the results from ``out/NAME/results.json``.
 
 Each worker is bound to its own share of the CPUs the parent may use (``os.sched_setaffinity``:
 worker ``i`` of ``n`` gets every ``n``-th one, from the ``i``-th; on a machine with fewer CPUs
-than workers they share). Unbound, each process's XLA thread pools spread over every core,
+than workers they share; ``PCLANDSCAPE_BIND_WORKERS=0`` leaves them unbound). Unbound, each process's XLA thread pools spread over every core,
 and on a 2-core CPU the quick ``fair`` experiment took 261 s beside ``mupc`` against 118 s
 bound to one core beside it (``mupc``: 246 s and 233 s).
 
@@ -72,9 +72,10 @@ def _serve(tasks, events, out: str, quick: bool) -> None:
 
 def _cpu_shares(n: int) -> list[set[int]] | None:
     """The CPUs of each of ``n`` workers: every ``n``-th of those this process may use, from the
-    ``i``-th (one each, shared round robin, when there are fewer than ``n``); ``None`` where the
-    platform cannot bind processes (not Linux)."""
-    if not hasattr(os, "sched_getaffinity"):
+    ``i``-th (one each, shared round robin, when there are fewer than ``n``); ``None`` (workers
+    not bound) where the platform cannot bind processes (not Linux) or
+    ``PCLANDSCAPE_BIND_WORKERS=0``."""
+    if not hasattr(os, "sched_getaffinity") or os.environ.get("PCLANDSCAPE_BIND_WORKERS", "") == "0":
         return None
     cpus = sorted(os.sched_getaffinity(0))
     return [set(cpus[i::n]) or {cpus[i % len(cpus)]} for i in range(n)]
