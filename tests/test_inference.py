@@ -45,13 +45,50 @@ def test_exact_linear_with_biases_is_stationary(x64, rng):
     assert float(eq.grad_norm) <= 1e-10
 
 
+@pytest.mark.parametrize("kind", ["biases", "mupc_residual", "ntp_precision"])
+def test_exact_linear_output_route_equals_block_tridiagonal_solve(x64, kind):
+    """The output-space route ((I + p G) e_L = r, d_y unknowns) and the block-tridiagonal solve
+    (n_1 + ... + n_H unknowns) reach the same activities to 1e-12, with and without missing
+    targets; each is stationary (||dF/dz|| at rounding level)."""
+    key = jax.random.key({"biases": 0, "mupc_residual": 1, "ntp_precision": 2}[kind])
+    widths = [5, 7, 7, 7, 3]
+    net = {"biases": lambda k: pcl.MLP(k, widths, "linear", use_bias=True, dtype=jnp.float64),
+           "mupc_residual": lambda k: pcl.MLP(k, widths, "linear", residual=True, param=pcl.MuPC(), dtype=jnp.float64),
+           "ntp_precision": lambda k: pcl.MLP(k, widths, "linear", param=pcl.NTP(), output_precision=3.0,
+                                              dtype=jnp.float64)}[kind](key)
+    if kind == "biases":  # non-zero biases, so that the offsets enter the forward pass and r
+        net = eqx.tree_at(lambda n: n.biases, net, tuple(0.3 + 0.0 * b for b in net.biases))
+    kx, ky = jax.random.split(jax.random.key(7))
+    x = jax.random.normal(kx, (6, 5), jnp.float64)
+    y = jax.random.normal(ky, (6, 3), jnp.float64)
+    for targets in (y, y.at[0, 1].set(jnp.nan).at[4, 0].set(jnp.nan).at[5].set(jnp.nan)):
+        a = pcl.infer(net, x, targets, pcl.ExactLinear(method="activity"))
+        b = pcl.infer(net, x, targets, pcl.ExactLinear(method="output"))
+        scale = max(float(jnp.max(jnp.abs(z))) for z in a.activities)
+        assert _max_diff(a.activities, b.activities) <= 1e-12 * scale
+        assert float(b.grad_norm) <= 1e-12 and float(a.grad_norm) <= 1e-12
+        assert float(b.energy) == pytest.approx(float(a.energy), rel=1e-12)
+    # the routes differ from the feedforward pass (the equilibrium is not trivially the start)
+    assert _max_diff(b.activities, net.feedforward(x)[:-1]) > 1e-3
+
+
+def test_exact_linear_auto_route_and_bad_method():
+    from pclandscape.inference._exact import _output_space_is_cheaper
+
+    ws = lambda widths: [jnp.zeros((o, i)) for i, o in zip(widths[:-1], widths[1:])]  # noqa: E731
+    assert _output_space_is_cheaper(ws([784, 500, 500, 10]))
+    assert not _output_space_is_cheaper(ws([3, 4, 8, 6]))  # d_y = 6 > the first hidden width 4
+    with pytest.raises(ValueError, match="method='qr' is not known"):
+        pcl.ExactLinear(method="qr")
+
+
 @pytest.mark.parametrize("n_hidden", [1, 2, 5, 10])
 def test_theorem1_exact_equilibrium_equals_closed_form(x64, n_hidden):
     rng = np.random.default_rng(100 + n_hidden)
     widths = [int(w) for w in rng.integers(2, 9, size=n_hidden + 2)]
     ws, x, y = random_linear_problem(rng, widths, n=int(rng.integers(3, 20)))
     net = pcl.MLP.from_weights(ws)
-    eq = pcl.infer(net, jnp.asarray(x), jnp.asarray(y), pcl.ExactLinear())
+    eq = pcl.infer(net, jnp.asarray(x), jnp.asarray(y), pcl.ExactLinear(method="activity"))
     closed = pcl.theory.equilibrated_energy(ws, jnp.asarray(x), jnp.asarray(y))
     assert float(eq.grad_norm) <= 1e-10
     assert float(eq.energy) == pytest.approx(float(closed), rel=1e-10)
@@ -65,7 +102,7 @@ def test_pc_weight_gradient_at_equilibrium_is_gradient_of_closed_form(x64, rng):
         ws, x, y = random_linear_problem(rng, widths, n=9)
         x, y = jnp.asarray(x), jnp.asarray(y)
         net = pcl.MLP.from_weights(ws)
-        z = pcl.infer(net, x, y, pcl.ExactLinear()).activities
+        z = pcl.infer(net, x, y, pcl.ExactLinear(method="activity")).activities
         pc_grad = jax.grad(lambda w: pcl.pc_energy(net.with_weights(w), z, x, y))(tuple(pcl.weights(net)))
         th_grad = jax.grad(pcl.theory.equilibrated_energy)(tuple(jnp.asarray(w) for w in ws), x, y)
         for a, b in zip(pc_grad, th_grad):

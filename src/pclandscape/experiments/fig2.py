@@ -111,7 +111,7 @@ def run(cfg: Config, progress=None) -> Results:
         span = 2.0 if tag == "chain_H2" else 1.0
         net0 = pcl.MLP(None, widths, "linear", init="zeros")
         loss_fn = lambda w: pcl.mse_loss(net0.with_weights(w), xb, yb)
-        energy_fn = lambda w: pcl.infer(net0.with_weights(w), xb, yb, pcl.ExactLinear()).energy
+        energy_fn = lambda w: pcl.infer(net0.with_weights(w), xb, yb, pcl.ExactLinear(method="activity")).energy
         sl = landscape.slice_2d(loss_fn, zeros, (d1, d2), span=span, resolution=cfg.resolution)
         se = landscape.slice_2d(energy_fn, zeros, (d1, d2), span=span, resolution=cfg.resolution)
         res.arrays[f"{tag}_grid"] = sl.alphas

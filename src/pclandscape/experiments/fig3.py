@@ -53,7 +53,7 @@ def _hessians(widths, x, y, cfg):
     net = pcl.MLP(None, widths, "linear", init="zeros", dtype=jnp.float64)
     return {
         "L": np.asarray(pcl.loss_hessian(net, x, y)),
-        "F_implicit": np.asarray(pcl.energy_hessian(net, x, y, pcl.Implicit(solver=pcl.ExactLinear()))),
+        "F_implicit": np.asarray(pcl.energy_hessian(net, x, y, pcl.Implicit(solver=pcl.ExactLinear(method="activity")))),
         "F_unrolled": np.asarray(
             pcl.energy_hessian(net, x, y, pcl.Unrolled(solver=pcl.Euler(dt=cfg.unrolled_dt, steps=cfg.unrolled_steps)))
         ),

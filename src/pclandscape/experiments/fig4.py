@@ -86,9 +86,9 @@ def run(cfg: Config, progress=None) -> Results:
                 if h > 1:  # from autodiff, not from a closed form
                     flat[f"{label}_H{h}"] = float(np.max(np.abs(h_l)))
                 del h_l
-                h_f = np.asarray(pcl.energy_hessian(net, x, y, pcl.Implicit(solver=pcl.ExactLinear())))
+                h_f = np.asarray(pcl.energy_hessian(net, x, y, pcl.Implicit(solver=pcl.ExactLinear(method="activity"))))
                 worst_f = max(worst_f, float(np.max(np.abs(h_f - np.asarray(theory.energy_hessian_at_origin(widths, x, y))))))
-                op = pcl.energy_hessian_operator(net, x, y, pcl.Implicit(solver=pcl.ExactLinear()))
+                op = pcl.energy_hessian_operator(net, x, y, pcl.Implicit(solver=pcl.ExactLinear(method="activity")))
                 ev, full = _spectrum(h_f, op, cfg.dense_spectrum_max_p)
                 del h_f
                 ev_th = np.asarray(theory.origin_spectrum(widths, x, y, "energy"))
@@ -118,7 +118,7 @@ def run(cfg: Config, progress=None) -> Results:
         for h in cfg.wide_depths:
             widths = [x.shape[1]] + [cfg.wide_width] * h + [y.shape[1]]
             net = pcl.MLP(None, widths, "linear", init="zeros", dtype=jnp.float64)
-            op = pcl.energy_hessian_operator(net, x, y, pcl.Implicit(solver=pcl.ExactLinear()))
+            op = pcl.energy_hessian_operator(net, x, y, pcl.Implicit(solver=pcl.ExactLinear(method="activity")))
             lz = pcl.lanczos(op, k=1, which="smallest")
             target = float(theory.origin_spectrum(widths, x, y, "energy")[0])
             wide[f"H{h}"] = (float(lz.eigenvalues[0]), target, op.size, lz.iterations)

@@ -81,14 +81,14 @@ def run(cfg: Config, progress=None) -> Results:
                 tag = f"{tag0}_H{h}"
                 f_star = lambda w: theory.equilibrated_energy(w, x, y)
                 g_theory = float(np.max(np.abs(np.asarray(pcl.gradient(f_star, saddle.weights)))))
-                z = pcl.infer(net, x, y, pcl.ExactLinear()).activities
+                z = pcl.infer(net, x, y, pcl.ExactLinear(method="activity")).activities
                 g_pc = jax.grad(lambda w: pcl.pc_energy(net.with_weights(w), z, x, y))(list(saddle.weights))
                 grads[tag] = max(g_theory, max(float(jnp.max(jnp.abs(g))) for g in g_pc))
-                op = pcl.energy_hessian_operator(net, x, y, pcl.Implicit(solver=pcl.ExactLinear()))
+                op = pcl.energy_hessian_operator(net, x, y, pcl.Implicit(solver=pcl.ExactLinear(method="activity")))
                 d = jnp.concatenate([a.reshape(-1) for a in saddle.direction])
                 curv[tag] = (float(d @ op.mv(d)), float(saddle.curvature))
                 if op.size <= cfg.dense_max:
-                    h_f = np.asarray(pcl.energy_hessian(net, x, y, pcl.Implicit(solver=pcl.ExactLinear())))
+                    h_f = np.asarray(pcl.energy_hessian(net, x, y, pcl.Implicit(solver=pcl.ExactLinear(method="activity"))))
                     ev = np.linalg.eigvalsh(h_f)
                     h_l = np.asarray(pcl.loss_hessian(net, x, y))
                     loss_zero[tag] = float(np.max(np.abs(h_l)))
