@@ -5,12 +5,16 @@ each member's gradient scale), BP and PC (``ExactLinear``), linear MLPs of width
 and ``--hidden`` hidden layers on MNIST-1D (generated, 40 inputs), batch 64, ``--steps`` steps.
 Printed, timed round-robin in one process (median of ``--repeats``, compilation excluded):
 
-* the grid, vmapped (``vectorize=True``) and mapped (``False``), seconds per call;
+* the grid, vmapped (``vectorize=True``) and mapped (``False``), seconds per call; PC with
+  ``ExactLinear()`` (``method="auto"``: the output-space route when ``d_y`` = 10 is below the
+  width) and, vmapped, with ``ExactLinear(method="activity")`` (the block-tridiagonal solve),
+  with their ratio;
 * the first batch of a run's shuffled index stream, drawing permutations for the epochs the
   run needs (``total_steps``) vs for 256 epochs (what ``train`` / ``train_many`` drew before
   they passed the run length), milliseconds per member.
 
     python benchmarks/lr_grid.py [--lrs 12] [--seeds 5] [--width 32] [--hidden 3] [--steps 400] [--repeats 3]
+    python benchmarks/lr_grid.py --width 500 --hidden 4 --steps 20   # the full-size fair grid's step
 """
 
 from __future__ import annotations
@@ -49,14 +53,19 @@ def main() -> None:
     opt = optax.sgd(1.0)
     print(f"device {device_name()}; {a.lrs} lrs x {a.seeds} seeds = {m} members, width {a.width}, H = {a.hidden}, {a.steps} steps")
 
-    def grid(rule, vec):
+    def grid(rule, vec, method="auto"):
         return lambda: pcl.train_many(nets, (x, y), rule=rule, optimizer=opt, steps=a.steps, batch_size=64, keys=keys,
-                                      grad_scale=lrs, solver=pcl.ExactLinear() if rule == "pc" else None, vectorize=vec,
-                                      on_divergence="stop", steps_per_call=100, progress=False)[0]
+                                      grad_scale=lrs, solver=pcl.ExactLinear(method=method) if rule == "pc" else None,
+                                      vectorize=vec, on_divergence="stop", steps_per_call=100, progress=False)[0]
 
     fns = {f"{rule} vectorize={vec}": grid(rule, vec) for rule in ("bp", "pc") for vec in (True, False)}
-    for k, v in interleaved_median_ms(fns, repeats=a.repeats, warmup=1).items():
-        print(f"  grid {k:22s} {v / 1e3:8.2f} s")
+    fns["pc activity vectorize=True"] = grid("pc", True, "activity")
+    t = interleaved_median_ms(fns, repeats=a.repeats, warmup=1)
+    for k, v in t.items():
+        print(f"  grid {k:26s} {v / 1e3:8.2f} s")
+    print(f"  PC, ExactLinear block-tridiagonal / auto ({'output space' if y.shape[1] < a.width else 'block-tridiagonal'}):"
+          f" {t['pc activity vectorize=True'] / t['pc vectorize=True']:.2f}x; PC auto / BP:"
+          f" {t['pc vectorize=True'] / t['bp vectorize=True']:.2f}x")
     key = jax.random.key(0)
     streams = {
         "index stream, run length": lambda: np.asarray(next(index_stream(x.shape[0], 64, key, 0, a.steps))),

@@ -10,7 +10,9 @@
 #         on Fashion-MNIST and MNIST-1D, linear and tanh, without the CNN (~1 h on 2 cores); fig12 likewise
 #         on Fashion-MNIST, linear and tanh; into relu/
 #         fig5's ReLU nets on Fashion-MNIST, into tanh/ the fair comparison with tanh nets at the same sizes,
-#         into fine/ the linear fair comparison at H = 2, 3 on a quarter-decade learning-rate grid
+#         into fine/ the linear fair comparison at H = 2, 3 on a quarter-decade learning-rate grid, into w500/
+#         the linear fair comparison at the paper's width 500, depths 1-5, 3000 steps (fair's defaults but for
+#         the data set; ~1.5 h on 2 cores)
 #   full  every BP-vs-PC experiment at the paper's §A.4 sizes (a GPU machine; days on a CPU)
 # Data: Fashion-MNIST from Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)
 # or DATA_DIR; MNIST and CIFAR-10 in DATA_DIR for `full`. Nothing falls back to another data set.
@@ -39,6 +41,9 @@ case "$MODE" in
       --set fair.dataset=fashion_mnist --set fair.activations=linear --set fair.width=64 \
       --set fair.depths=2,3 --set fair.max_steps=2000 \
       --set fair.lrs=1e-4,1e-3,1e-2,0.0178,0.0316,0.0562,0.1,0.178,0.316,0.562,1,1.78,3.16,10,31.6
+    # the linear fair comparison at full size: fair's default config (width 500, H = 1-5, 3000 steps) on Fashion-MNIST
+    "${CLI[@]}" reproduce --out reference/w500 --only fair "${DATA[@]}" --no-fallback --exit-zero \
+      --set fair.dataset=fashion_mnist --set fair.activations=linear
     ;;
   full)
     "${CLI[@]}" reproduce --out reference --only fair,fig5,fig2,fig6,fig12 "${DATA[@]}" --no-fallback --exit-zero

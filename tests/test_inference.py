@@ -72,6 +72,29 @@ def test_exact_linear_output_route_equals_block_tridiagonal_solve(x64, kind):
     assert _max_diff(b.activities, net.feedforward(x)[:-1]) > 1e-3
 
 
+def test_exact_linear_routes_give_the_same_derivatives_of_f_star(x64):
+    """Differentiated through the solve (as the critical-point classification of fig6 does), the
+    two routes give the same gradient and Hessian of F*(theta), with missing targets; the
+    gradient also equals dF/dtheta at the fixed equilibrium (envelope theorem)."""
+    net = pcl.MLP(jax.random.key(3), [3, 4, 4, 2], "linear", dtype=jnp.float64)
+    x = jax.random.normal(jax.random.key(4), (5, 3), jnp.float64)
+    y = jax.random.normal(jax.random.key(5), (5, 2), jnp.float64).at[1, 0].set(jnp.nan)
+    ws = tuple(pcl.weights(net))
+
+    def f_star(method):
+        return lambda w: pcl.infer(net.with_weights(w), x, y, pcl.ExactLinear(masked=True, method=method)).energy
+
+    flat, unravel = jax.flatten_util.ravel_pytree(ws)
+    grads = {m: jax.flatten_util.ravel_pytree(jax.grad(f_star(m))(ws))[0] for m in ("activity", "output")}
+    hess = {m: jax.hessian(lambda v: f_star(m)(unravel(v)))(flat) for m in ("activity", "output")}
+    np.testing.assert_allclose(grads["output"], grads["activity"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(hess["output"], hess["activity"], rtol=0, atol=1e-10)
+    z = pcl.infer(net, x, y, pcl.ExactLinear(masked=True, method="output")).activities
+    envelope = jax.grad(lambda w: pcl.pc_energy(net.with_weights(w), z, x, y))(ws)
+    np.testing.assert_allclose(jax.flatten_util.ravel_pytree(envelope)[0], grads["output"], rtol=0, atol=1e-12)
+    assert float(jnp.max(jnp.abs(hess["output"]))) > 1e-2  # not a trivial zero
+
+
 def test_exact_linear_auto_route_and_bad_method():
     from pclandscape.inference._exact import _output_space_is_cheaper
 
