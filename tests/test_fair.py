@@ -119,3 +119,28 @@ def test_equal_learning_rate_ratios_and_the_largest_stable_lr():
     assert equal_lr_ratios(row) == [(0.1, pytest.approx(42 / 21))]
     assert largest_stable_lr(row, "bp") == largest_stable_lr(row, "pc") == 1.0
     assert largest_stable_lr(dict(row, bp_diverged=[[True] * 3] * 4), "bp") is None
+
+
+def test_an_interrupted_fair_run_resumes_from_its_finished_grids(tmp_path, monkeypatch):
+    """Inside a resume folder every finished (activation, depth, rule) grid is kept; a run of
+    the same config started again reads them instead of training (train_many made to fail)
+    and decides every cell as the first run did, diverged members included."""
+    import pclandscape as pcl
+    from pclandscape.experiments import base, fair
+
+    cfg = Config(dataset="mnist1d", activations=("linear",), depths=(1,), width=8, seeds=(0, 1),
+                 lrs=(1e-3, 0.1, 31.6), max_steps=40, n_boot=100)
+    with base.resume_dir(tmp_path / "resume"):
+        first = fair.run(cfg)
+    kept = sorted(p.name for p in (tmp_path / "resume").iterdir())
+    assert len(kept) == 2 * 3 * 2 and {k.split(".")[0] for k in kept} == {"linear_H1_bp", "linear_H1_pc"}
+    assert any(any(d) for d in first.series["table"][0]["pc_diverged"])  # lr 31.6 diverges: meta must survive
+
+    def fail(*a, **k):
+        raise AssertionError("a finished grid was trained again")
+
+    monkeypatch.setattr(pcl, "train_many", fail)
+    with base.resume_dir(tmp_path / "resume"):
+        again = fair.run(cfg)
+    assert again.series["table"] == first.series["table"]
+    assert again.series["max_inference_residual"] == first.series["max_inference_residual"]

@@ -43,7 +43,8 @@ every edge moved down.
 
 Every (rule, cell) grid of learning rates x seeds trains as one compiled program
 (``pcl.train_many`` with ``optax.sgd(1.0)`` and the learning rate as the per-member gradient
-scale).
+scale); a finished grid is kept in the run's resume folder, so an interrupted run (hours at
+full size on a CPU) starts again from the grids it had finished.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ import numpy as np
 
 import pclandscape as pcl
 
-from .base import Results, claim, escape_step, fmt, load_data, sgd
+from .base import Results, claim, escape_step, fmt, load_data, resumable, sgd
 from .solvers import SolverSpec
 
 NAME = "fair"
@@ -187,10 +188,14 @@ def run(cfg: Config, progress=None) -> Results:
             nets = _grid_nets(cfg, widths, act)
             out, losses = {}, {}
             for rule in ("bp", "pc"):
-                _, hists = pcl.train_many(nets, (x, y), rule=rule, optimizer=sgd(1.0), steps=cfg.max_steps,
+                def grid(rule=rule):
+                    return pcl.train_many(nets, (x, y), rule=rule, optimizer=sgd(1.0), steps=cfg.max_steps,
                                           batch_size=cfg.batch, keys=keys, grad_scale=member_lr, progress=False,
                                           solver=_solver(act, cfg) if rule == "pc" else None, on_divergence="stop",
-                                          steps_per_call=100)
+                                          steps_per_call=100)[1]
+
+                # a finished grid survives an interrupt (kept in the run's resume folder)
+                hists = resumable(f"{act}_H{h}_{rule}", grid, n_lr * n_seed)
                 res_ = [_outcome(hh, cfg) for hh in hists]
                 esc = [[res_[i * n_seed + s][0] for s in range(n_seed)] for i in range(n_lr)]
                 div = [[res_[i * n_seed + s][1] for s in range(n_seed)] for i in range(n_lr)]
