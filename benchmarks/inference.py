@@ -8,7 +8,9 @@ feedforward pass until ``max_i ||dF_i/dz_i|| <= tol`` (1e-5 in float32, 1e-10 wi
 - ``Heun(tol)``: diffrax Heun + PID, per-sample steps, stopped on the residual;
 - ``Newton(block)``: damped Newton with the exact block-tridiagonal activity Hessian;
 - ``Newton(cg)``: truncated Newton, per-sample CG on Hessian-vector products;
-- ``ExactLinear``: the direct solve (linear nets).
+- ``ExactLinear``: the direct solve (linear nets), by its default route (``method="auto"``:
+  output space when ``d_y`` = 10 is below the width), and ``ExactLinear activity``: the
+  block-tridiagonal solve (``method="activity"``).
 
 For ReLU nets the residual is the min-norm subgradient (:mod:`pclandscape.kinks`): their
 equilibria sit on kinks, where the gradient jumps and gradient flow (Euler, Heun) only
@@ -40,10 +42,10 @@ from _timing import device_name  # noqa: E402
 
 
 _SHORT = {"euler": "Euler dt=0.1", "heun": "Heun+PID", "block": "Newton block", "cg": "Newton cg", "pcg": "Newton pcg", "exact": "ExactLinear",
-          "epc": "EPC dt=0.1"}
+          "exact_activity": "ExactLinear activity", "epc": "EPC dt=0.1"}
 
 
-_LAPACK = {"Newton block", "ExactLinear"}
+_LAPACK = {"Newton block", "ExactLinear", "ExactLinear activity"}
 
 
 def _interleaved(fns, repeats, skip=frozenset()):
@@ -71,7 +73,7 @@ def measure(fns, repeats):
 def print_rows(label, results, med, reference, width):
     """One line per solver: ms, iterations, residual, converged, time over ``reference``."""
     for k, eq in results.items():
-        print(f"{label:<{width}} {k:<14} {med[k]:>10.1f} {int(eq.steps):>7d} {float(eq.grad_norm):>10.1e} "
+        print(f"{label:<{width}} {k:<20} {med[k]:>10.1f} {int(eq.steps):>7d} {float(eq.grad_norm):>10.1e} "
               f"{'yes' if bool(eq.converged) else 'no':>5} {med[k] / reference:>10.2f}", flush=True)
 
 
@@ -85,6 +87,7 @@ def _solvers(pcl, act, tol, max_steps):
     }
     if act == "linear":
         out["ExactLinear"] = pcl.ExactLinear(tol=tol)
+        out["ExactLinear activity"] = pcl.ExactLinear(tol=tol, method="activity")
     return out
 
 
@@ -96,7 +99,7 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--max-steps", type=int, default=5000, help="iteration cap of Euler and Heun")
-    p.add_argument("--solvers", default="all", help="comma-separated subset of: euler,heun,block,cg,pcg,exact")
+    p.add_argument("--solvers", default="all", help="comma-separated subset of: euler,heun,block,cg,pcg,exact,exact_activity")
     p.add_argument("--precision", default="highest", choices=["highest", "default"],
                    help="float32 matrix products: true float32 (default) or the backend's default (TF32 on recent GPUs, "
                         "whose rounding floors the residual far above 1e-5)")
@@ -113,7 +116,7 @@ def main(argv=None):
     y = jax.nn.one_hot(jax.random.randint(jax.random.key(2), (args.batch,), 0, 10), 10, dtype=dtype)
     print(f"# time to max_i ||dF_i/dz_i|| <= {tol:g} ({'float64' if args.x64 else 'float32'}), batch {args.batch}, "
           f"width {args.width}, device {device_name()}, matmul precision {args.precision}, median of {args.repeats}")
-    print(f"{'net':<18} {'solver':<14} {'ms':>10} {'iters':>7} {'residual':>10} {'conv':>5} {'t/t_Newton':>10}")
+    print(f"{'net':<18} {'solver':<20} {'ms':>10} {'iters':>7} {'residual':>10} {'conv':>5} {'t/t_Newton':>10}")
     for act in args.activations.split(","):
         for h in (int(d) for d in args.depths.split(",")):
             net = pcl.MLP(jax.random.key(0), [784] + [args.width] * h + [10], act)
