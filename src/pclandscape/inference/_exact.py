@@ -49,7 +49,8 @@ class ExactLinear(AbstractSolver):
 
         (I + p G) e_L = r,   G = sum_{l=1}^{H} P_l P_l^T,   e_l = p P_l^T e_L,
 
-    (Theorem 1's rescaling matrix ``S = I + p G``), then ``z_l = M_l z_{l-1} + c_l + e_l``.
+    (``I + p G = p S``, with Theorem 1's rescaling ``S = I/p + G`` of
+    :func:`pclandscape.theory.rescaling`), then ``z_l = M_l z_{l-1} + c_l + e_l``.
     Cost ``O(d_y n^2 L)`` for the weights plus one ``d_y x d_y`` factorisation, against
     ``O(n^3 L)``: for the paper's MLPs (``d_y = 10``, width 500) about 50x fewer operations.
     Masked targets restrict the system to each sample's observed units
@@ -143,7 +144,6 @@ class ExactLinear(AbstractSolver):
         for l in range(n_hidden - 1, 0, -1):  # hidden index l-1 (0-based), layer l
             zs[l - 1] = jsl.cho_solve(chols[l - 1], (cs[l - 1] + zs[l] @ ws[l]).T).T
         return tuple(zs), jnp.asarray(1, jnp.int32)
-
 
 
 def _output_space_is_cheaper(ws) -> bool:
