@@ -242,6 +242,38 @@ def test_train_many_learning_rate_grid_and_divergence(x64):
         pcl.train_many(nets, (x, y), rule="bp", on_divergence="ignore", steps=1, batch_size=8)
 
 
+_SOLVES = []
+
+
+class _CountingEuler(pcl.AbstractSolver):
+    """Euler inference that counts, on the host (``_SOLVES``), the solves that really run."""
+
+    tol: float = 1e-5
+
+    def solve(self, net, x, y, z0):
+        jax.debug.callback(lambda: _SOLVES.append(1))
+        return pcl.Euler(dt=0.1, steps=5).solve(net, x, y, z0)
+
+
+def test_train_many_skips_the_steps_it_does_not_take():
+    """Mapped one after the other (the CPU default), a member frozen by its divergence and the
+    padding steps after the last one run no inference: the solves counted equal the steps
+    recorded plus the one step per diverged member that went non-finite (before, a frozen
+    member recomputed its last finite state's update at every later step)."""
+
+    nets = eqx.filter_vmap(lambda k: pcl.MLP(k, [3, 5, 2], "linear"))(jax.random.split(jax.random.key(0), 3))
+    x = jax.random.normal(jax.random.key(1), (16, 3))
+    y = x[:, :2] @ jnp.asarray([[1.0, -2.0], [0.5, 1.0]])
+    _SOLVES.clear()
+    out, hists = pcl.train_many(nets, (x, y), rule="pc", solver=_CountingEuler(), optimizer=optax.sgd(1.0),
+                                grad_scale=np.array([0.05, 0.2, 1e4]), steps=30, batch_size=8,
+                                keys=jax.random.split(jax.random.key(2), 3), on_divergence="stop", progress=False,
+                                steps_per_call=7, vectorize=False)
+    jax.effects_barrier()
+    assert [len(h) for h in hists[:2]] == [30, 30] and 0 < len(hists[2]) < 30 and "diverged_at" in hists[2].meta
+    assert len(_SOLVES) == sum(len(h) for h in hists) + 1  # 5 calls of 7 steps: 105 without the skip
+
+
 @pytest.mark.parametrize("fused", [True, False])
 def test_unstable_inference_stops_training(fused):
     """Issue case 5: Euler(dt=10) on a tanh net trained silently to energy 1.9e19; now the first

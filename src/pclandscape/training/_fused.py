@@ -18,6 +18,14 @@ def _tree_select(keep, old, new):
     )
 
 
+def _skipped(update, net, state, sstate, x, y):
+    """What ``update`` returns, for a step that is not taken: the state unchanged, the
+    diagnostics NaN (unused: the step is not recorded)."""
+    _, _, info, _, extra = jax.eval_shape(update, net, state, sstate, x, y)
+    nan = lambda s: jnp.full(s.shape, jnp.nan, s.dtype) if jnp.issubdtype(s.dtype, jnp.inexact) else jnp.zeros(s.shape, s.dtype)  # noqa: E731
+    return net, state, jax.tree_util.tree_map(nan, info), sstate, jax.tree_util.tree_map(nan, extra)
+
+
 def _scan_steps(net, opt_state, x_all, y_all, idx, n_valid, scale, target, rule, optimizer, solver, metric_fns,
                 batch_sharding=None, done=None, solver_state=None):
     """``len(idx)`` training steps fused in one ``lax.scan``; steps past ``n_valid``, after the
@@ -28,6 +36,15 @@ def _scan_steps(net, opt_state, x_all, y_all, idx, n_valid, scale, target, rule,
     across devices by XLA. ``done`` (a boolean, default False) marks a run already finished.
     ``solver_state`` is the inference solver's carried state (see ``AbstractSolver.init_state``)."""
 
+    def update(net, state, sstate, x, y):
+        if rule == "bp":
+            new_net, new_state, info = bp_update(net, state, x, y, optimizer, scale)
+            new_sstate = sstate
+        else:
+            new_net, new_state, info = pc_update(net, state, x, y, optimizer, solver, scale, sstate)
+            new_sstate = None if sstate is None else info.inference_dt.astype(jnp.result_type(sstate))
+        return new_net, new_state, info, new_sstate, tuple(fn(net, x, y) for fn in metric_fns)
+
     def body(carry, inputs):
         net, state, done, sstate = carry
         i, ids = inputs
@@ -35,15 +52,13 @@ def _scan_steps(net, opt_state, x_all, y_all, idx, n_valid, scale, target, rule,
         if batch_sharding is not None:
             x = jax.lax.with_sharding_constraint(x, batch_sharding)
             y = jax.lax.with_sharding_constraint(y, batch_sharding)
-        if rule == "bp":
-            new_net, new_state, info = bp_update(net, state, x, y, optimizer, scale)
-            new_sstate = sstate
-        else:
-            new_net, new_state, info = pc_update(net, state, x, y, optimizer, solver, scale, sstate)
-            new_sstate = None if sstate is None else info.inference_dt.astype(jnp.result_type(sstate))
-        finite = step_ok(rule, info, new_net)
-        extra = tuple(fn(net, x, y) for fn in metric_fns)
         active = (~done) & (i < n_valid)
+        # A finished run (diverged, target met) and the padding steps past n_valid skip the update: under
+        # lax.map (one seed after the other) the cond skips the work, e.g. the Newton iterations of a
+        # frozen member stuck at its last finite state; vmapped, it is a select, as before.
+        new_net, new_state, info, new_sstate, extra = jax.lax.cond(
+            active, update, lambda *a: _skipped(update, *a), net, state, sstate, x, y)
+        finite = step_ok(rule, info, new_net)
         apply = active & finite
         net = _tree_select(~apply, net, new_net)
         state = _tree_select(~apply, state, new_state)

@@ -258,7 +258,10 @@ def train_many(
     compiled once (a learning rate inside ``optax.sgd(lr)`` is a compile-time constant).
     ``on_divergence="stop"`` freezes a member whose loss, energy or gradient became NaN/inf
     at its last finite state and goes on with the others (its History then records the step
-    in ``meta["diverged_at"]``); ``"raise"`` (default) raises :class:`DivergenceError`.
+    in ``meta["diverged_at"]``); ``"raise"`` (default) raises :class:`DivergenceError`. A
+    member that is done (diverged, or at ``until_loss``) costs nothing more when the seeds are
+    mapped: its later steps are skipped, not computed and discarded (vmapped, every member
+    computes every step).
 
     Returns:
         ``(trained nets, stacked like nets; [History per seed])``.
