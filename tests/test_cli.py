@@ -3,6 +3,8 @@ an interruption, atomic outputs, and the report built from saved results."""
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -582,13 +584,25 @@ def test_the_command_keeps_a_persistent_compilation_cache(monkeypatch, tmp_path)
     assert cli.compile_cache_dir() is None
     # the command turns it on for itself and, through the environment, for the processes it starts
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_MAX_SIZE", raising=False)
+    path = str(tmp_path / "xdg" / "pclandscape" / "xla")
+    # an entry an uncapped process wrote (no access-time file: JAX's LRU bookkeeping then fails on
+    # every later write) gets one, its modification time
+    (tmp_path / "xdg" / "pclandscape" / "xla" / "jit_f-123-cache").write_bytes(b"x")
+    os.utime(os.path.join(path, "jit_f-123-cache"), ns=(5, 1234567))
     before = jax.config.jax_compilation_cache_dir, jax.config.jax_compilation_cache_max_size
     try:
         cli._use_compile_cache()
-        path = str(tmp_path / "xdg" / "pclandscape" / "xla")
         assert os.environ["JAX_COMPILATION_CACHE_DIR"] == path == jax.config.jax_compilation_cache_dir
         assert jax.config.jax_compilation_cache_max_size == 4 << 30  # our own folder is capped
+        stamp = (tmp_path / "xdg" / "pclandscape" / "xla" / "jit_f-123-atime").read_bytes()
+        assert int.from_bytes(stamp, "little") == 1234567
+        # ... and so is it in the processes the command starts (reproduce --jobs workers, Ray workers)
+        child = subprocess.run([sys.executable, "-c", "import jax; print(jax.config.jax_compilation_cache_dir, "
+                                "jax.config.jax_compilation_cache_max_size)"], capture_output=True, text=True, check=True)
+        assert child.stdout.split() == [path, str(4 << 30)]
         jax.config.update("jax_compilation_cache_max_size", before[1])
+        monkeypatch.delenv("JAX_COMPILATION_CACHE_MAX_SIZE")
         monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "chosen"))
         cli._use_compile_cache()  # a folder the user chose is left uncapped
         assert jax.config.jax_compilation_cache_dir == str(tmp_path / "chosen")

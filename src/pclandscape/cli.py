@@ -362,6 +362,31 @@ def build_parser() -> argparse.ArgumentParser:
 _CACHE_MAX_BYTES = 4 << 30
 
 
+def _own_cache_dir() -> str:
+    """``$XDG_CACHE_HOME/pclandscape/xla`` (``~/.cache/pclandscape/xla``): the command's own folder."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "pclandscape", "xla")
+
+
+def _restore_access_times(path: str) -> None:
+    """Give every entry of a capped cache folder the access-time file JAX's LRU bookkeeping
+    reads (its modification time): an entry written without one (by a process that kept no
+    bookkeeping) made every later write to the folder fail with a warning."""
+    try:
+        names = set(os.listdir(path))
+    except OSError:
+        return
+    for name in names:
+        key = name.removesuffix("-cache")
+        if key != name and key + "-atime" not in names:
+            try:
+                stamp = os.stat(os.path.join(path, name)).st_mtime_ns
+                with open(os.path.join(path, key + "-atime"), "wb") as f:
+                    f.write(stamp.to_bytes(8, "little"))
+            except OSError:
+                pass
+
+
 def compile_cache_dir() -> str | None:
     """The persistent XLA compilation cache of the ``pclandscape`` command, or None when off.
 
@@ -370,8 +395,7 @@ def compile_cache_dir() -> str | None:
     folder cannot be created or written."""
     if "JAX_COMPILATION_CACHE_DIR" in os.environ:
         return os.environ["JAX_COMPILATION_CACHE_DIR"] or None
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    path = os.path.join(root, "pclandscape", "xla")
+    path = _own_cache_dir()
     try:
         os.makedirs(path, exist_ok=True)
     except OSError:
@@ -384,9 +408,9 @@ def _use_compile_cache() -> None:
     (``reproduce --jobs`` workers and Ray sweep workers inherit the environment): a program
     that took over a second to compile (same code, shapes and JAX version) is loaded from disk
     by every later run instead of compiled again. The default folder is capped at 4 GiB
-    (least recently used entries go first); a folder chosen by ``JAX_COMPILATION_CACHE_DIR`` is
-    left as JAX's settings have it."""
-    chosen = "JAX_COMPILATION_CACHE_DIR" in os.environ
+    (least recently used entries go first), in this process and, through
+    ``JAX_COMPILATION_CACHE_MAX_SIZE``, in the ones it starts; a folder chosen by
+    ``JAX_COMPILATION_CACHE_DIR`` is left as JAX's settings have it."""
     path = compile_cache_dir()
     if path is None:
         return
@@ -395,9 +419,14 @@ def _use_compile_cache() -> None:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = path
     jax.config.update("jax_compilation_cache_dir", path)
     # the cap (JAX's LRU bookkeeping) on our own folder only: a folder the user chose may be
-    # shared with processes that keep no such bookkeeping (JAX then warns on every eviction)
-    if not chosen and jax.config.jax_compilation_cache_max_size == -1:
+    # shared with processes that keep no such bookkeeping (JAX then warns on every eviction).
+    # Every process writing to a capped folder must keep it, the workers too: they inherit the
+    # folder as JAX_COMPILATION_CACHE_DIR, and an entry one of them wrote uncapped broke the
+    # parent's later writes ("Error writing persistent compilation cache entry").
+    if path == _own_cache_dir() and jax.config.jax_compilation_cache_max_size == -1:
+        os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(_CACHE_MAX_BYTES)
         jax.config.update("jax_compilation_cache_max_size", _CACHE_MAX_BYTES)
+        _restore_access_times(path)
 
 
 def main(argv: list[str] | None = None) -> int:
