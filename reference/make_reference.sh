@@ -44,6 +44,9 @@ case "$MODE" in
     # the linear fair comparison at full size: fair's default config (width 500, H = 1-5, 3000 steps) on Fashion-MNIST
     "${CLI[@]}" reproduce --out reference/w500 --only fair "${DATA[@]}" --no-fallback --exit-zero \
       --set fair.dataset=fashion_mnist --set fair.activations=linear
+    # the same with tanh nets (Newton), cut to H = 1-3 and 1000 steps to fit 45 minutes on 2 cores
+    "${CLI[@]}" reproduce --out reference/w500_tanh --only fair "${DATA[@]}" --no-fallback --exit-zero \
+      --set fair.dataset=fashion_mnist --set fair.activations=tanh --set fair.depths=1,2,3 --set fair.max_steps=1000
     ;;
   full)
     "${CLI[@]}" reproduce --out reference --only fair,fig5,fig2,fig6,fig12 "${DATA[@]}" --no-fallback --exit-zero
