@@ -1,7 +1,7 @@
 """What the members that diverge cost a learning-rate grid: the ``fair`` experiment's tanh grid.
 
-``pcl.train_many`` over 12 learning rates (1e-4 ... 31.6, a half decade apart) x ``--seeds``
-seeds, PC with ``pcl.Newton(tol=1e-5)`` (``fair``'s solver for nonlinear nets), tanh MLPs of
+``pcl.train_many`` over ``fair``'s grid (its nets, batch orders and 12 learning rates, 1e-4 ...
+31.6, a half decade apart) x ``--seeds`` seeds, PC with ``pcl.Newton(tol=1e-5)`` (``fair``'s solver for nonlinear nets), tanh MLPs of
 width ``--width`` and ``--hidden`` hidden layers, init std 5e-3, batch 64, ``--steps`` steps,
 members mapped one after the other (``vectorize=False``, the CPU default), on Fashion-MNIST
 when Debian's ``dataset-fashion-mnist`` is installed, else MNIST-1D. The largest learning
@@ -23,17 +23,13 @@ import sys
 import time
 from pathlib import Path
 
-import equinox as eqx
-import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
 sys.path.insert(0, str(Path(__file__).parent))
 import pclandscape as pcl  # noqa: E402
 from _timing import device_name  # noqa: E402
-
-LRS = (1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2, 3.16e-2, 0.1, 0.316, 1.0, 3.16, 10.0, 31.6)
+from pclandscape.experiments import fair  # noqa: E402  (its grid is what is timed)
 
 
 def _data():
@@ -53,18 +49,16 @@ def main() -> None:
     a = p.parse_args()
     ds = _data()
     x, y = ds.x_train, ds.y_train
-    widths = [x.shape[1]] + [a.width] * a.hidden + [y.shape[1]]
-    one = eqx.filter_vmap(lambda k: pcl.MLP(k, widths, "tanh", init_std=5e-3))(
-        jax.vmap(jax.random.key)(jnp.arange(a.seeds)))
-    nets = jax.tree_util.tree_map(lambda v: jnp.concatenate([v] * len(LRS)) if eqx.is_array(v) else v, one)
-    keys = jnp.concatenate([jax.vmap(lambda s: jax.random.key(s + 1))(jnp.arange(a.seeds))] * len(LRS))
-    lrs = np.repeat(np.asarray(LRS), a.seeds)
+    cfg = fair.Config(seeds=tuple(range(a.seeds)), width=a.width)
+    nets = fair._grid_nets(cfg, [x.shape[1]] + [a.width] * a.hidden + [y.shape[1]], "tanh")
+    keys = fair._grid_keys(cfg)
+    lrs = np.repeat(np.asarray(cfg.lrs), a.seeds)
     opt = optax.sgd(1.0)
 
     def run(steps):
         t = time.perf_counter()
         _, hists = pcl.train_many(nets, (x, y), rule="pc", solver=pcl.Newton(tol=1e-5), optimizer=opt, steps=steps,
-                                  batch_size=64, keys=keys, grad_scale=lrs, on_divergence="stop", steps_per_call=10,
+                                  batch_size=cfg.batch, keys=keys, grad_scale=lrs, on_divergence="stop", steps_per_call=10,
                                   vectorize=False, progress=False)
         return time.perf_counter() - t, hists
 
@@ -75,7 +69,7 @@ def main() -> None:
         if "diverged_at" in h.meta:
             diverged[float(lrs[i])].append(int(h.meta["diverged_at"]))
     print(f"pclandscape from {Path(pcl.__file__).parent}; device {device_name()}; data {ds.name}; "
-          f"{len(LRS)} lrs x {a.seeds} seeds, tanh, width {a.width}, H = {a.hidden}")
+          f"{len(cfg.lrs)} lrs x {a.seeds} seeds, tanh, width {a.width}, H = {a.hidden}")
     print(f"  seconds per step, steps {a.warm}-{a.steps}: {(t_all - t_warm) / (a.steps - a.warm):.3f}")
     print(f"  member-steps recorded: {sum(len(h) for h in hists)} of {len(hists) * a.steps}")
     print("  diverged (lr: steps): " + "; ".join(f"{lr:g}: {v}" for lr, v in diverged.items() if v))

@@ -265,7 +265,7 @@ def test_train_many_skips_the_steps_it_does_not_take():
     x = jax.random.normal(jax.random.key(1), (16, 3))
     y = x[:, :2] @ jnp.asarray([[1.0, -2.0], [0.5, 1.0]])
     _SOLVES.clear()
-    out, hists = pcl.train_many(nets, (x, y), rule="pc", solver=_CountingEuler(), optimizer=optax.sgd(1.0),
+    _, hists = pcl.train_many(nets, (x, y), rule="pc", solver=_CountingEuler(), optimizer=optax.sgd(1.0),
                                 grad_scale=np.array([0.05, 0.2, 1e4]), steps=30, batch_size=8,
                                 keys=jax.random.split(jax.random.key(2), 3), on_divergence="stop", progress=False,
                                 steps_per_call=7, vectorize=False)

@@ -107,6 +107,11 @@ def _pc_tol(cfg) -> float:
     return cfg.pc_solver.build(linear=False).tol
 
 
+def _grid_keys(cfg):
+    """Each member's batch-order key, lr-major as :func:`_grid_nets`: the same order per seed for every lr."""
+    return jnp.concatenate([jax.vmap(lambda s: jax.random.key(s + 1))(jnp.asarray(cfg.seeds))] * len(cfg.lrs))
+
+
 def _grid_nets(cfg, widths, act):
     """Networks for every (lr, seed) member, lr-major: the same initial weights per seed."""
     one = eqx.filter_vmap(lambda k: pcl.MLP(k, widths, act, init_std=cfg.init_std))(
@@ -180,7 +185,7 @@ def run(cfg: Config, progress=None) -> Results:
     x, y = ds.x_train, ds.y_train
     n_lr, n_seed = len(cfg.lrs), len(cfg.seeds)
     member_lr = np.repeat(np.asarray(cfg.lrs, np.float64), n_seed)
-    keys = jnp.concatenate([jax.vmap(lambda s: jax.random.key(s + 1))(jnp.asarray(cfg.seeds))] * n_lr)
+    keys = _grid_keys(cfg)
     table, cells, residual = [], [], {}
     for act in cfg.activations:
         for h in cfg.depths:
