@@ -149,6 +149,33 @@ def test_activity_spectrum_closed_form_blocks_match_autodiff(x64):
             assert float(spec.lambda_max[i]) == pytest.approx(ev[-1], rel=1e-10)
 
 
+def test_activity_spectrum_by_lanczos_compiles_once_for_every_sample(x64):
+    """Above dense_max every sample gets its own Lanczos runs; they share one set of compiled
+    programs. A second batch (new samples, same shapes) traces no function at all, and the
+    values match the assembled Hessians. (Each sample used to build a new closure, so every
+    sample and end compiled again: 4 minutes and the process's memory maps at 128 layers.)"""
+    net = pcl.MLP(jax.random.key(0), [4, 5, 5, 5, 2], "tanh", residual=True, param=pcl.MuPC(), dtype=jnp.float64)
+    data = [(jax.random.normal(jax.random.key(k), (3, 4), jnp.float64),
+             jax.random.normal(jax.random.key(k + 10), (3, 2), jnp.float64)) for k in (1, 2)]
+    pcl.activity_spectrum(net, *data[0], dense_max=1)
+    traces = []
+
+    def listen(event, duration, **kw):
+        if event == "/jax/core/compile/jaxpr_trace_duration":
+            traces.append(kw)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        spec = pcl.activity_spectrum(net, *data[1], dense_max=1)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert spec.method == "lanczos" and traces == []
+    dense = pcl.activity_spectrum(net, *data[1])
+    assert dense.method == "dense"
+    np.testing.assert_allclose(np.asarray(spec.lambda_min), np.asarray(dense.lambda_min), rtol=1e-8)
+    np.testing.assert_allclose(np.asarray(spec.lambda_max), np.asarray(dense.lambda_max), rtol=1e-8)
+
+
 def test_activity_condition_number_is_recorded_during_training():
     import optax
 

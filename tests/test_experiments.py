@@ -8,6 +8,8 @@ not asserted here; their presence is.
 
 import dataclasses
 
+import numpy as np
+
 import matplotlib
 import pytest
 import pclandscape as pcl
@@ -107,3 +109,37 @@ def test_full_configs_follow_the_paper():
     assert (c4.mnist_widths, c4.mnist1d_widths, c4.batch) == ((10, 10, 5), (100, 50, 10), 64)
     c2 = runner.make_config("fig2")
     assert (c2.wide_widths, c2.seeds, c2.batch) == ((1, 10, 10, 1), (0, 1, 2, 3, 4), 64)
+
+
+def test_an_interrupted_mupc_run_resumes_from_its_finished_cells(tmp_path, monkeypatch):
+    """Inside a resume folder every finished (activation, parameterisation, depth) cell is
+    kept as one record; a rerun of the same config reads them, trains only the cell that is
+    missing (here the one an interrupt would have cut short), and reports what the first run
+    reported."""
+    from pclandscape.experiments import base
+
+    mod = runner.get("mupc")
+    cfg = dataclasses.replace(mod.quick_config(), **SHRUNK["mupc"])
+    folder = tmp_path / "resume"
+    with base.resume_dir(folder):
+        first = mod.run(cfg)
+    assert sorted(p.name for p in folder.iterdir()) == ["tanh_mupc_L3.json", "tanh_mupc_L4.json"]
+    (folder / "tanh_mupc_L4.json").unlink()
+    trained, real = [], pcl.train_many
+
+    def counting(*args, **kw):
+        trained.append(kw["rule"])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(pcl, "train_many", counting)
+    with base.resume_dir(folder):
+        again = mod.run(cfg)
+    assert trained == ["pc", "bp"]  # the missing cell only
+    for key in ("accuracy", "condition", "max_inference_residual", "lambda_min_origin", "diverged"):
+        assert again.series[key].keys() == first.series[key].keys()
+        for k, v in first.series[key].items():
+            if "L3" in k:  # read back: the very values
+                assert again.series[key][k] == v
+            else:  # trained again: the same program on the same data
+                np.testing.assert_allclose(again.series[key][k], v, rtol=1e-6)
+    assert [c.passed for c in again.claims] == [c.passed for c in first.claims]

@@ -13,7 +13,9 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
+import json
 import math
+import os
 from pathlib import Path
 from dataclasses import dataclass, field
 import types
@@ -178,6 +180,22 @@ def resumable(tag: str, compute, n: int):
     if paths[0] is not None:
         for h, p in zip(out, paths):
             h.save(p)
+    return out
+
+
+def resumable_record(tag: str, compute) -> dict:
+    """``compute()`` (a dict of JSON values: numbers, including inf and nan, strings, lists,
+    dicts), or the dict a previous, interrupted run of the same config saved under ``tag``
+    (see :func:`resume_dir`). For the parts of an experiment that are measurements rather
+    than training histories (:func:`resumable`). The file is written whole or not at all."""
+    path = resume_path(f"{tag}.json")
+    if path is not None and path.is_file():
+        return json.loads(path.read_text())
+    out = compute()
+    if path is not None:
+        part = path.with_name(path.name + ".part")
+        part.write_text(json.dumps(out))
+        os.replace(part, path)
     return out
 
 

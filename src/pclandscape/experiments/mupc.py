@@ -53,7 +53,7 @@ import numpy as np
 
 import pclandscape as pcl
 
-from .base import Results, claim, fmt, load_data, sgd
+from .base import Results, claim, fmt, load_data, resumable_record, sgd
 from .solvers import SolverSpec
 
 NAME = "mupc"
@@ -143,28 +143,28 @@ def run(cfg: Config, progress=None) -> Results:
         for param in cfg.params:
             for depth in depths:
                 tag = f"{act}_{param}_L{depth}"
-                nets = eqx.filter_vmap(lambda k: _net(k, cfg, depth, act, param, x.shape[1], y.shape[1]))(init_keys)
-                cond[f"{tag}/init"] = _condition(_member(nets, 0), cx, cy)
+                tuned = None if depth == cfg.tune_depth else acc.get(f"{act}_{param}_L{cfg.tune_depth}/pc")
+                ran = []
+
+                def measure(depth=depth, param=param, act=act, tuned=tuned):
+                    ran.append(tag)
+                    return _cell(cfg, depth, act, param, (x, y), (xt, yt), (cx, cy), solver, steps,
+                                 (keys, init_keys, member_lr), tuned, progress)
+
+                # a finished cell survives an interrupt (kept in the run's resume folder): hours at 128 layers
+                done = resumable_record(tag, measure)
+                if not ran and progress:
+                    progress.update(len(cfg.rules) + 1)
+                cond[f"{tag}/init"] = done["cond_init"]
+                if "cond_trained" in done:
+                    cond[f"{tag}/trained"] = done["cond_trained"]
                 for rule in cfg.rules:
-                    trained, hists = pcl.train_many(
-                        nets, (x, y), rule=rule, optimizer=sgd(1.0), steps=steps, batch_size=cfg.batch, keys=keys,
-                        grad_scale=member_lr, progress=False, solver=solver if rule == "pc" else None,
-                        on_divergence="stop", steps_per_call=50)
-                    bad = ["diverged_at" in h.meta or not np.all(np.isfinite(h.loss)) for h in hists]
-                    accs = [0.0 if b else pcl.evaluate(_member(trained, i), xt, yt)[1] for i, b in enumerate(bad)]
-                    diverged[f"{tag}/{rule}"] = bad
-                    acc[f"{tag}/{rule}"] = np.asarray(accs).reshape(n_lr, n_seed).mean(1).tolist()
-                    if rule == "pc":
-                        r = [float(np.nanmax(h.inference_grad_norm)) for h in hists if "diverged_at" not in h.meta and len(h)]
-                        residual[tag] = max(r) if r else float("nan")
-                        tuned = _best(acc[f"{act}_{param}_L{cfg.tune_depth}/pc"])
-                        cond[f"{tag}/trained"] = _condition(_member(trained, tuned * n_seed), cx, cy)
-                    if progress:
-                        progress.update(1)
-                if depth <= cfg.hessian_max_depth:
-                    lam[tag] = _origin_lambda_min(cfg, depth, act, param, x[: cfg.hessian_batch], y[: cfg.hessian_batch])
-                if progress:
-                    progress.update(1)
+                    acc[f"{tag}/{rule}"] = done["acc"][rule]
+                    diverged[f"{tag}/{rule}"] = done["diverged"][rule]
+                if "residual" in done:
+                    residual[tag] = done["residual"]
+                if "lambda_min_origin" in done:
+                    lam[tag] = done["lambda_min_origin"]
     res.series.update(accuracy=acc, condition=cond, max_inference_residual=residual, lambda_min_origin=lam,
                       diverged=diverged, lrs=list(cfg.lrs), steps=steps)
     res.tables.append(_table(cfg, acc, cond, lam, ds.name, steps))
@@ -174,6 +174,42 @@ def run(cfg: Config, progress=None) -> Results:
         f"equilibrium ({cfg.pc_solver}); the muPC paper used Adam on the weights and T = L Euler steps on the "
         "activities. Accuracy 0 marks a learning rate at which the run diverged.")
     return res
+
+
+def _cell(cfg, depth, act, param, train, test, cond_data, solver, steps, members, tuned_accs, progress) -> dict:
+    """One (activation, parameterisation, depth): the condition number at initialisation, each
+    rule's accuracies (one per learning rate, averaged over seeds) and divergences, PC's largest
+    inference residual and the condition number after PC training at the learning rate tuned at
+    ``tune_depth`` (``tuned_accs``: that depth's PC accuracies; None at ``tune_depth`` itself),
+    and the origin's lambda_min where ``depth <= hessian_max_depth``. JSON values throughout
+    (:func:`resumable_record`)."""
+    (x, y), (xt, yt) = train, test
+    keys, init_keys, member_lr = members
+    n_lr, n_seed = len(cfg.lrs), len(cfg.seeds)
+    nets = eqx.filter_vmap(lambda k: _net(k, cfg, depth, act, param, x.shape[1], y.shape[1]))(init_keys)
+    out = {"cond_init": _condition(_member(nets, 0), *cond_data), "acc": {}, "diverged": {}}
+    for rule in cfg.rules:
+        trained, hists = pcl.train_many(
+            nets, (x, y), rule=rule, optimizer=sgd(1.0), steps=steps, batch_size=cfg.batch, keys=keys,
+            grad_scale=member_lr, progress=False, solver=solver if rule == "pc" else None,
+            on_divergence="stop", steps_per_call=50)
+        bad = [bool("diverged_at" in h.meta or not np.all(np.isfinite(h.loss))) for h in hists]
+        accs = [0.0 if b else float(pcl.evaluate(_member(trained, i), xt, yt)[1]) for i, b in enumerate(bad)]
+        out["diverged"][rule] = bad
+        out["acc"][rule] = np.asarray(accs).reshape(n_lr, n_seed).mean(1).tolist()
+        if rule == "pc":
+            r = [float(np.nanmax(h.inference_grad_norm)) for h in hists if "diverged_at" not in h.meta and len(h)]
+            out["residual"] = max(r) if r else float("nan")
+            tuned = _best(out["acc"]["pc"] if tuned_accs is None else tuned_accs)
+            out["cond_trained"] = _condition(_member(trained, tuned * n_seed), *cond_data)
+        if progress:
+            progress.update(1)
+    if depth <= cfg.hessian_max_depth:
+        out["lambda_min_origin"] = _origin_lambda_min(cfg, depth, act, param, x[: cfg.hessian_batch],
+                                                      y[: cfg.hessian_batch])
+    if progress:
+        progress.update(1)
+    return out
 
 
 def _condition(net, x, y) -> float:
