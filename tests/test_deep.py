@@ -174,6 +174,9 @@ def test_activity_spectrum_by_lanczos_compiles_once_for_every_sample(x64):
     assert dense.method == "dense"
     np.testing.assert_allclose(np.asarray(spec.lambda_min), np.asarray(dense.lambda_min), rtol=1e-8)
     np.testing.assert_allclose(np.asarray(spec.lambda_max), np.asarray(dense.lambda_max), rtol=1e-8)
+    wide = pcl.MLP(jax.random.key(0), [4, 40, 40, 40, 2], "tanh", residual=True, param=pcl.MuPC(), dtype=jnp.float64)
+    with pytest.warns(RuntimeWarning, match=r"did not converge for sample\(s\) \[0, 1, 2\] of 3 within max_iter=16"):
+        pcl.activity_spectrum(wide, *data[1], dense_max=1, max_iter=16)  # 120 activities, 16 products
 
 
 def test_activity_condition_number_is_recorded_during_training():

@@ -10,6 +10,7 @@ training time in standard parameterisations; :func:`activity_spectrum` measures 
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -65,6 +66,7 @@ def activity_spectrum(
     activities=None,
     *,
     dense_max: int = 2048,
+    max_iter: int | None = None,
 ) -> ActivitySpectrum:
     """Extreme eigenvalues and condition number of ``d^2 F_i / dz_i^2`` for every sample.
 
@@ -72,7 +74,9 @@ def activity_spectrum(
     ``pcl.infer(...).activities`` for the equilibrium). For a linear network the Hessian does
     not depend on the activities. Dense (closed-form blocks for plain MLPs, autodiff
     otherwise) when the number of activities per sample ``m <= dense_max``, else Lanczos on
-    Hessian-vector products, one sample at a time.
+    Hessian-vector products, one sample at a time (``max_iter`` products per end and sample,
+    default :func:`pclandscape.lanczos`'s; a warning names the samples whose Lanczos runs did
+    not converge, whose values are then estimates).
     """
     net.check_data(x, y)
     z = _activities(net, x, activities)
@@ -84,7 +88,7 @@ def activity_spectrum(
         lo, hi = ev[:, 0], ev[:, -1]
         method = "dense"
     else:
-        los, his = [], []
+        los, his, unconverged = [], [], []
         for i in range(x.shape[0]):
             # One operator type for every sample (the sample's arrays are arguments, the
             # product a module-level function): the Lanczos programs compile once, not once per
@@ -92,8 +96,15 @@ def activity_spectrum(
             # the process's memory maps).
             op = HessianOperator(fn=_sample_hvp, args=(net, x[i : i + 1], y[i : i + 1], tuple(a[i] for a in z)),
                                  size=m, dtype=z[0].dtype)
-            los.append(lanczos(op, k=1, which="smallest").eigenvalues[0])
-            his.append(lanczos(op, k=1, which="largest").eigenvalues[0])
+            ends = [lanczos(op, k=1, which=which, max_iter=max_iter) for which in ("smallest", "largest")]
+            los.append(ends[0].eigenvalues[0])
+            his.append(ends[1].eigenvalues[0])
+            if not all(e.converged for e in ends):
+                unconverged.append(i)
+        if unconverged:
+            warnings.warn(f"activity_spectrum: Lanczos did not converge for sample(s) {unconverged} of {x.shape[0]} "
+                          f"within max_iter={max_iter or min(m, 1024)} products: their eigenvalues are estimates. "
+                          "Pass a larger max_iter.", RuntimeWarning, stacklevel=2)
         lo, hi = jnp.stack(los), jnp.stack(his)
         method = "lanczos"
     cond = jnp.where(lo > 0, hi / jnp.where(lo > 0, lo, 1.0), jnp.inf)
