@@ -89,6 +89,21 @@ def test_lanczos_stops_on_an_invariant_subspace(x64):
         pcl.lanczos(lambda v: jnp.sum(v**2), jnp.zeros(3), which="middle")
 
 
+@pytest.mark.parametrize("scale", [1.0, 1e-6])
+def test_lanczos_eigenvalues_scale_with_the_operator_in_float32(scale):
+    """lanczos(c H) = c lanczos(H), down to c = 1e-6 (float32): an invariant subspace is
+    recognised relative to the operator's norm, as above, not against an absolute floor (which
+    ended the Krylov space of the 1e-3-sized Hessians of wide muPC nets after one product and
+    returned a random Rayleigh quotient as the extreme eigenvalue)."""
+    d = jnp.linspace(-1.0, 2.0, 300, dtype=jnp.float32)
+    f = lambda v: 0.5 * scale * jnp.sum(d * v**2)  # noqa: E731
+    lo = pcl.lanczos(f, jnp.zeros(300, jnp.float32), k=1, which="smallest")
+    hi = pcl.lanczos(f, jnp.zeros(300, jnp.float32), k=1, which="largest")
+    assert lo.converged and hi.converged and lo.iterations > 3
+    assert float(lo.eigenvalues[0]) == pytest.approx(-scale, rel=1e-4)
+    assert float(hi.eigenvalues[0]) == pytest.approx(2 * scale, rel=1e-4)
+
+
 def _diag_fn(d):
     d = jnp.asarray(d)
     return lambda v: 0.5 * jnp.sum(d * v**2)

@@ -209,6 +209,16 @@ def _reorthogonalise(V, w, j):
     return jax.lax.fori_loop(0, n_blocks, blk, w)
 
 
+def _product_norms(alpha, beta, xp):
+    """``||H v_j|| = sqrt(alpha_j^2 + beta_j^2 + beta_{j-1}^2)`` for each Lanczos vector (exact
+    with full re-orthogonalisation; zero for the steps not taken yet): the scale against which
+    a small ``beta_j`` means an invariant subspace. Relative, so an operator of norm 1e-6 is
+    not mistaken for one whose Krylov space closed after one step (an absolute floor of 1 did
+    that to the tiny Hessians of wide muPC nets at the origin)."""
+    before = xp.concatenate([xp.zeros((1,), beta.dtype), beta[:-1]])
+    return xp.sqrt(alpha * alpha + beta * beta + before * before)
+
+
 @eqx.filter_jit(compiler_options={"xla_backend_optimization_level": 0})
 def _lanczos_extend(op: HessianOperator, V, alpha, beta, j0, j1, breakdown):
     """Lanczos steps ``j0..j1-1`` with full re-orthogonalisation (two Gram-Schmidt passes)."""
@@ -225,7 +235,11 @@ def _lanczos_extend(op: HessianOperator, V, alpha, beta, j0, j1, breakdown):
         w = _reorthogonalise(V, w, j)
         w = _reorthogonalise(V, w, j)
         b = jnp.linalg.norm(w)
-        stop_now = stop | (b <= breakdown * jnp.maximum(jnp.abs(a), 1.0))
+        # invariant subspace: b negligible against ||H|| (estimated by the largest ||H v_i|| so far)
+        previous = jnp.max(_product_norms(alpha, beta, jnp))
+        b_prev = jnp.where(j > 0, beta[jnp.maximum(j - 1, 0)], 0.0)
+        scale = jnp.maximum(previous, jnp.sqrt(a * a + b * b + b_prev * b_prev))
+        stop_now = stop | (b <= breakdown * scale)
         nxt = jnp.minimum(j + 1, cap - 1)
         write = (j + 1 < cap) & ~stop_now
         V = V.at[nxt].set(jnp.where(write, w / jnp.where(write, b, 1.0), V[nxt]))
@@ -436,7 +450,8 @@ def _lanczos_cycle(op, k, which, v0, tol, max_iter, check_every):
                                      "objective there, finite?).")
         stopped = bool(stopped)
         if stopped:  # invariant subspace: find its dimension
-            m = int(np.argmax(b_np[:j1] <= breakdown * np.maximum(np.abs(a_np[:j1]), 1.0))) + 1
+            scale = np.maximum.accumulate(_product_norms(a_np[:j1], b_np[:j1], np))
+            m = int(np.argmax(b_np[:j1] <= breakdown * scale)) + 1
         else:
             m = j1
         t = np.diag(a_np[:m]) + np.diag(b_np[: m - 1], 1) + np.diag(b_np[: m - 1], -1)
