@@ -127,3 +127,44 @@ def test_rescaling_and_closed_form_match_the_definition(x64, rng):
     expected = 0.5 * np.mean(np.einsum("ni,ij,nj->n", r, np.linalg.inv(s_expected), r))
     assert float(theory.equilibrated_energy(ws, x, y)) == pytest.approx(expected, rel=1e-13)
     np.testing.assert_allclose(theory.product(ws, 3, 2), w3 @ w2, rtol=1e-14)
+
+
+@pytest.mark.parametrize("kind", ["paper linear H=3", "residual mupc tanh", "residual sp tanh p=2", "ntp tanh H=1",
+                                  "plain mupc linear H=3"])
+def test_network_origin_spectrum_equals_the_hessian_of_f_star(x64, kind):
+    """network_origin_spectrum (closed form) against every eigenvalue of the dense Hessian of
+    F* at W = 0 (implicit differentiation through the equilibrium, autodiff), to 1e-10; for the
+    paper's nets also against origin_spectrum (Eq 8). A residual net keeps the W_1-W_L cross
+    term at any depth: lambda_min <= -p a_1 a_L sigma_max(Sigma_xy) < 0."""
+    rng = np.random.default_rng(7)
+    cases = {
+        "paper linear H=3": ([3, 4, 4, 4, 2], "linear", dict()),
+        "residual mupc tanh": ([3, 4, 4, 4, 4, 2], "tanh", dict(residual=True, param=pcl.MuPC())),
+        "residual sp tanh p=2": ([3, 4, 4, 4, 2], "tanh", dict(residual=True, output_precision=2.0)),
+        "ntp tanh H=1": ([3, 5, 2], "tanh", dict(param=pcl.NTP(), output_precision=0.5)),
+        "plain mupc linear H=3": ([3, 4, 4, 4, 2], "linear", dict(param=pcl.MuPC())),
+    }
+    widths, act, kw = cases[kind]
+    net = pcl.MLP(None, widths, act, init="zeros", dtype=jnp.float64, **kw)
+    x, y = _data(rng, widths)
+    closed = theory.network_origin_spectrum(net, x, y)
+    dense = pcl.energy_hessian(net, x, y, pcl.Implicit(solver=pcl.Newton(tol=1e-12)))
+    ev = jnp.linalg.eigvalsh(dense)
+    assert closed.shape == ev.shape and float(jnp.max(jnp.abs(ev))) > 1e-3  # not trivially zero
+    np.testing.assert_allclose(np.asarray(closed), np.asarray(ev), rtol=0, atol=1e-10 * float(jnp.max(jnp.abs(ev))))
+    if kind == "paper linear H=3":
+        np.testing.assert_allclose(np.asarray(closed), np.asarray(theory.origin_spectrum(widths, x, y)), atol=1e-12)
+    if kw.get("residual"):
+        a, p_out = net.scalings, net.output_precision
+        sigma = float(jnp.linalg.svd(x.T @ y / x.shape[0], compute_uv=False)[0])
+        assert float(closed[0]) <= -p_out * a[0] * a[-1] * sigma * (1 - 1e-12)
+
+
+def test_network_origin_spectrum_refuses_what_its_derivation_does_not_cover():
+    x, y = jnp.ones((4, 3)), jnp.ones((4, 2))
+    with pytest.raises(ValueError, match="f'\\(0\\) = 1"):
+        theory.network_origin_spectrum(pcl.MLP(None, [3, 4, 2], "relu", init="zeros"), x, y)
+    with pytest.raises(ValueError, match="without biases"):
+        theory.network_origin_spectrum(pcl.MLP(None, [3, 4, 2], "tanh", init="zeros", use_bias=True), x, y)
+    with pytest.raises(ValueError, match="predict"):
+        theory.network_origin_spectrum(pcl.MLP(None, [3, 4, 2], "tanh", init="zeros", prediction="f(W z)"), x, y)

@@ -27,6 +27,7 @@ __all__ = [
     "zero_rank_saddle",
     "ZeroRankSaddle",
     "origin_spectrum",
+    "network_origin_spectrum",
 ]
 
 
@@ -362,3 +363,55 @@ def network_equilibrated_energy(net, x: Float[Array, "N dx"], y: Float[Array, "N
     if offsets is not None:
         raise ValueError("network_equilibrated_energy needs an MLP without biases (Theorem 1).")
     return equilibrated_energy(list(maps), x, y, net.output_precision)
+
+
+def network_origin_spectrum(net, x: Float[Array, "N dx"], y: Float[Array, "N dy"]) -> Float[Array, " p"]:
+    """All ``p`` eigenvalues (ascending) of the Hessian of ``F*`` at the origin ``W = 0`` of an
+    :class:`~pclandscape.MLP`, in closed form: any parameterisation (scalings ``a_l``), with or
+    without skips, any output precision ``p_L``; activations with ``f(0) = 0`` and ``f'(0) = 1``
+    (linear, tanh); no biases; layers predicting ``a_l W_l f(z_{l-1}) [+ z_{l-1}]``. ``net``'s
+    own weights are not used (only its structure).
+
+    At ``W = 0`` the equilibrium is ``z = 0`` (every hidden error vanishes, ``e_L = y``). The
+    activity Hessian there is ``T = D^T D`` (``D`` unit lower bidiagonal, ``-1`` below the
+    diagonal where layer ``l`` adds the skip ``z_{l-1}``); with ``t = T^{-1}``, the only weights
+    with curvature are ``W_1`` (through ``z_1``) and ``W_L`` (through ``f(z_H) ~ z_H``), and
+    grouping row ``j`` of ``W_1`` with column ``j`` of ``W_L`` makes ``H_F*`` copies of
+
+        K = [[0, -p_L a_1 a_L t_1H Sigma_xy], [-p_L a_1 a_L t_1H Sigma_yx, -p_L^2 a_L^2 t_HH Sigma_yy]]
+
+    (the ``W_1`` block ``a_1^2 Sigma_xx (1 - t_11)`` vanishes: ``t_11 = 1``), and zeros. Without
+    skips (``t_1H = 0`` for ``H >= 2``, ``t = I``) and with ``a = p_L = 1`` this is the paper's
+    Eq 8 (:func:`origin_spectrum`); with skips on every hidden layer ``t_1H = 1`` and
+    ``t_HH = H``: the cross term survives at any depth, so the origin of a residual net is a
+    strict saddle of ``F*`` with ``lambda_min <= -p_L a_1 a_L sigma_max(Sigma_xy)``.
+    """
+    from .networks import MLP
+
+    if not isinstance(net, MLP) or net.prediction != "W f(z)":
+        raise ValueError("network_origin_spectrum needs an MLP whose layers predict a_l W_l f(z_{l-1}) [+ z_{l-1}] "
+                         f"(got {type(net).__name__}{'' if not isinstance(net, MLP) else ', ' + net.prediction}).")
+    if net.biases is not None:
+        raise ValueError("network_origin_spectrum needs an MLP without biases (they add curvature of their own).")
+    zero = jnp.zeros((), jnp.result_type(float))
+    if float(net.activation(zero)) != 0.0 or float(jax.grad(net.activation)(zero)) != 1.0:
+        raise ValueError(f"network_origin_spectrum needs f(0) = 0 and f'(0) = 1 (linear, tanh), not "
+                         f"{net.activation_name!r}: at W = 0 every activity sits at 0 (a kink of ReLU).")
+    widths = _check_origin_args(net.widths, x, y)
+    sxy, syy = _covariances(x, y)
+    n_hidden, a, p_out = len(widths) - 2, net.scalings, net.output_precision
+    d = jnp.eye(n_hidden, dtype=sxy.dtype)
+    for k in range(2, n_hidden + 1):  # layer k predicts z_k from z_{k-1}
+        if net.has_skip(k):
+            d = d.at[k - 1, k - 2].set(-1.0)
+    t = jnp.linalg.inv(d.T @ d)
+    cross, last = p_out * a[0] * a[-1] * t[0, -1], p_out**2 * a[-1] ** 2 * t[-1, -1]
+    n_params = sum(u * v for u, v in zip(widths[:-1], widths[1:]))
+    d_x, d_y = widths[0], widths[-1]
+    if n_hidden > 1 and float(cross) == 0.0:  # W_1 and W_L uncoupled: -last eig(Sigma_yy) per column of W_L
+        neg = jnp.tile(-last * jnp.linalg.eigvalsh(syy), widths[-2])
+        return jnp.sort(jnp.concatenate([neg, jnp.zeros((n_params - neg.size,), sxy.dtype)]))
+    k = jnp.zeros((d_x + d_y, d_x + d_y), sxy.dtype)
+    k = k.at[:d_x, d_x:].set(-cross * sxy).at[d_x:, :d_x].set(-cross * sxy.T).at[d_x:, d_x:].set(-last * syy)
+    copies = jnp.tile(jnp.linalg.eigvalsh(k), widths[1])
+    return jnp.sort(jnp.concatenate([copies, jnp.zeros((n_params - copies.size,), sxy.dtype)]))
