@@ -235,16 +235,13 @@ def _lanczos_extend(op: HessianOperator, V, alpha, beta, j0, j1, breakdown):
         w = _reorthogonalise(V, w, j)
         w = _reorthogonalise(V, w, j)
         b = jnp.linalg.norm(w)
-        # invariant subspace: b negligible against ||H|| (estimated by the largest ||H v_i|| so far)
-        previous = jnp.max(_product_norms(alpha, beta, jnp))
-        b_prev = jnp.where(j > 0, beta[jnp.maximum(j - 1, 0)], 0.0)
-        scale = jnp.maximum(previous, jnp.sqrt(a * a + b * b + b_prev * b_prev))
-        stop_now = stop | (b <= breakdown * scale)
+        alpha = alpha.at[j].set(jnp.where(stop, alpha[j], a))
+        beta = beta.at[j].set(jnp.where(stop, beta[j], b))
+        # invariant subspace: b negligible against ||H|| (the largest ||H v_i|| so far, this one included)
+        stop_now = stop | (b <= breakdown * jnp.max(_product_norms(alpha, beta, jnp)))
         nxt = jnp.minimum(j + 1, cap - 1)
         write = (j + 1 < cap) & ~stop_now
         V = V.at[nxt].set(jnp.where(write, w / jnp.where(write, b, 1.0), V[nxt]))
-        alpha = alpha.at[j].set(jnp.where(stop, alpha[j], a))
-        beta = beta.at[j].set(jnp.where(stop, beta[j], b))
         return V, alpha, beta, stop_now
 
     def cond(carry):

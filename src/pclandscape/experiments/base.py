@@ -22,6 +22,8 @@ import types
 import typing
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -34,6 +36,9 @@ __all__ = [
     "protocol_scales",
     "protocol_setup",
     "escape_step",
+    "grid_batch_keys",
+    "resumable",
+    "resumable_record",
     "claim",
     "load_data",
     "data_label",
@@ -197,6 +202,13 @@ def resumable_record(tag: str, compute) -> dict:
         part.write_text(json.dumps(out))
         os.replace(part, path)
     return out
+
+
+def grid_batch_keys(seeds, n_lr: int):
+    """Each member's batch-order key for a grid of ``n_lr`` learning rates x ``seeds``, lr-major:
+    seed ``s`` draws its batches from ``jax.random.key(s + 1)`` at every learning rate (its
+    initial weights from ``key(s)``), so the members of one seed differ by the learning rate only."""
+    return jnp.concatenate([jax.vmap(lambda s: jax.random.key(s + 1))(jnp.asarray(seeds))] * n_lr)
 
 
 def escape_step(loss: np.ndarray, fraction: float = 0.5, window: int = 5) -> int | None:

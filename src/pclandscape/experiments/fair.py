@@ -58,7 +58,7 @@ import numpy as np
 
 import pclandscape as pcl
 
-from .base import Results, claim, escape_step, fmt, load_data, resumable, sgd
+from .base import Results, claim, escape_step, fmt, grid_batch_keys, load_data, resumable, sgd
 from .solvers import SolverSpec
 
 NAME = "fair"
@@ -108,8 +108,8 @@ def _pc_tol(cfg) -> float:
 
 
 def _grid_keys(cfg):
-    """Each member's batch-order key, lr-major as :func:`_grid_nets`: the same order per seed for every lr."""
-    return jnp.concatenate([jax.vmap(lambda s: jax.random.key(s + 1))(jnp.asarray(cfg.seeds))] * len(cfg.lrs))
+    """Each member's batch-order key, lr-major as :func:`_grid_nets` (:func:`base.grid_batch_keys`)."""
+    return grid_batch_keys(cfg.seeds, len(cfg.lrs))
 
 
 def _grid_nets(cfg, widths, act):

@@ -56,7 +56,7 @@ import numpy as np
 
 import pclandscape as pcl
 
-from .base import Results, claim, fmt, load_data, resumable_record, sgd
+from .base import Results, claim, fmt, grid_batch_keys, load_data, resumable_record, sgd
 from .solvers import SolverSpec
 
 NAME = "mupc"
@@ -135,7 +135,7 @@ def run(cfg: Config, progress=None) -> Results:
     steps = cfg.steps or max(1, x.shape[0] // cfg.batch)
     n_lr, n_seed = len(cfg.lrs), len(cfg.seeds)
     member_lr = np.repeat(np.asarray(cfg.lrs, np.float64), n_seed)
-    keys = jnp.concatenate([jax.vmap(lambda s: jax.random.key(s + 1))(jnp.asarray(cfg.seeds))] * n_lr)
+    keys = grid_batch_keys(cfg.seeds, n_lr)
     init_keys = jnp.concatenate([jax.vmap(jax.random.key)(jnp.asarray(cfg.seeds))] * n_lr)
     solver = cfg.pc_solver.build(linear=False)
     cx, cy = xt[: cfg.cond_batch], yt[: cfg.cond_batch]
