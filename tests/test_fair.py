@@ -1,5 +1,7 @@
 """The fair comparison's decision rules: best learning rate, ratio interval, verdicts."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -144,3 +146,35 @@ def test_an_interrupted_fair_run_resumes_from_its_finished_grids(tmp_path, monke
         again = fair.run(cfg)
     assert again.series["table"] == first.series["table"]
     assert again.series["max_inference_residual"] == first.series["max_inference_residual"]
+
+
+def test_a_fair_grid_interrupted_mid_way_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    """An interrupt inside a grid (here right after PC's grid wrote its checkpoint, before its
+    histories were kept) leaves the checkpoint in the resume folder; the rerun resumes from it
+    without a step more, decides every cell as an uninterrupted run does, and deletes it."""
+    from pclandscape.experiments import base, fair
+    from pclandscape.training import _loop
+
+    cfg = Config(dataset="mnist1d", activations=("linear",), depths=(1,), width=8, seeds=(0, 1),
+                 lrs=(1e-3, 0.1, 31.6), max_steps=40, n_boot=100)
+    clean = fair.run(cfg)
+    real = _loop._save_many
+
+    def interrupted(path, *args):
+        real(path, *args)
+        if Path(path).name == "linear_H1_pc.ckpt":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(_loop, "_save_many", interrupted)
+    folder = tmp_path / "resume"
+    with base.resume_dir(folder), pytest.raises(KeyboardInterrupt):
+        fair.run(cfg)
+    assert (folder / "linear_H1_pc.ckpt").is_file() and not list(folder.glob("linear_H1_pc.*.npz"))
+    monkeypatch.setattr(_loop, "_save_many", real)
+    steps, run_steps = [], _loop.run_steps_many
+    monkeypatch.setattr(_loop, "run_steps_many", lambda *a, **k: steps.append(1) or run_steps(*a, **k))
+    with base.resume_dir(folder):
+        again = fair.run(cfg)
+    assert steps == []
+    assert again.series["table"] == clean.series["table"]
+    assert not list(folder.glob("*.ckpt"))

@@ -242,6 +242,51 @@ def test_train_many_learning_rate_grid_and_divergence(x64):
         pcl.train_many(nets, (x, y), rule="bp", on_divergence="ignore", steps=1, batch_size=8)
 
 
+def test_an_interrupted_train_many_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    """A grid interrupted right after its checkpoint at step 10 resumes from it, and the rerun
+    equals the uninterrupted run bit for bit: the members' weights, losses, PaperEuler's dt
+    carried across steps (a solver state), and the member frozen by its divergence (before,
+    train_many kept nothing: an interrupted grid started again from step 0)."""
+    from pclandscape.training import _loop
+
+    nets = eqx.filter_vmap(lambda k: pcl.MLP(k, [3, 5, 2], "tanh"))(jax.random.split(jax.random.key(0), 3))
+    x = jax.random.normal(jax.random.key(1), (16, 3))
+    y = x[:, :2] @ jnp.asarray([[1.0, -2.0], [0.5, 1.0]])
+    kw = dict(rule="pc", solver=pcl.PaperEuler(dt=0.5, steps=10), optimizer=optax.sgd(1.0),
+              grad_scale=np.array([0.05, 0.4, 1e4]), steps=30, batch_size=8, keys=jax.random.split(jax.random.key(2), 3),
+              on_divergence="stop", progress=False, steps_per_call=7)
+    full, hists = pcl.train_many(nets, (x, y), **kw)
+    assert np.unique(hists[1].inference_dt).size > 1  # dt was halved: the solver state matters
+    assert 0 < hists[2].meta["diverged_at"] < 10  # frozen before the interrupt: "done" must survive it
+
+    ckpt, saves, real = tmp_path / "grid.ckpt", [], _loop._save_many
+
+    def interrupted(path, *args):
+        real(path, *args)
+        saves.append(args[-1])
+        if len(saves) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(_loop, "_save_many", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pcl.train_many(nets, (x, y), checkpoint=ckpt, checkpoint_every=5, **kw)
+    monkeypatch.setattr(_loop, "_save_many", real)
+    assert saves == [5, 10]
+    resumed, again = pcl.train_many(nets, (x, y), checkpoint=ckpt, checkpoint_every=5, **kw)
+    for h, g in zip(hists, again):
+        np.testing.assert_array_equal(h.loss, g.loss)
+        np.testing.assert_array_equal(h.inference_dt, g.inference_dt)
+        assert h.meta == g.meta
+    for a, b in zip(jax.tree_util.tree_leaves(eqx.filter(full, eqx.is_array)),
+                    jax.tree_util.tree_leaves(eqx.filter(resumed, eqx.is_array))):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"another run \(member 1: grad_scale 0.4, this run 0.5\)"):
+        pcl.train_many(nets, (x, y), checkpoint=ckpt, **dict(kw, grad_scale=np.array([0.05, 0.5, 1e4])))
+    with pytest.raises(ValueError, match="not a checkpoint of pcl.train "):
+        pcl.train(jax.tree_util.tree_map(lambda a: a[0] if eqx.is_array(a) else a, nets), (x, y), steps=3,
+                  batch_size=8, checkpoint=ckpt)
+
+
 _SOLVES = []
 
 

@@ -13,6 +13,7 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
+import glob
 import json
 import math
 import os
@@ -37,6 +38,7 @@ __all__ = [
     "protocol_setup",
     "escape_step",
     "grid_batch_keys",
+    "checkpoint_path",
     "resumable",
     "resumable_record",
     "claim",
@@ -175,6 +177,21 @@ def resume_path(name: str) -> Path | None:
     return root / name
 
 
+def checkpoint_path(tag: str, part: str | None = None) -> Path | None:
+    """The training checkpoint (``pcl.train_many(checkpoint=...)``) of the part ``tag`` of the
+    current run (``part`` tells apart several inside it), or None outside :func:`resume_dir`.
+    A long grid interrupted mid-way resumes from it; :func:`resumable` and
+    :func:`resumable_record` delete a part's checkpoints once its results are kept."""
+    return resume_path(f"{tag}.ckpt" if part is None else f"{tag}.{part}.ckpt")
+
+
+def _drop_checkpoints(tag: str) -> None:
+    root = _RESUME_DIR.get()
+    if root is not None and root.is_dir():
+        for p in [root / f"{tag}.ckpt", *root.glob(f"{glob.escape(tag)}.*.ckpt")]:
+            p.unlink(missing_ok=True)
+
+
 def resumable(tag: str, compute, n: int):
     """``compute()`` (a tuple of ``n`` :class:`pclandscape.History`), or the tuple a previous,
     interrupted run of the same config saved under ``tag`` (see :func:`resume_dir`)."""
@@ -185,6 +202,7 @@ def resumable(tag: str, compute, n: int):
     if paths[0] is not None:
         for h, p in zip(out, paths):
             h.save(p)
+        _drop_checkpoints(tag)
     return out
 
 
@@ -201,6 +219,7 @@ def resumable_record(tag: str, compute) -> dict:
         part = path.with_name(path.name + ".part")
         part.write_text(json.dumps(out))
         os.replace(part, path)
+        _drop_checkpoints(tag)
     return out
 
 

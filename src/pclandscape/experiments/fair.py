@@ -58,7 +58,7 @@ import numpy as np
 
 import pclandscape as pcl
 
-from .base import Results, claim, escape_step, fmt, grid_batch_keys, load_data, resumable, sgd
+from .base import Results, checkpoint_path, claim, escape_step, fmt, grid_batch_keys, load_data, resumable, sgd
 from .solvers import SolverSpec
 
 NAME = "fair"
@@ -197,9 +197,11 @@ def run(cfg: Config, progress=None) -> Results:
                     return pcl.train_many(nets, (x, y), rule=rule, optimizer=sgd(1.0), steps=cfg.max_steps,
                                           batch_size=cfg.batch, keys=keys, grad_scale=member_lr, progress=False,
                                           solver=_solver(act, cfg) if rule == "pc" else None, on_divergence="stop",
-                                          steps_per_call=100)[1]
+                                          steps_per_call=100, checkpoint=checkpoint_path(f"{act}_H{h}_{rule}"),
+                                          checkpoint_every=100)[1]
 
-                # a finished grid survives an interrupt (kept in the run's resume folder)
+                # a finished grid survives an interrupt (kept in the run's resume folder), an
+                # unfinished one resumes from its last checkpoint (hours per grid for tanh at width 500)
                 hists = resumable(f"{act}_H{h}_{rule}", grid, n_lr * n_seed)
                 res_ = [_outcome(hh, cfg) for hh in hists]
                 esc = [[res_[i * n_seed + s][0] for s in range(n_seed)] for i in range(n_lr)]

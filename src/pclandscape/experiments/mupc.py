@@ -56,7 +56,7 @@ import numpy as np
 
 import pclandscape as pcl
 
-from .base import Results, claim, fmt, grid_batch_keys, load_data, resumable_record, sgd
+from .base import Results, checkpoint_path, claim, fmt, grid_batch_keys, load_data, resumable_record, sgd
 from .solvers import SolverSpec
 
 NAME = "mupc"
@@ -109,6 +109,11 @@ def _net(key, cfg, depth, act, param, d_in, d_out, init=None):
                    param=PARAMS[param]())
 
 
+def _tag(act, param, depth) -> str:
+    """A cell's name in the run's resume folder (its record, its grids' checkpoints)."""
+    return f"{act}_{param}_L{depth}"
+
+
 def _member(nets, i):
     return jax.tree_util.tree_map(lambda a: a[i] if eqx.is_array(a) else a, nets)
 
@@ -145,7 +150,7 @@ def run(cfg: Config, progress=None) -> Results:
     for act in cfg.activations:
         for param in cfg.params:
             for depth in depths:
-                tag = f"{act}_{param}_L{depth}"
+                tag = _tag(act, param, depth)
                 tuned = None if depth == cfg.tune_depth else acc.get(f"{act}_{param}_L{cfg.tune_depth}/pc")
                 ran = []
 
@@ -199,7 +204,8 @@ def _cell(cfg, depth, act, param, train, test, cond_data, solver, steps, members
         trained, hists = pcl.train_many(
             nets, (x, y), rule=rule, optimizer=sgd(1.0), steps=steps, batch_size=cfg.batch, keys=keys,
             grad_scale=member_lr, progress=False, solver=solver if rule == "pc" else None,
-            on_divergence="stop", steps_per_call=50)
+            on_divergence="stop", steps_per_call=50, checkpoint=checkpoint_path(_tag(act, param, depth), rule),
+            checkpoint_every=50)
         bad = [bool("diverged_at" in h.meta or not np.all(np.isfinite(h.loss))) for h in hists]
         accs = [0.0 if b else float(pcl.evaluate(_member(trained, i), xt, yt)[1]) for i, b in enumerate(bad)]
         out["diverged"][rule] = bad
@@ -241,7 +247,7 @@ def _table(cfg, acc, cond, lam, data, steps) -> dict:
         for param in cfg.params:
             tune = {r: acc.get(f"{act}_{param}_L{cfg.tune_depth}/{r}") for r in cfg.rules}
             for depth in cfg.depths:
-                tag = f"{act}_{param}_L{depth}"
+                tag = _tag(act, param, depth)
                 row = [act, param, str(depth)]
                 for rule in cfg.rules:
                     a = acc[f"{tag}/{rule}"]

@@ -16,7 +16,7 @@ from ._evaluate import evaluate
 from ._history import FORMAT_VERSION, History, check_version
 from ._steps import StepInfo
 
-__all__ = ["Recorder", "ROW_KEYS", "host_row"]
+__all__ = ["Recorder", "ROW_KEYS", "host_row", "read_checkpoint", "write_checkpoint"]
 
 ROW_KEYS = ("loss", "energy", "grad_norm", "inference_grad_norm", "converged", "inference_dt")
 """The :class:`StepInfo` fields recorded per step."""
@@ -84,46 +84,14 @@ class Recorder:
         """The error for a run that diverged at ``step``; it carries the history so far and ``net``."""
         return DivergenceError(message, step=step, history=self.history(), net=net)
 
-    def save(self, path, net, opt_state) -> None:
-        """Write a checkpoint: the history and evaluations (a JSON header), then ``(net, opt_state)``."""
-        hist = self.history()
-
-        def write(f):
-            header = json.dumps({"version": FORMAT_VERSION, "history": hist.to_dict(),
-                                 "evals": [list(e) for e in self.evals]}).encode()
-            f.write(len(header).to_bytes(8, "little"))
-            f.write(header)
-            eqx.tree_serialise_leaves(f, (net, opt_state))
-
-        atomic_write(path, write)
+    def state(self) -> dict:
+        """The recorder as JSON values (its history and evaluations), as checkpoints keep it."""
+        return {"history": self.history().to_dict(), "evals": [list(e) for e in self.evals]}
 
     @classmethod
-    def load(cls, path, net, opt_state) -> tuple:
-        """``(net, opt_state, Recorder)`` from a checkpoint written by :meth:`save`; ``net`` and
-        ``opt_state`` give the structure to read. Raises ``ValueError`` naming what is wrong."""
-        path = Path(path)
-        total = path.stat().st_size
-        with open(path, "rb") as f:
-            size = int.from_bytes(f.read(8), "little")
-            if total < 8 or size == 0 or size > total - 8:
-                raise ValueError(f"checkpoint {path} is {'empty' if total == 0 else 'truncated or not a pclandscape checkpoint'} "
-                                 f"(its header does not fit in its {total} bytes); delete it to start afresh.")
-            try:
-                header = json.loads(f.read(size).decode("utf-8"))
-                if not isinstance(header, dict) or "history" not in header or "evals" not in header:
-                    raise ValueError
-            except (UnicodeDecodeError, ValueError):
-                raise ValueError(f"checkpoint {path} is not a pclandscape checkpoint (its header is not the expected "
-                                 f"JSON); delete it or pass another checkpoint path.") from None
-            check_version(path, header.get("version", 1))
-            try:
-                net, opt_state = eqx.tree_deserialise_leaves(f, (net, opt_state))
-            except Exception as e:  # noqa: BLE001 - re-raised with context
-                raise ValueError(
-                    f"checkpoint {path} is truncated or does not match this network/optimizer ({type(e).__name__}: {e}); "
-                    f"delete it or pass another checkpoint path."
-                ) from None
-        hist = History.from_dict(header["history"], source=f"checkpoint {path}")
+    def from_state(cls, state: dict, source: str) -> "Recorder":
+        """The inverse of :meth:`state`; ``source`` names the file in errors."""
+        hist = History.from_dict(state["history"], source=source)
         n = len(hist.loss)
         cols = {k: np.asarray(getattr(hist, k) if k != "converged" else np.ones(n, bool)) for k in ROW_KEYS}
         if len(cols["inference_dt"]) != n:  # a checkpoint written before inference_dt was recorded
@@ -131,5 +99,64 @@ class Recorder:
         rec = cls(hist.rule, hist.meta)
         rec.rows = [StepInfo(*(cols[k][i] for k in ROW_KEYS)) for i in range(n)]
         rec.extras = {k: list(v) for k, v in hist.extra.items()}
-        rec.evals = [tuple(e) for e in header["evals"]]
-        return net, opt_state, rec
+        rec.evals = [tuple(e) for e in state["evals"]]
+        return rec
+
+    def save(self, path, net, opt_state) -> None:
+        """Write a checkpoint of :func:`~pclandscape.train`: this recorder, then ``(net, opt_state)``."""
+        write_checkpoint(path, self.state(), (net, opt_state))
+
+    @classmethod
+    def load(cls, path, net, opt_state) -> tuple:
+        """``(net, opt_state, Recorder)`` from a checkpoint written by :meth:`save`; ``net`` and
+        ``opt_state`` give the structure to read. Raises ``ValueError`` naming what is wrong."""
+        header, (net, opt_state) = read_checkpoint(path, (net, opt_state), ("history", "evals"),
+                                                   "a checkpoint of pcl.train")
+        return net, opt_state, cls.from_state(header, f"checkpoint {path}")
+
+
+def write_checkpoint(path, header: dict, tree) -> None:
+    """Write a checkpoint file atomically: ``header`` (JSON, with the format version added)
+    behind its 8-byte length, then the array leaves of ``tree`` (``eqx.tree_serialise_leaves``)."""
+
+    def write(f):
+        raw = json.dumps({"version": FORMAT_VERSION, **header}).encode()
+        f.write(len(raw).to_bytes(8, "little"))
+        f.write(raw)
+        eqx.tree_serialise_leaves(f, tree)
+
+    atomic_write(path, write)
+
+
+def read_checkpoint(path, tree, keys: tuple, kind: str) -> tuple[dict, object]:
+    """``(header, tree)`` from a file of :func:`write_checkpoint`; ``tree`` gives the structure
+    to read, ``keys`` the header entries a checkpoint of this ``kind`` must hold. Raises
+    ``ValueError`` naming the file and what is wrong (empty, truncated, another kind of file,
+    another network or optimizer, a newer format)."""
+    path = Path(path)
+    total = path.stat().st_size
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        if total < 8 or size == 0 or size > total - 8:
+            raise ValueError(f"checkpoint {path} is {'empty' if total == 0 else 'truncated or not a pclandscape checkpoint'} "
+                             f"(its header does not fit in its {total} bytes); delete it to start afresh.")
+        try:
+            header = json.loads(f.read(size).decode("utf-8"))
+            if not isinstance(header, dict):
+                raise ValueError
+        except (UnicodeDecodeError, ValueError):
+            raise ValueError(f"checkpoint {path} is not a pclandscape checkpoint (its header is not the expected "
+                             f"JSON); delete it or pass another checkpoint path.") from None
+        missing = [k for k in keys if k not in header]
+        if missing:
+            raise ValueError(f"checkpoint {path} is not {kind} (its header lacks {', '.join(missing)}); "
+                             f"delete it or pass another checkpoint path.")
+        check_version(path, header.get("version", 1))
+        try:
+            tree = eqx.tree_deserialise_leaves(f, tree)
+        except Exception as e:  # noqa: BLE001 - re-raised with context
+            raise ValueError(
+                f"checkpoint {path} is truncated or does not match this network/optimizer ({type(e).__name__}: {e}); "
+                f"delete it or pass another checkpoint path."
+            ) from None
+    return header, tree
