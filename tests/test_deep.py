@@ -149,15 +149,43 @@ def test_activity_spectrum_closed_form_blocks_match_autodiff(x64):
             assert float(spec.lambda_max[i]) == pytest.approx(ev[-1], rel=1e-10)
 
 
+def test_activity_spectrum_by_bisection_on_the_band_equals_the_dense_eigenvalues(x64):
+    """Above dense_max an MLP's extreme eigenvalues come from bisection on banded Cholesky
+    factorisations of its block-tridiagonal Hessian: against eigvalsh of the assembled
+    Hessians, to 1e-9 relative, for uneven widths, a residual muPC net, ReLU (its pieces'
+    slopes), an output precision with a missing target, and activities far from the
+    feedforward pass where tanh's f'' term makes the Hessian indefinite (lambda_min < 0)."""
+    x = jax.random.normal(jax.random.key(1), (3, 4), jnp.float64)
+    y = jax.random.normal(jax.random.key(2), (3, 2), jnp.float64).at[1, 0].set(jnp.nan)
+    cases = [(pcl.MLP(jax.random.key(0), [4, 5, 3, 6, 2], "tanh", dtype=jnp.float64), 0.3),
+             (pcl.MLP(jax.random.key(0), [4, 5, 5, 5, 2], "tanh", residual=True, param=pcl.MuPC(), dtype=jnp.float64), 0.3),
+             (pcl.MLP(jax.random.key(0), [4, 6, 6, 2], "relu", residual=True, output_precision=3.0, dtype=jnp.float64), 0.3),
+             (pcl.MLP(jax.random.key(0), [4, 5, 5, 5, 2], "tanh", init_std=2.0, dtype=jnp.float64), 1.5)]
+    for net, shift in cases:
+        z = tuple(a + shift for a in net.feedforward(x)[:-1])
+        dense = pcl.activity_spectrum(net, x, y, z)
+        band = pcl.activity_spectrum(net, x, y, z, dense_max=1)
+        assert (dense.method, band.method) == ("dense", "banded")
+        scale = float(jnp.max(jnp.abs(dense.lambda_max)))
+        np.testing.assert_allclose(np.asarray(band.lambda_min), np.asarray(dense.lambda_min), rtol=1e-9, atol=1e-11 * scale)
+        np.testing.assert_allclose(np.asarray(band.lambda_max), np.asarray(dense.lambda_max), rtol=1e-9)
+        np.testing.assert_array_equal(np.isinf(np.asarray(band.condition)), np.asarray(dense.lambda_min) <= 0)
+    assert float(jnp.min(dense.lambda_min)) < -0.1  # the indefinite case was exercised
+    with pytest.raises(ValueError, match="method='banded'.*needs an MLP predicting W f"):
+        pcl.activity_spectrum(net.with_prediction("f(W z)"), x, y, method="banded")
+    with pytest.raises(ValueError, match="method='exact'"):
+        pcl.activity_spectrum(net, x, y, method="exact")
+
+
 def test_activity_spectrum_by_lanczos_compiles_once_for_every_sample(x64):
-    """Above dense_max every sample gets its own Lanczos runs; they share one set of compiled
+    """With method="lanczos" every sample gets its own Lanczos runs; they share one set of compiled
     programs. A second batch (new samples, same shapes) traces no function at all, and the
     values match the assembled Hessians. (Each sample used to build a new closure, so every
     sample and end compiled again: 4 minutes and the process's memory maps at 128 layers.)"""
     net = pcl.MLP(jax.random.key(0), [4, 5, 5, 5, 2], "tanh", residual=True, param=pcl.MuPC(), dtype=jnp.float64)
     data = [(jax.random.normal(jax.random.key(k), (3, 4), jnp.float64),
              jax.random.normal(jax.random.key(k + 10), (3, 2), jnp.float64)) for k in (1, 2)]
-    pcl.activity_spectrum(net, *data[0], dense_max=1)
+    pcl.activity_spectrum(net, *data[0], method="lanczos")
     traces = []
 
     def listen(event, duration, **kw):
@@ -166,7 +194,7 @@ def test_activity_spectrum_by_lanczos_compiles_once_for_every_sample(x64):
 
     jax.monitoring.register_event_duration_secs_listener(listen)
     try:
-        spec = pcl.activity_spectrum(net, *data[1], dense_max=1)
+        spec = pcl.activity_spectrum(net, *data[1], method="lanczos")
     finally:
         jax.monitoring.unregister_event_duration_listener(listen)
     assert spec.method == "lanczos" and traces == []
@@ -176,7 +204,7 @@ def test_activity_spectrum_by_lanczos_compiles_once_for_every_sample(x64):
     np.testing.assert_allclose(np.asarray(spec.lambda_max), np.asarray(dense.lambda_max), rtol=1e-8)
     wide = pcl.MLP(jax.random.key(0), [4, 40, 40, 40, 2], "tanh", residual=True, param=pcl.MuPC(), dtype=jnp.float64)
     with pytest.warns(RuntimeWarning, match=r"did not converge for sample\(s\) \[0, 1, 2\] of 3 within max_iter=16"):
-        pcl.activity_spectrum(wide, *data[1], dense_max=1, max_iter=16)  # 120 activities, 16 products
+        pcl.activity_spectrum(wide, *data[1], method="lanczos", max_iter=16)  # 120 activities, 16 products
 
 
 def test_activity_condition_number_is_recorded_during_training():
