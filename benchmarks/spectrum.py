@@ -1,12 +1,12 @@
 """The activity Hessian's extreme eigenvalues at depth: ``pcl.activity_spectrum`` by bisection on
-block Cholesky factorisations (``method="banded"``, the default for MLPs above ``dense_max``)
+block Cholesky factorisations (``method="bisection"``, the default for MLPs above ``dense_max``)
 against Lanczos on Hessian-vector products (``method="lanczos"``), side by side in one run.
 
 Residual tanh MLPs ``784 - W x (L-1) - 10`` under muPC (as ``mupc`` measures them), Gaussian
 inputs and one-hot targets, at the feedforward pass. Prints the wall time of each method per
 depth (median of --repeats; Lanczos's first call, which compiles, is not counted), their ratio,
 and the largest relative difference of lambda_min, lambda_max and the condition number. The
-banded values are exact to 1e-10 (float64 bisection), so the difference is Lanczos's error.
+bisection values are exact to 1e-10 (float64 bisection), so the difference is Lanczos's error.
 
     python benchmarks/spectrum.py [--width 128] [--depths 16,32,64] [--batch 4] [--repeats 3]
 """
@@ -34,14 +34,14 @@ def main(argv=None):
     x = jax.random.normal(jax.random.key(1), (args.batch, 784))
     y = jax.nn.one_hot(jnp.arange(args.batch) % 10, 10)
     print(f"device: {jax.devices()[0].device_kind}, width {args.width}, batch {args.batch}, float32 activities")
-    print("| L | activities per sample | banded (s) | lanczos (s) | lanczos / banded | max rel. diff lambda_min | "
-          "lambda_max | condition (banded) |")
+    print("| L | activities per sample | bisection (s) | lanczos (s) | lanczos / bisection | max rel. diff lambda_min | "
+          "lambda_max | condition (bisection) |")
     print("|---|---|---|---|---|---|---|---|")
     for depth in (int(d) for d in args.depths.split(",")):
         net = pcl.MLP(jax.random.key(0), [784] + [args.width] * (depth - 1) + [10], "tanh", residual=True,
                       param=pcl.MuPC())
         pcl.activity_spectrum(net, x[:1], y[:1], method="lanczos")  # compile
-        times = {"banded": [], "lanczos": []}
+        times = {"bisection": [], "lanczos": []}
         out = {}
         for _ in range(args.repeats):
             for method in times:  # round-robin: both see the same machine
@@ -50,9 +50,9 @@ def main(argv=None):
                 jax.block_until_ready(spec.condition)
                 times[method].append(time.perf_counter() - t)
                 out[method] = spec
-        b, lz = out["banded"], out["lanczos"]
+        b, lz = out["bisection"], out["lanczos"]
         rel = lambda a, c: float(np.max(np.abs(np.asarray(a) - np.asarray(c)) / np.abs(np.asarray(c))))  # noqa: E731
-        tb, tl = statistics.median(times["banded"]), statistics.median(times["lanczos"])
+        tb, tl = statistics.median(times["bisection"]), statistics.median(times["lanczos"])
         print(f"| {depth} | {(depth - 1) * args.width} | {tb:.2f} | {tl:.2f} | {tl / tb:.1f} | "
               f"{rel(lz.lambda_min, b.lambda_min):.1e} | {rel(lz.lambda_max, b.lambda_max):.1e} | "
               f"{float(jnp.max(b.condition)):.4g} |", flush=True)

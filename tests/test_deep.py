@@ -150,7 +150,7 @@ def test_activity_spectrum_closed_form_blocks_match_autodiff(x64):
 
 
 def test_activity_spectrum_by_bisection_on_the_band_equals_the_dense_eigenvalues(x64):
-    """Above dense_max an MLP's extreme eigenvalues come from bisection on banded Cholesky
+    """Above dense_max an MLP's extreme eigenvalues come from bisection on block Cholesky
     factorisations of its block-tridiagonal Hessian: against eigvalsh of the assembled
     Hessians, to 1e-9 relative, for uneven widths, a residual muPC net, ReLU (its pieces'
     slopes), an output precision with a missing target, and activities far from the
@@ -165,14 +165,14 @@ def test_activity_spectrum_by_bisection_on_the_band_equals_the_dense_eigenvalues
         z = tuple(a + shift for a in net.feedforward(x)[:-1])
         dense = pcl.activity_spectrum(net, x, y, z)
         band = pcl.activity_spectrum(net, x, y, z, dense_max=1)
-        assert (dense.method, band.method) == ("dense", "banded")
+        assert (dense.method, band.method) == ("dense", "bisection")
         scale = float(jnp.max(jnp.abs(dense.lambda_max)))
         np.testing.assert_allclose(np.asarray(band.lambda_min), np.asarray(dense.lambda_min), rtol=1e-9, atol=1e-11 * scale)
         np.testing.assert_allclose(np.asarray(band.lambda_max), np.asarray(dense.lambda_max), rtol=1e-9)
         np.testing.assert_array_equal(np.isinf(np.asarray(band.condition)), np.asarray(dense.lambda_min) <= 0)
     assert float(jnp.min(dense.lambda_min)) < -0.1  # the indefinite case was exercised
-    with pytest.raises(ValueError, match="method='banded'.*needs an MLP predicting W f"):
-        pcl.activity_spectrum(net.with_prediction("f(W z)"), x, y, method="banded")
+    with pytest.raises(ValueError, match="method='bisection'.*needs an MLP predicting W f"):
+        pcl.activity_spectrum(net.with_prediction("f(W z)"), x, y, method="bisection")
     with pytest.raises(ValueError, match="method='exact'"):
         pcl.activity_spectrum(net, x, y, method="exact")
 

@@ -36,8 +36,8 @@ class ActivitySpectrum(NamedTuple):
         lambda_min, lambda_max: ``(N,)`` smallest and largest eigenvalues.
         condition: ``(N,)`` ``lambda_max / lambda_min`` (inf where ``lambda_min <= 0``: the
             energy is not convex in the activities there).
-        method: ``"dense"`` (``eigvalsh`` of the assembled Hessians), ``"banded"``
-            (bisection on banded Cholesky factorisations) or ``"lanczos"``.
+        method: ``"dense"`` (``eigvalsh`` of the assembled Hessians), ``"bisection"``
+            (bisection on block Cholesky factorisations of MLPs) or ``"lanczos"``.
     """
 
     lambda_min: Array
@@ -79,12 +79,12 @@ def activity_spectrum(
     ``pcl.infer(...).activities`` for the equilibrium). For a linear network the Hessian does
     not depend on the activities. ``m`` is the number of activities per sample.
 
-    Methods (``method="auto"``: dense when ``m <= dense_max``, else banded for MLPs and
+    Methods (``method="auto"``: dense when ``m <= dense_max``, else bisection for MLPs and
     Lanczos for other networks):
 
     - ``"dense"``: ``eigvalsh`` of the assembled ``(m, m)`` Hessians (closed-form blocks for
       MLPs, autodiff otherwise).
-    - ``"banded"`` (MLPs: :func:`pclandscape.networks.has_block_closed_form`): bisection on
+    - ``"bisection"`` (MLPs: :func:`pclandscape.networks.has_block_closed_form`): bisection on
       the closed-form block-tridiagonal Hessian. ``H - sigma I`` is positive definite
       exactly when ``sigma < lambda_min``, which its block Cholesky factorisation decides
       (float64 on the host, ``O(H n^3)``, stopped at the first block that fails); bisection
@@ -97,13 +97,13 @@ def activity_spectrum(
       products per end and sample, default :func:`pclandscape.lanczos`'s; a warning names the
       samples whose runs did not converge, whose values are then estimates).
 
-    ``rtol``: the banded bisection's relative tolerance on each eigenvalue.
+    ``rtol``: the bisection's relative tolerance on each eigenvalue.
     """
     net.check_data(x, y)
-    if method not in ("auto", "dense", "banded", "lanczos"):
-        raise ValueError(f"activity_spectrum(method={method!r}): use 'auto', 'dense', 'banded' or 'lanczos'.")
-    if method == "banded" and not has_block_closed_form(net):
-        raise ValueError(f"activity_spectrum(method='banded') needs an MLP predicting W f(z) (block-tridiagonal "
+    if method not in ("auto", "dense", "bisection", "lanczos"):
+        raise ValueError(f"activity_spectrum(method={method!r}): use 'auto', 'dense', 'bisection' or 'lanczos'.")
+    if method == "bisection" and not has_block_closed_form(net):
+        raise ValueError(f"activity_spectrum(method='bisection') needs an MLP predicting W f(z) (block-tridiagonal "
                          f"activity Hessian); this is a {type(net).__name__}: use 'dense' or 'lanczos'.")
     if not (isinstance(rtol, (int, float)) and 0 < rtol < 1):
         raise ValueError(f"activity_spectrum(rtol={rtol!r}) must be a number in (0, 1).")
@@ -112,12 +112,12 @@ def activity_spectrum(
     if m == 0:
         raise ValueError("this network has no hidden layer: there are no activities to infer.")
     if method == "auto":
-        method = "dense" if m <= dense_max else "banded" if has_block_closed_form(net) else "lanczos"
+        method = "dense" if m <= dense_max else "bisection" if has_block_closed_form(net) else "lanczos"
     if method == "dense":
         ev = jnp.linalg.eigvalsh(dense_activity_hessian(net, z, x, y))
         lo, hi = ev[:, 0], ev[:, -1]
-    elif method == "banded":
-        lo, hi = _banded_spectrum(net, z, x, y, rtol)
+    elif method == "bisection":
+        lo, hi = _bisection_spectrum(net, z, x, y, rtol)
     else:
         lo, hi = _lanczos_spectrum(net, z, x, y, m, max_iter)
     cond = jnp.where(lo > 0, hi / jnp.where(lo > 0, lo, 1.0), jnp.inf)
@@ -158,7 +158,7 @@ def _positive_definite(diag, off, shift, sign) -> bool:
         s = sign * d
         s[np.diag_indices_from(s)] -= sign * shift
         if l > 0:
-            y, info = dtrtrs(chol, sign * off[l - 1].T, lower=1)  # R^{-1} C^T with S_{l-1} = R R^T
+            y, _ = dtrtrs(chol, sign * off[l - 1].T, lower=1)  # R^{-1} C^T with S_{l-1} = R R^T
             s -= y.T @ y
         chol, info = dpotrf(s, lower=1, clean=1, overwrite_a=1)
         if info != 0:
@@ -197,9 +197,9 @@ def _gershgorin(diag, off):
 # One BLAS thread: the blocks are small (n x n per layer), and BLAS threads that spin while
 # other work holds the cores made the bisection 45x slower (415 s against 9 s at 32 layers).
 @threadpool_limits.wrap(limits=1, user_api="blas")
-def _banded_spectrum(net, z, x, y, rtol):
+def _bisection_spectrum(net, z, x, y, rtol):
     """``(lambda_min, lambda_max)`` per sample by bisection on block Cholesky factorisations
-    (see :func:`activity_spectrum`, ``method="banded"``)."""
+    (see :func:`activity_spectrum`, ``method="bisection"``)."""
     sizes = [int(a.shape[1]) for a in z]
     n = x.shape[0]
     per_sample = 8 * sum(a * a + a * b for a, b in zip(sizes, sizes[1:] + [0]))

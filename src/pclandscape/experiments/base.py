@@ -16,7 +16,6 @@ import functools
 import glob
 import json
 import math
-import os
 from pathlib import Path
 from dataclasses import dataclass, field
 import types
@@ -29,6 +28,7 @@ import numpy as np
 import optax
 
 import pclandscape as pcl
+from pclandscape._io import atomic_write
 
 __all__ = [
     "Claim",
@@ -216,9 +216,7 @@ def resumable_record(tag: str, compute) -> dict:
         return json.loads(path.read_text())
     out = compute()
     if path is not None:
-        part = path.with_name(path.name + ".part")
-        part.write_text(json.dumps(out))
-        os.replace(part, path)
+        atomic_write(path, lambda f: f.write(json.dumps(out).encode()))
         _drop_checkpoints(tag)
     return out
 

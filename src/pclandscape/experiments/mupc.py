@@ -61,7 +61,7 @@ from .base import Results, checkpoint_path, claim, fmt, grid_batch_keys, load_da
 from .solvers import SolverSpec
 
 NAME = "mupc"
-VERSION = 2  # 2: condition numbers above 2048 activities by banded bisection (exact), were Lanczos (float32, ~1 % off)
+VERSION = 2  # 2: condition numbers above 2048 activities by bisection (exact), were Lanczos (float32, ~1 % off)
 DESCRIPTION = ("Beyond the paper: residual PCNs of 8-128 layers under muPC vs SP, PC vs BP: accuracy against depth, "
                "learning-rate transfer, activity-Hessian conditioning, the saddle at the origin")
 

@@ -312,11 +312,12 @@ def train_many(
     done = np.zeros(n_seeds, bool)
     state0 = type(solver).init_state(solver) if rule == "pc" else None
     sstates = None if state0 is None else jnp.broadcast_to(state0, (n_seeds,) + jnp.shape(state0))
-    step = 0
+    step, saved = 0, None  # saved: the step of the checkpoint on disk
     if checkpoint is not None:
         positive_int("train_many", "checkpoint_every", checkpoint_every)
         if os.path.exists(checkpoint):
             nets, opt_states, sstates, recs, done, step = _load_many(checkpoint, nets, opt_states, sstates, recs)
+            saved = step
     orders = [index_stream(x_all.shape[0], batch_size, None if keys is None else keys[s], step, steps) for s in range(n_seeds)]
     bar = Progress(steps, desc=f"train {rule} x{n_seeds}", enabled=progress)
     bar.update(step)
@@ -351,9 +352,10 @@ def train_many(
             bar.update(n_valid, loss=float(np.mean(last)) if last else float("nan"))
             if checkpoint is not None and step % checkpoint_every == 0:
                 _save_many(checkpoint, nets, opt_states, sstates, recs, done, step)
+                saved = step
     finally:
         bar.close()
-    if checkpoint is not None:
+    if checkpoint is not None and saved != step:  # the end, unless just written (a grid's file: hundreds of MB)
         _save_many(checkpoint, nets, opt_states, sstates, recs, done, step)
     hists = [r.history() for r in recs]
     return nets, hists
