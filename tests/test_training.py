@@ -287,6 +287,27 @@ def test_an_interrupted_train_many_resumes_from_its_checkpoint(tmp_path, monkeyp
                   batch_size=8, checkpoint=ckpt)
 
 
+def test_a_grid_advances_its_callers_bar_step_by_step(capsys):
+    """A grid inside an experiment (fair's, mupc's: an hour or more each at full size) draws
+    into the run's one bar through a share of it: the bar moves with the grid's steps (before,
+    a log showed nothing between grids), and the share counts exactly its units however the
+    grid ended (here the second one stops at its first call: every member reached until_loss).
+    A log gets a line whenever ``log_every`` seconds passed and the work advanced."""
+    from pclandscape._progress import Progress
+
+    nets = eqx.filter_vmap(lambda k: pcl.MLP(k, [3, 4, 2], "linear"))(jax.random.split(jax.random.key(0), 2))
+    x = jax.random.normal(jax.random.key(1), (8, 3))
+    kw = dict(rule="bp", optimizer=optax.sgd(0.1), steps=12, batch_size=4, steps_per_call=4)
+    bar = Progress(2, desc="run", enabled=True, log_every=0.0)
+    for until in (None, 1e9):
+        share = bar.share(1)
+        pcl.train_many(nets, (x, x[:, :2]), until_loss=until, progress=share, **kw)
+        share.finish()
+    assert bar.n == 2
+    counts = [line.split()[2] for line in capsys.readouterr().err.splitlines()]
+    assert counts == ["0.3/2", "0.7/2", "1/2", "1.3/2", "2/2"]
+
+
 _SOLVES = []
 
 

@@ -193,9 +193,11 @@ def run(cfg: Config, progress=None) -> Results:
             nets = _grid_nets(cfg, widths, act)
             out, losses = {}, {}
             for rule in ("bp", "pc"):
-                def grid(rule=rule):
+                share = progress.share(1) if progress else False  # the grid's steps advance the run's bar
+
+                def grid(rule=rule, share=share):
                     return pcl.train_many(nets, (x, y), rule=rule, optimizer=sgd(1.0), steps=cfg.max_steps,
-                                          batch_size=cfg.batch, keys=keys, grad_scale=member_lr, progress=False,
+                                          batch_size=cfg.batch, keys=keys, grad_scale=member_lr, progress=share,
                                           solver=_solver(act, cfg) if rule == "pc" else None, on_divergence="stop",
                                           steps_per_call=100, checkpoint=checkpoint_path(f"{act}_H{h}_{rule}"),
                                           checkpoint_every=100)[1]
@@ -212,7 +214,7 @@ def run(cfg: Config, progress=None) -> Results:
                 out[rule] = (esc, div)
                 losses[rule] = [hh.loss for hh in hists]
                 if progress:
-                    progress.update(1)
+                    share.finish()
             row = _cell(cfg, act, h, out)
             for rule in ("bp", "pc"):  # the loss curves at each rule's best learning rate
                 if row[f"{rule}_best_lr"] is not None:

@@ -203,9 +203,10 @@ def _cell(cfg, depth, act, param, train, test, cond_data, solver, steps, members
     nets = eqx.filter_vmap(lambda k: _net(k, cfg, depth, act, param, x.shape[1], y.shape[1]))(init_keys)
     out = {"cond_init": _condition(_member(nets, 0), *cond_data), "acc": {}, "diverged": {}}
     for rule in cfg.rules:
+        share = progress.share(1) if progress else False  # the grid's steps advance the run's bar
         trained, hists = pcl.train_many(
             nets, (x, y), rule=rule, optimizer=sgd(1.0), steps=steps, batch_size=cfg.batch, keys=keys,
-            grad_scale=member_lr, progress=False, solver=solver if rule == "pc" else None,
+            grad_scale=member_lr, progress=share, solver=solver if rule == "pc" else None,
             on_divergence="stop", steps_per_call=50, checkpoint=checkpoint_path(_tag(act, param, depth), rule),
             checkpoint_every=50)
         bad = [bool("diverged_at" in h.meta or not np.all(np.isfinite(h.loss))) for h in hists]
@@ -218,7 +219,7 @@ def _cell(cfg, depth, act, param, train, test, cond_data, solver, steps, members
             tuned = _best(out["acc"]["pc"] if tuned_accs is None else tuned_accs)
             out["cond_trained"] = _condition(_member(trained, tuned * n_seed), *cond_data)
         if progress:
-            progress.update(1)
+            share.finish()
     if depth <= cfg.hessian_max_depth:
         out["lambda_min_origin"] = _origin_lambda_min(cfg, depth, act, param, x[: cfg.hessian_batch],
                                                       y[: cfg.hessian_batch])

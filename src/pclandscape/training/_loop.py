@@ -15,7 +15,7 @@ import optax
 from jaxtyping import Array, PRNGKeyArray
 
 from .._checks import positive_int
-from .._progress import Progress
+from .._progress import Share, progress_bar
 from ..inference import AbstractSolver, default_solver
 from ..inference._infer import resolve_solver
 from ..networks import PCNetwork
@@ -42,7 +42,7 @@ def train(
     eval_data: tuple[Array, Array] | None = None,
     eval_every: int | None = None,
     grad_scale: float = 1.0,
-    progress: bool | None = None,
+    progress: bool | None | Share = None,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 500,
     meta: dict | None = None,
@@ -71,7 +71,9 @@ def train(
         eval_data: ``(x_test, y_test)`` evaluated every ``eval_every`` steps and at the end.
         eval_every: evaluation period in steps (default: only at the start and the end).
         grad_scale: factor applied to the gradient (see the module docstring).
-        progress: show a progress bar (default: when stderr is a terminal).
+        progress: show a progress bar (default: when stderr is a terminal), or a share of a
+            caller's bar (``Progress.share``, as the experiments pass): the caller's bar then
+            advances with the training steps.
         checkpoint: file to save ``(net, opt_state, history)`` to every
             ``checkpoint_every`` steps and at the end; if it exists, training resumes from
             it (with the same data order when ``data`` is arrays and ``key`` is given).
@@ -130,7 +132,7 @@ def train(
     def divergence(step, info, net):
         return rec.diverged(diverged_message(rule, step, info, optimizer, solver, net.output_precision), step, net)
 
-    bar = Progress(steps, desc=f"train {rule}", enabled=progress)
+    bar = progress_bar(progress, steps, f"train {rule}")
     bar.update(start)
     names = tuple((metrics or {}).keys())
     fused = is_array_pair(data) and steps_per_call > 1
@@ -231,7 +233,7 @@ def train_many(
     batch_size: int = 64,
     keys: PRNGKeyArray | None = None,
     grad_scale: float | Array = 1.0,
-    progress: bool | None = None,
+    progress: bool | None | Share = None,
     metrics: dict | None = None,
     steps_per_call: int = 32,
     vectorize: bool | None = None,
@@ -319,7 +321,7 @@ def train_many(
             nets, opt_states, sstates, recs, done, step = _load_many(checkpoint, nets, opt_states, sstates, recs)
             saved = step
     orders = [index_stream(x_all.shape[0], batch_size, None if keys is None else keys[s], step, steps) for s in range(n_seeds)]
-    bar = Progress(steps, desc=f"train {rule} x{n_seeds}", enabled=progress)
+    bar = progress_bar(progress, steps, f"train {rule} x{n_seeds}")
     bar.update(step)
     try:
         while step < steps and not done.all():
