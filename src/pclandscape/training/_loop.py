@@ -350,8 +350,11 @@ def train_many(
             nets = new_nets
             done = np.asarray(stop, bool)
             step += n_valid
-            last = [r.rows[-1].loss for r in recs if r.steps]
-            bar.update(n_valid, loss=float(np.mean(last)) if last else float("nan"))
+            # the members' median loss (a diverged member's last loss would swamp a mean)
+            last = [r.rows[-1].loss for r in recs if r.steps and "diverged_at" not in r.meta]
+            n_div = sum("diverged_at" in r.meta for r in recs)
+            bar.update(n_valid, loss=float(np.median(last)) if last else float("nan"),
+                       **({"diverged": n_div} if n_div else {}))
             if checkpoint is not None and step % checkpoint_every == 0:
                 _save_many(checkpoint, nets, opt_states, sstates, recs, done, step)
                 saved = step
