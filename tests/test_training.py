@@ -308,6 +308,32 @@ def test_a_grid_advances_its_callers_bar_step_by_step(capsys):
     assert counts == ["0.3/2", "0.7/2", "1/2", "1.3/2", "2/2"]
 
 
+def test_non_finite_data_is_refused_as_data_not_reported_as_a_divergence():
+    """Inputs holding NaN/inf (or targets holding inf) are named as such, with the count and the
+    first sample, by train (array data and an iterable of batches) and train_many. Before, train
+    said "diverged at step 0 ... the learning rate is probably too large", and train_many with
+    on_divergence="stop" marked every member diverged and returned: a fair grid would have
+    reported divergence at every learning rate. NaN in targets (unobserved entries) still
+    trains, and a non-finite loss before any update is not blamed on the learning rate."""
+    net = pcl.MLP(jax.random.key(0), [3, 4, 2], "tanh")
+    x = jax.random.normal(jax.random.key(1), (6, 3))
+    y = jnp.ones((6, 2))
+    bad_x = x.at[4, 1].set(jnp.inf).at[5, 0].set(jnp.nan)
+    kw = dict(steps=2, batch_size=3, progress=False)
+    with pytest.raises(ValueError, match=r"^data: the inputs x hold 2 NaN or inf value\(s\), the first in sample 4;"):
+        pcl.train(net, (bad_x, y), **kw)
+    with pytest.raises(ValueError, match=r"^the batch of step 0: the inputs x hold 1 NaN or inf value\(s\), the first in sample 1;"):
+        pcl.train(net, [(bad_x[3:5], y[3:5])], steps=2, progress=False)
+    nets = eqx.filter_vmap(lambda k: pcl.MLP(k, [3, 4, 2], "tanh"))(jax.random.split(jax.random.key(0), 2))
+    with pytest.raises(ValueError, match=r"the targets y hold 1 inf value\(s\), the first in sample 2;"):
+        pcl.train_many(nets, (x, y.at[2, 0].set(-jnp.inf)), on_divergence="stop", **kw)
+    _, hist = pcl.train(net, (x, y.at[2, 0].set(jnp.nan)), **kw)  # an unobserved entry
+    assert np.all(np.isfinite(hist.loss))
+    broken = net.with_weights([net.weights[0].at[0, 0].set(jnp.nan), net.weights[1]])
+    with pytest.raises(pcl.DivergenceError, match="before any update.*the learning rate is not the cause"):
+        pcl.train(broken, (x, y), rule="bp", **kw)
+
+
 _SOLVES = []
 
 

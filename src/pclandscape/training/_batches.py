@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
-__all__ = ["iter_batches", "is_array_pair", "index_stream", "device_data", "batch_sharding"]
+__all__ = ["iter_batches", "is_array_pair", "index_stream", "device_data", "batch_sharding", "check_finite"]
 
 
 def array_batches(x, y, batch_size: int, key, start_step: int):
@@ -93,7 +93,24 @@ def device_data(net, data) -> tuple[Array, Array]:
     if x_all.shape[0] != y_all.shape[0]:
         raise ValueError(f"data has {x_all.shape[0]} inputs but {y_all.shape[0]} targets.")
     net.check_data(x_all[:1], y_all[:1])
+    check_finite(x_all, y_all, "data")
     return x_all, y_all
+
+
+def check_finite(x, y, what: str) -> None:
+    """Raise ``ValueError`` when the inputs ``x`` hold NaN or inf, or the targets ``y`` hold inf
+    (NaN in a target marks an unobserved entry, see Eq 1), naming how many and the first sample:
+    training on them would only report a divergence whose cause is not the learning rate."""
+    for name, bad, allowed in (("inputs x", ~jnp.isfinite(x), "NaN or inf"), ("targets y", jnp.isinf(y), "inf")):
+        per_sample = jnp.any(bad.reshape(bad.shape[0], -1), axis=1)
+        n_bad = int(jnp.sum(bad))
+        if n_bad:
+            first = int(jnp.argmax(per_sample))
+            raise ValueError(
+                f"{what}: the {name} hold {n_bad} {allowed} value(s), the first in sample {first}; remove or "
+                "impute those samples before training (NaN is allowed in targets only, where it marks an "
+                "unobserved entry)."
+            )
 
 
 

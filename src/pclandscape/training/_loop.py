@@ -19,7 +19,7 @@ from .._progress import Share, progress_bar
 from ..inference import AbstractSolver, default_solver
 from ..inference._infer import resolve_solver
 from ..networks import PCNetwork
-from ._batches import batch_sharding, device_data, index_stream, is_array_pair, iter_batches
+from ._batches import batch_sharding, check_finite, device_data, index_stream, is_array_pair, iter_batches
 from ._fused import jit_step_ok, run_steps, run_steps_many
 from ._history import History
 from ._recorder import Recorder, host_row, read_checkpoint, write_checkpoint
@@ -183,6 +183,7 @@ def train(
                 x, y = next(batches)
                 new_net, new_state, info = step_fn(net, opt_state, x, y)
                 if not bool(jit_step_ok(rule, info, new_net)):
+                    check_finite(x, y, f"the batch of step {step}")  # bad data is no divergence
                     raise divergence(step, info, net)
                 rec.add(info, {name: fn(net, x, y) for name, fn in (metrics or {}).items()})
                 net, opt_state = new_net, new_state

@@ -237,6 +237,9 @@ def diverged_message(rule, step, info: StepInfo, optimizer_name, solver, precisi
     )
     cause = "the learning rate is probably too large: lower it"
     loss, energy = float(info.loss), float(info.energy)
+    if step == 0 and not math.isfinite(loss):  # before any update: not the learning rate
+        cause = ("the loss is not finite at the weights training started from, before any update: they hold NaN "
+                 "or inf, or are so large that the predictions overflow; the learning rate is not the cause")
     if rule == "pc" and math.isfinite(loss) and bool(diverging(precision * loss, energy)):
         return (
             f"Training (PC) stopped at step {step}: inference diverged, the energy went from {loss:.4g} (feedforward) "
