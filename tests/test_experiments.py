@@ -111,6 +111,21 @@ def test_full_configs_follow_the_paper():
     assert (c2.wide_widths, c2.seeds, c2.batch) == ((1, 10, 10, 1), (0, 1, 2, 3, 4), 64)
 
 
+def test_mupc_runs_relu_nets_and_leaves_their_origin_out():
+    """ReLU is in mupc's default config. At W = 0 every activity of a residual net's equilibrium
+    is 0, on ReLU's kink, where F* has no Hessian: the run stopped there with an error (after
+    every tanh cell had trained). Now the origin is analysed for tanh only, and a note says why
+    not for ReLU; ReLU's PC training still reaches the equilibrium."""
+    mod = runner.get("mupc")
+    cfg = dataclasses.replace(mod.quick_config(), **dict(SHRUNK["mupc"], activations=("relu",), depths=(3,)))
+    res = mod.run(cfg)
+    assert "relu_mupc_L3" not in res.series["lambda_min_origin"]
+    assert not [c for c in res.claims if c.id == "mupc.origin_saddle"]
+    assert any("not analysed for relu nets" in n for n in res.notes)
+    eq = next(c for c in res.claims if c.id == "mupc.equilibrium")
+    assert eq.passed and res.series["max_inference_residual"]["relu_mupc_L3"] <= 1.001e-5
+
+
 def test_an_interrupted_mupc_run_resumes_from_its_finished_cells(tmp_path, monkeypatch):
     """Inside a resume folder every finished (activation, parameterisation, depth) cell is
     kept as one record; a rerun of the same config reads them, trains only the cell that is

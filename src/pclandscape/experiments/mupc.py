@@ -183,6 +183,10 @@ def run(cfg: Config, progress=None) -> Results:
                       diverged=diverged, lrs=list(cfg.lrs), steps=steps)
     res.tables.append(_table(cfg, acc, cond, lam, ds.name, steps))
     _claims(cfg, res, acc, cond, residual, lam, lam_theory)
+    kinked = [a for a in cfg.activations if _kinked_at_origin(cfg, min(cfg.depths), a, cfg.params[0], x.shape[1], y.shape[1])]
+    if kinked and min(cfg.depths) <= cfg.hessian_max_depth:
+        res.notes.append(f"The origin W = 0 is not analysed for {', '.join(kinked)} nets: there every activity of the "
+                         "equilibrium sits at the activation's kink (z = 0), where F* is not twice differentiable.")
     res.notes.append(
         f"Protocol: SGD on Eqs 1 and 2 (the same 1/(2N)), {steps} steps of batch {cfg.batch}, PC at a verified "
         f"equilibrium ({cfg.pc_solver}); the muPC paper used Adam on the weights and T = L Euler steps on the "
@@ -220,7 +224,7 @@ def _cell(cfg, depth, act, param, train, test, cond_data, solver, steps, members
             out["cond_trained"] = _condition(_member(trained, tuned * n_seed), *cond_data)
         if progress:
             share.finish()
-    if depth <= cfg.hessian_max_depth:
+    if depth <= cfg.hessian_max_depth and not _kinked_at_origin(cfg, depth, act, param, x.shape[1], y.shape[1]):
         out["lambda_min_origin"] = _origin_lambda_min(cfg, depth, act, param, x[: cfg.hessian_batch],
                                                       y[: cfg.hessian_batch])
     if progress:
@@ -232,6 +236,13 @@ def _condition(net, x, y) -> float:
     """The largest activity-Hessian condition number over the samples (inf: not convex in z)."""
     spec = pcl.activity_spectrum(net, x, y)
     return float(jnp.max(spec.condition))
+
+
+def _kinked_at_origin(cfg, depth, act, param, d_in, d_out) -> bool:
+    """At W = 0 every activity of the equilibrium is 0 (no prediction but the skips, and the
+    output no longer depends on z): for an activation with a kink at 0 (ReLU) F* is not twice
+    differentiable there, so the origin's Hessian is not defined."""
+    return pcl.kinks.kink_slopes(_net(None, cfg, depth, act, param, d_in, d_out, init="zeros")) is not None
 
 
 def _origin_lambda_min(cfg, depth, act, param, x, y) -> float:
