@@ -627,3 +627,9 @@ def test_progress_in_a_log_is_one_line_per_tenth_when_asked(monkeypatch, capsys)
     # the first update (it started), then one line as each tenth is reached
     assert len(lines) == 11 and all(line.startswith("work [") for line in lines)
     assert [line.split()[2] for line in lines] == ["1/40"] + [f"{4 * k}/40" for k in range(1, 11)]
+    # a slow unit of work still shows that it moves: a line after log_every seconds without one,
+    # if the work advanced (a heartbeat of updates that add nothing prints nothing)
+    slow = Progress(1000, desc="slow", log_every=0.0)
+    for n in (1, 1, 0, 1):
+        slow.update(n)
+    assert [line.split()[2] for line in capsys.readouterr().err.splitlines()] == ["1/1000", "2/1000", "3/1000"]
