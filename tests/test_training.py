@@ -334,6 +334,37 @@ def test_non_finite_data_is_refused_as_data_not_reported_as_a_divergence():
         pcl.train(broken, (x, y), rule="bp", **kw)
 
 
+def test_diverge_above_stops_a_member_whose_loss_grows_without_becoming_nan(tmp_path):
+    """With ``diverge_above=100`` a member whose loss rises above 100 times its first step's is
+    frozen as diverged at exactly the first such step of the unguarded run (same trajectory up
+    to there), the others train as without it; resuming from a checkpoint keeps the ceilings;
+    with on_divergence="raise" the error names the loss and the ceiling."""
+    # a linear regression (one layer): gradient descent with lr > 2 / lambda_max grows geometrically
+    nets = eqx.filter_vmap(lambda k: pcl.MLP(k, [3, 2], "linear"))(jax.random.split(jax.random.key(0), 3))
+    x = jax.random.normal(jax.random.key(1), (16, 3))
+    y = x[:, :2] @ jnp.asarray([[1.0, -2.0], [0.5, 1.0]])
+    lam = float(np.linalg.eigvalsh(np.asarray(x.T @ x) / 16).max())
+    kw = dict(rule="bp", optimizer=optax.sgd(1.0), grad_scale=np.array([0.5, 1.0, 2.3]) / lam, steps=40, batch_size=16,
+              on_divergence="stop", progress=False, steps_per_call=7)
+    _, free = pcl.train_many(nets, (x, y), **kw)
+    grows = free[2].loss
+    first = int(np.argmax(grows > 100 * grows[0]))
+    assert first > 3 and np.all(np.isfinite(grows[: first + 1]))  # finite, yet far above its start
+    _, guarded = pcl.train_many(nets, (x, y), diverge_above=100.0, **kw)
+    assert guarded[2].meta["diverged_at"] == first and guarded[2].meta["diverge_above"] == 100.0
+    np.testing.assert_array_equal(guarded[2].loss, grows[:first])
+    for a, b in zip(free[:2], guarded[:2]):
+        np.testing.assert_array_equal(a.loss, b.loss)
+    ckpt = tmp_path / "grid.ckpt"
+    pcl.train_many(nets, (x, y), diverge_above=100.0, checkpoint=ckpt, checkpoint_every=7, **dict(kw, steps=7))
+    _, resumed = pcl.train_many(nets, (x, y), diverge_above=100.0, checkpoint=ckpt, checkpoint_every=7, **kw)
+    assert [h.meta.get("diverged_at") for h in resumed] == [h.meta.get("diverged_at") for h in guarded]
+    with pytest.raises(pcl.DivergenceError, match=r"the loss rose to .*, above diverge_above=100 times its first step's"):
+        pcl.train_many(nets, (x, y), diverge_above=100.0, **dict(kw, on_divergence="raise"))
+    with pytest.raises(ValueError, match=r"diverge_above=-1"):
+        pcl.train_many(nets, (x, y), diverge_above=-1, **kw)
+
+
 _SOLVES = []
 
 

@@ -13,7 +13,9 @@ or to the output) and its verified inference:
   ``lrs`` in one ``pcl.train_many`` program per (activation, parameterisation, rule, depth)
   (the learning rate as each member's gradient scale). The test accuracy of each depth is
   reported at the learning rate that was best at ``tune_depth`` (zero-shot transfer) and at
-  that depth's own best (a learning rate where the run diverged counts as accuracy 0).
+  that depth's own best (a learning rate where the run diverged counts as accuracy 0: a
+  non-finite value, or a batch loss above ``diverge_factor`` times its first, at which the
+  run is stopped).
 * **Conditioning**: the activity Hessian's condition number (``pcl.activity_spectrum`` on
   ``cond_batch`` test samples, at the feedforward activities; exact: dense, or bisection on
   the block-tridiagonal Hessian at depth) at initialisation and after
@@ -61,7 +63,9 @@ from .base import Results, checkpoint_path, claim, fmt, grid_batch_keys, load_da
 from .solvers import SolverSpec
 
 NAME = "mupc"
-VERSION = 2  # 2: condition numbers above 2048 activities by bisection (exact), were Lanczos (float32, ~1 % off)
+# 2: condition numbers above 2048 activities by bisection (exact), were Lanczos (float32, ~1 % off);
+# 3: a run whose loss rises above diverge_factor x its first is stopped as diverged (before: trained on)
+VERSION = 3
 DESCRIPTION = ("Beyond the paper: residual PCNs of 8-128 layers under muPC vs SP, PC vs BP: accuracy against depth, "
                "learning-rate transfer, activity-Hessian conditioning, the saddle at the origin")
 
@@ -85,6 +89,10 @@ class Config:
     # SGD on Eqs 1-2: muPC's output scaling 1/N asks for far larger steps than SP's
     lrs: tuple = (1e-3, 3.16e-3, 1e-2, 3.16e-2, 0.1, 0.316, 1.0, 3.16, 10.0, 31.6, 100.0)
     tune_depth: int = 16
+    # a run whose batch loss rises above this factor times its first is stopped as diverged (as fair
+    # classifies its runs): unstable learning rates otherwise blow up for hundreds of steps without
+    # a NaN, PC's inference at its iteration cap on each
+    diverge_factor: float = 100.0
     pc_solver: SolverSpec = SolverSpec("newton", (("tol", 1e-5),))
     cond_batch: int = 8
     hessian_max_depth: int = 16
@@ -190,7 +198,8 @@ def run(cfg: Config, progress=None) -> Results:
     res.notes.append(
         f"Protocol: SGD on Eqs 1 and 2 (the same 1/(2N)), {steps} steps of batch {cfg.batch}, PC at a verified "
         f"equilibrium ({cfg.pc_solver}); the muPC paper used Adam on the weights and T = L Euler steps on the "
-        "activities. Accuracy 0 marks a learning rate at which the run diverged.")
+        "activities. Accuracy 0 marks a learning rate at which the run diverged (a non-finite value, or a batch loss "
+        f"above {cfg.diverge_factor:g} times its first, where the run was stopped).")
     return res
 
 
@@ -212,7 +221,7 @@ def _cell(cfg, depth, act, param, train, test, cond_data, solver, steps, members
             nets, (x, y), rule=rule, optimizer=sgd(1.0), steps=steps, batch_size=cfg.batch, keys=keys,
             grad_scale=member_lr, progress=share, solver=solver if rule == "pc" else None,
             on_divergence="stop", steps_per_call=50, checkpoint=checkpoint_path(_tag(act, param, depth), rule),
-            checkpoint_every=50)
+            checkpoint_every=50, diverge_above=cfg.diverge_factor)
         bad = [bool("diverged_at" in h.meta or not np.all(np.isfinite(h.loss))) for h in hists]
         accs = [0.0 if b else float(pcl.evaluate(_member(trained, i), xt, yt)[1]) for i, b in enumerate(bad)]
         out["diverged"][rule] = bad

@@ -27,14 +27,18 @@ def _skipped(update, net, state, sstate, x, y):
 
 
 def _scan_steps(net, opt_state, x_all, y_all, idx, n_valid, scale, target, rule, optimizer, solver, metric_fns,
-                batch_sharding=None, done=None, solver_state=None):
+                batch_sharding=None, done=None, solver_state=None, diverge_above=None, ceiling=None):
     """``len(idx)`` training steps fused in one ``lax.scan``; steps past ``n_valid``, after the
     loss target is met, or that would produce non-finite values leave the state unchanged.
 
     ``batch_sharding`` (a ``jax.sharding.Sharding`` or None) shards each gathered batch along
     its sample axis across devices: data parallelism, with the weight-gradient sums reduced
     across devices by XLA. ``done`` (a boolean, default False) marks a run already finished.
-    ``solver_state`` is the inference solver's carried state (see ``AbstractSolver.init_state``)."""
+    ``solver_state`` is the inference solver's carried state (see ``AbstractSolver.init_state``).
+    ``diverge_above`` (a float, static) with ``ceiling`` (a scalar; NaN: not yet known): a step
+    whose loss exceeds the ceiling counts as diverged, as a non-finite one does; an unknown
+    ceiling becomes ``diverge_above`` times the loss of the first step taken. Returns the
+    ceiling last when ``diverge_above`` is given."""
 
     def update(net, state, sstate, x, y):
         if rule == "bp":
@@ -46,7 +50,7 @@ def _scan_steps(net, opt_state, x_all, y_all, idx, n_valid, scale, target, rule,
         return new_net, new_state, info, new_sstate, tuple(fn(net, x, y) for fn in metric_fns)
 
     def body(carry, inputs):
-        net, state, done, sstate = carry
+        net, state, done, sstate, ceil = carry
         i, ids = inputs
         x, y = x_all[ids], y_all[ids]
         if batch_sharding is not None:
@@ -59,17 +63,23 @@ def _scan_steps(net, opt_state, x_all, y_all, idx, n_valid, scale, target, rule,
         new_net, new_state, info, new_sstate, extra = jax.lax.cond(
             active, update, lambda *a: _skipped(update, *a), net, state, sstate, x, y)
         finite = step_ok(rule, info, new_net)
+        if diverge_above is not None:
+            ceil = jnp.where(jnp.isnan(ceil) & active, diverge_above * info.loss, ceil)
+            finite &= ~(info.loss > ceil)
         apply = active & finite
         net = _tree_select(~apply, net, new_net)
         state = _tree_select(~apply, state, new_state)
         sstate = _tree_select(~apply, sstate, new_sstate)
         done = done | (active & ~finite) | (apply & (info.loss < target))
-        return (net, state, done, sstate), (info, extra, apply, active & ~finite)
+        return (net, state, done, sstate, ceil), (info, extra, apply, active & ~finite)
 
     steps = jnp.arange(idx.shape[0])
     done = jnp.asarray(False) if done is None else done
-    (net, state, done, sstate), (info, extra, ran, bad) = jax.lax.scan(
-        body, (net, opt_state, done, solver_state), (steps, idx))
+    ceil0 = jnp.asarray(jnp.nan if ceiling is None else ceiling, jnp.result_type(float))
+    (net, state, done, sstate, ceil), (info, extra, ran, bad) = jax.lax.scan(
+        body, (net, opt_state, done, solver_state, ceil0), (steps, idx))
+    if diverge_above is not None:
+        return net, state, info, extra, ran, bad, done, sstate, ceil
     return net, state, info, extra, ran, bad, done, sstate
 
 
@@ -79,16 +89,16 @@ jit_step_ok = eqx.filter_jit(step_ok)
 
 @eqx.filter_jit
 def run_steps_many(nets, opt_states, x_all, y_all, idx, n_valid, scale, target, rule, optimizer, solver, metric_fns, done,
-                    vectorize, solver_states=None):
+                    vectorize, solver_states=None, diverge_above=None, ceilings=None):
     """:func:`_scan_steps` over a leading seed axis of ``nets``, ``opt_states``, ``idx``,
-    ``done``, ``scale`` and ``solver_states``: vmapped (``vectorize``) or one seed after the
-    other (``lax.map``), in one program."""
+    ``done``, ``scale``, ``solver_states`` and ``ceilings``: vmapped (``vectorize``) or one
+    seed after the other (``lax.map``), in one program."""
 
-    def one(net, state, ids, d, sc, ss):
+    def one(net, state, ids, d, sc, ss, ceil):
         return _scan_steps(net, state, x_all, y_all, ids, n_valid, sc, target, rule, optimizer, solver, metric_fns, None, d,
-                           ss)
+                           ss, diverge_above, ceil)
 
     if vectorize:
-        return eqx.filter_vmap(one)(nets, opt_states, idx, done, scale, solver_states)
-    return jax.lax.map(lambda a: one(*a), (nets, opt_states, idx, done, scale, solver_states))
+        return eqx.filter_vmap(one)(nets, opt_states, idx, done, scale, solver_states, ceilings)
+    return jax.lax.map(lambda a: one(*a), (nets, opt_states, idx, done, scale, solver_states, ceilings))
 
