@@ -199,9 +199,10 @@ def run(cfg: Config, progress=None) -> Results:
                     return pcl.train_many(nets, (x, y), rule=rule, optimizer=sgd(1.0), steps=cfg.max_steps,
                                           batch_size=cfg.batch, keys=keys, grad_scale=member_lr, progress=share,
                                           solver=_solver(act, cfg) if rule == "pc" else None, on_divergence="stop",
-                                          steps_per_call=100, checkpoint=checkpoint_path(f"{act}_H{h}_{rule}"),
+                                          steps_per_call=25, checkpoint=checkpoint_path(f"{act}_H{h}_{rule}"),
                                           checkpoint_every=100)[1]
 
+                # (25 steps per compiled call: the progress bar moves, and Ctrl-C is answered, between calls)
                 # a finished grid survives an interrupt (kept in the run's resume folder), an
                 # unfinished one resumes from its last checkpoint (hours per grid for tanh at width 500)
                 hists = resumable(f"{act}_H{h}_{rule}", grid, n_lr * n_seed)

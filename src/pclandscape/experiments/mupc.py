@@ -216,11 +216,13 @@ def _cell(cfg, depth, act, param, train, test, cond_data, solver, steps, members
     nets = eqx.filter_vmap(lambda k: _net(k, cfg, depth, act, param, x.shape[1], y.shape[1]))(init_keys)
     out = {"cond_init": _condition(_member(nets, 0), *cond_data), "acc": {}, "diverged": {}}
     for rule in cfg.rules:
-        share = progress.share(1) if progress else False  # the grid's steps advance the run's bar
+        # the grid's steps advance the run's bar, between compiled calls of 10 steps (a call of 50 at 128
+        # layers ran ~10 minutes without a line in the log)
+        share = progress.share(1) if progress else False
         trained, hists = pcl.train_many(
             nets, (x, y), rule=rule, optimizer=sgd(1.0), steps=steps, batch_size=cfg.batch, keys=keys,
             grad_scale=member_lr, progress=share, solver=solver if rule == "pc" else None,
-            on_divergence="stop", steps_per_call=50, checkpoint=checkpoint_path(_tag(act, param, depth), rule),
+            on_divergence="stop", steps_per_call=10, checkpoint=checkpoint_path(_tag(act, param, depth), rule),
             checkpoint_every=50, diverge_above=cfg.diverge_factor)
         bad = [bool("diverged_at" in h.meta or not np.all(np.isfinite(h.loss))) for h in hists]
         accs = [0.0 if b else float(pcl.evaluate(_member(trained, i), xt, yt)[1]) for i, b in enumerate(bad)]
