@@ -53,8 +53,8 @@ case "$MODE" in
       --set fair.dataset=fashion_mnist --set fair.activations=tanh --set fair.depths=4,5 --set fair.max_steps=1000
     # deep residual nets (mupc) at the default width 128 and depths 8-128: tanh under muPC only (SP's inference takes
     # ~100 Newton iterations per step from 32 layers on), 200 SGD steps (default one epoch), a grid shifted up to
-    # 10000 (muPC's output scaling 1/N at width 128), F*'s Hessian at the origin at 8 layers only (8-64 layers: ~40 min
-    # on 2 cores; the 128-layer cell more than an hour)
+    # 10000 (muPC's output scaling 1/N at width 128), F*'s Hessian at the origin at 8 layers only (75 min on 2 cores,
+    # the 128-layer cell 63 min of it; each cell's grids resume from their checkpoints every 50 steps)
     "${CLI[@]}" reproduce --out reference/mupc --only mupc "${DATA[@]}" --no-fallback --exit-zero \
       --set mupc.activations=tanh --set mupc.params=mupc --set mupc.steps=200 \
       --set mupc.lrs=3.16,10,31.6,100,316,1000,3160,10000 --set mupc.hessian_max_depth=8
