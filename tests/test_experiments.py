@@ -124,6 +124,7 @@ def test_mupc_runs_relu_nets_and_leaves_their_origin_out():
     assert any("not analysed for relu nets" in n for n in res.notes)
     eq = next(c for c in res.claims if c.id == "mupc.equilibrium")
     assert eq.passed and res.series["max_inference_residual"]["relu_mupc_L3"] <= 1.001e-5
+    assert res.series["max_inference_residual_lr"]["relu_mupc_L3"] in cfg.lrs  # whose residual it is
 
 
 def test_an_interrupted_mupc_run_resumes_from_its_finished_cells(tmp_path, monkeypatch):

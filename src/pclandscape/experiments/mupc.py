@@ -154,7 +154,7 @@ def run(cfg: Config, progress=None) -> Results:
     init_keys = jnp.concatenate([jax.vmap(jax.random.key)(jnp.asarray(cfg.seeds))] * n_lr)
     solver = cfg.pc_solver.build(linear=False)
     cx, cy = xt[: cfg.cond_batch], yt[: cfg.cond_batch]
-    acc, cond, residual, lam, lam_theory, diverged = {}, {}, {}, {}, {}, {}
+    acc, cond, residual, residual_lr, lam, lam_theory, diverged = {}, {}, {}, {}, {}, {}, {}
     # the tuning depth first: the condition number after training is taken at the lr tuned there
     depths = sorted(cfg.depths, key=lambda d: d != cfg.tune_depth)
     for act in cfg.activations:
@@ -181,16 +181,19 @@ def run(cfg: Config, progress=None) -> Results:
                     diverged[f"{tag}/{rule}"] = done["diverged"][rule]
                 if "residual" in done:
                     residual[tag] = done["residual"]
+                if "residual_lr" in done:  # (cells of runs before stop 31 lack it)
+                    residual_lr[tag] = done["residual_lr"]
                 if "lambda_min_origin" in done:
                     lam[tag] = done["lambda_min_origin"]
                     zero = _net(None, cfg, depth, act, param, x.shape[1], y.shape[1], init="zeros")
                     hx, hy = x[: cfg.hessian_batch], y[: cfg.hessian_batch]
                     lam_theory[tag] = float(pcl.theory.network_origin_spectrum(zero, hx, hy)[0])
-    res.series.update(accuracy=acc, condition=cond, max_inference_residual=residual, lambda_min_origin=lam,
+    res.series.update(accuracy=acc, condition=cond, max_inference_residual=residual,
+                      max_inference_residual_lr=residual_lr, lambda_min_origin=lam,
                       lambda_min_origin_closed_form=lam_theory,
                       diverged=diverged, lrs=list(cfg.lrs), steps=steps)
     res.tables.append(_table(cfg, acc, cond, lam, ds.name, steps))
-    _claims(cfg, res, acc, cond, residual, lam, lam_theory)
+    _claims(cfg, res, acc, cond, residual, lam, lam_theory, residual_lr)
     kinked = [a for a in cfg.activations if _kinked_at_origin(cfg, min(cfg.depths), a, cfg.params[0], x.shape[1], y.shape[1])]
     if kinked and min(cfg.depths) <= cfg.hessian_max_depth:
         res.notes.append(f"The origin W = 0 is not analysed for {', '.join(kinked)} nets: there every activity of the "
@@ -229,8 +232,10 @@ def _cell(cfg, depth, act, param, train, test, cond_data, solver, steps, members
         out["diverged"][rule] = bad
         out["acc"][rule] = np.asarray(accs).reshape(n_lr, n_seed).mean(1).tolist()
         if rule == "pc":
-            r = [float(np.nanmax(h.inference_grad_norm)) for h in hists if "diverged_at" not in h.meta and len(h)]
-            out["residual"] = max(r) if r else float("nan")
+            r = {i: float(np.nanmax(h.inference_grad_norm)) for i, h in enumerate(hists) if "diverged_at" not in h.meta and len(h)}
+            out["residual"] = max(r.values()) if r else float("nan")
+            if r:  # the learning rate of the member with the largest residual
+                out["residual_lr"] = float(cfg.lrs[max(r, key=r.get) // n_seed])
             tuned = _best(out["acc"]["pc"] if tuned_accs is None else tuned_accs)
             out["cond_trained"] = _condition(_member(trained, tuned * n_seed), *cond_data)
         if progress:
@@ -294,7 +299,7 @@ def _shown(v) -> str:
     return "-" if v is None else fmt(v)
 
 
-def _claims(cfg, res, acc, cond, residual, lam, lam_theory):
+def _claims(cfg, res, acc, cond, residual, lam, lam_theory, residual_lr=None):
     lo, hi = min(cfg.depths), max(cfg.depths)
     for act in cfg.activations:
         if "pc" in cfg.rules and "mupc" in cfg.params:
@@ -340,7 +345,8 @@ def _claims(cfg, res, acc, cond, residual, lam, lam_theory):
         res.add(claim(f"{NAME}.equilibrium", "PC's weight updates were taken at a verified inference equilibrium",
                       f"largest residual max_i ||dF_i/dz_i|| over every step of every non-diverged PC run <= {tol:g} "
                       "(to float32 rounding, 0.1 %)",
-                      "; ".join(f"{k}: {v:.1e}" for k, v in residual.items()),
+                      "; ".join(f"{k}: {v:.1e}" + (f" (lr {fmt(residual_lr[k])})" if v > tol * 1.001 and k in
+                                                     (residual_lr or {}) else "") for k, v in residual.items()),
                       bool(np.isfinite(worst) and worst <= tol * 1.001), category="finding"))
     if lam:
         # two computations: Lanczos on the implicit Hessian (autodiff through the equilibrium)
