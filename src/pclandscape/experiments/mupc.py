@@ -89,9 +89,9 @@ class Config:
     # SGD on Eqs 1-2: muPC's output scaling 1/N asks for far larger steps than SP's
     lrs: tuple = (1e-3, 3.16e-3, 1e-2, 3.16e-2, 0.1, 0.316, 1.0, 3.16, 10.0, 31.6, 100.0)
     tune_depth: int = 16
-    # a run whose batch loss rises above this factor times its first is stopped as diverged (as fair
-    # classifies its runs): unstable learning rates otherwise blow up for hundreds of steps without
-    # a NaN, PC's inference at its iteration cap on each
+    # a run whose batch loss rises above this factor times its first is stopped as diverged (fair's
+    # factor, which fair applies after its runs): an unstable learning rate can otherwise blow up for
+    # over a hundred steps without a NaN, PC's inference at its iteration cap on each
     diverge_factor: float = 100.0
     pc_solver: SolverSpec = SolverSpec("newton", (("tol", 1e-5),))
     cond_batch: int = 8

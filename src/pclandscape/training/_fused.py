@@ -38,7 +38,7 @@ def _scan_steps(net, opt_state, x_all, y_all, idx, n_valid, scale, target, rule,
     ``diverge_above`` (a float, static) with ``ceiling`` (a scalar; NaN: not yet known): a step
     whose loss exceeds the ceiling counts as diverged, as a non-finite one does; an unknown
     ceiling becomes ``diverge_above`` times the loss of the first step taken. Returns the
-    ceiling last when ``diverge_above`` is given."""
+    ceiling last (NaN without ``diverge_above``)."""
 
     def update(net, state, sstate, x, y):
         if rule == "bp":
@@ -78,9 +78,7 @@ def _scan_steps(net, opt_state, x_all, y_all, idx, n_valid, scale, target, rule,
     ceil0 = jnp.asarray(jnp.nan if ceiling is None else ceiling, jnp.result_type(float))
     (net, state, done, sstate, ceil), (info, extra, ran, bad) = jax.lax.scan(
         body, (net, opt_state, done, solver_state, ceil0), (steps, idx))
-    if diverge_above is not None:
-        return net, state, info, extra, ran, bad, done, sstate, ceil
-    return net, state, info, extra, ran, bad, done, sstate
+    return net, state, info, extra, ran, bad, done, sstate, ceil
 
 
 run_steps = eqx.filter_jit(_scan_steps)

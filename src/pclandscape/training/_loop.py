@@ -156,7 +156,7 @@ def train(
                 n_valid = min(bounds)
                 idx = [next(order) for _ in range(n_valid)]
                 idx = np.stack(idx + [idx[0]] * (steps_per_call - n_valid))
-                net, opt_state, info, extra, ran, bad, stop, sstate = run_steps(
+                net, opt_state, info, extra, ran, bad, stop, sstate, _ = run_steps(
                     net, opt_state, x_all, y_all, jnp.asarray(idx), jnp.asarray(n_valid), scale, target,
                     rule, optimizer, solver, metric_fns, sharding, None, sstate,
                 )
@@ -345,11 +345,11 @@ def train_many(
                 n_valid = min(n_valid, checkpoint_every - step % checkpoint_every)
             idx = np.stack([np.stack([next(o) for _ in range(n_valid)] + [np.zeros(batch_size, np.int64)] * (steps_per_call - n_valid))
                             for o in orders])
-            new_nets, opt_states, info, extra, ran, bad, stop, sstates, *ceil = run_steps_many(
+            new_nets, opt_states, info, extra, ran, bad, stop, sstates, ceil = run_steps_many(
                 nets, opt_states, x_all, y_all, jnp.asarray(idx), jnp.asarray(n_valid), scale, target,
                 rule, optimizer, solver, metric_fns, jnp.asarray(done), vectorize, sstates, diverge_above, ceilings,
             )
-            ceilings = ceil[0] if ceil else ceilings
+            ceilings = None if diverge_above is None else ceil
             info, extra, ran, bad, stop = jax.device_get((info, extra, ran, bad, stop))
             for s in range(n_seeds):
                 for i in np.nonzero(ran[s])[0]:
