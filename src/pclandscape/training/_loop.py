@@ -273,8 +273,7 @@ def train_many(
     its first step counts as diverged too (e.g. 100; ``fair`` applies that factor after its runs,
     to the median of the first 5 losses): in a grid of learning rates an unstable member's loss
     can grow for over a hundred steps without becoming NaN, and under PC each of those steps runs a solver at its iteration cap on a
-    blown-up network (``mupc``'s 64-layer cell took 10 minutes with it, where 3 such members of 8
-    had kept the first 50 of its 200 PC steps at 19 minutes). A
+    blown-up network (3 of the 8 members of ``mupc``'s 64-layer grid did this). A
     member that is done (diverged, or at ``until_loss``) costs nothing more when the seeds are
     mapped: its later steps are skipped, not computed and discarded (vmapped, every member
     computes every step).
