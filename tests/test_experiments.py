@@ -159,3 +159,25 @@ def test_an_interrupted_mupc_run_resumes_from_its_finished_cells(tmp_path, monke
             else:  # trained again: the same program on the same data
                 np.testing.assert_allclose(again.series[key][k], v, rtol=1e-6)
     assert [c.passed for c in again.claims] == [c.passed for c in first.claims]
+
+
+def test_final_residuals_infers_with_each_members_own_weights():
+    """``final_residuals`` takes member i's weights out of the stacked grid: its reported residual is
+    that of ``pcl.infer`` on the same net built alone, and its float64 residual is that point's."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    import pclandscape as pcl
+    from pclandscape.experiments.base import final_residuals
+
+    nets = eqx.filter_vmap(lambda k: pcl.MLP(k, [3, 5, 5, 2], "tanh"))(jax.random.split(jax.random.key(0), 3))
+    x, y = jax.random.normal(jax.random.key(1), (4, 3)), jax.random.normal(jax.random.key(2), (4, 2))
+    solver = pcl.Newton(tol=1e-4)
+    out = final_residuals(nets, [0, 2], x, y, solver)
+    assert sorted(out) == [0, 2]
+    for i in (0, 2):
+        alone = pcl.MLP(jax.random.split(jax.random.key(0), 3)[i], [3, 5, 5, 2], "tanh")
+        eq = pcl.infer(alone, x, y, solver)
+        assert out[i] == (float(eq.grad_norm), pcl.verify_equilibrium(alone, x, y, eq).residual)
+    assert out[0] != out[2] and jnp.zeros(1).dtype == jnp.float32

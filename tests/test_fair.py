@@ -146,6 +146,9 @@ def test_an_interrupted_fair_run_resumes_from_its_finished_grids(tmp_path, monke
         again = fair.run(cfg)
     assert again.series["table"] == first.series["table"]
     assert again.series["max_inference_residual"] == first.series["max_inference_residual"]
+    # the float64 residuals of the final equilibria survive in the kept histories (ExactLinear: rounding only)
+    assert again.series["final_residual_float64"] == first.series["final_residual_float64"]
+    assert 0 < first.series["final_residual_float64"]["linear_H1"] < 1e-6
 
 
 def test_a_fair_grid_interrupted_mid_way_resumes_from_its_checkpoint(tmp_path, monkeypatch):
@@ -178,3 +181,26 @@ def test_a_fair_grid_interrupted_mid_way_resumes_from_its_checkpoint(tmp_path, m
     assert steps == []
     assert again.series["table"] == clean.series["table"]
     assert not list(folder.glob("*.ckpt"))
+
+
+def test_the_equilibrium_finding_needs_the_float64_residual_too():
+    """The finding passes only when the float32 residual of every step and the float64 residual of
+    every run's final equilibrium are both within tol; a float64 one above it (float32 rounding hid
+    it), or one not measured, fails it."""
+    from pclandscape.experiments.base import Results
+    from pclandscape.experiments.fair import _claims
+
+    cfg = Config(seeds=(0, 1, 2), lrs=(0.01, 0.1, 1.0), max_steps=1000, n_boot=200)
+    ok, never = [False] * 3, [None] * 3
+    outcome = ([never, [40, 42, 44], [16, 17, 18]], [ok, ok, ok])
+    row = _cell(cfg, "tanh", 2, {"bp": outcome, "pc": outcome})
+
+    def finding(residual64):
+        res = Results("fair", cfg)
+        _claims(cfg, res, [row], [row["verdict"]], {"tanh_H2": 9.9e-6}, residual64)
+        return next(c for c in res.claims if c.id == "fair.equilibrium")
+
+    assert finding({"tanh_H2": 8e-6}).passed and "float64 at the end: tanh_H2: 8.0000e-06" in finding({"tanh_H2": 8e-6}).measured
+    assert not finding({"tanh_H2": 1.4e-5}).passed
+    assert not finding({"tanh_H2": float("nan")}).passed and not finding({}).passed
+    assert "tanh_H2: not measured" in finding({}).measured

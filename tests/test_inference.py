@@ -426,3 +426,48 @@ def test_epc_options_and_divergence_are_clear(rng):
     net = pcl.MLP.from_weights([jnp.asarray(w, jnp.float32) for w in ws])
     with pytest.raises(pcl.DivergenceError, match=r"EPC\(dt=5\).*d\^2F/de\^2"):
         pcl.infer(net, jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32), pcl.EPC(dt=5.0, steps=200))
+
+
+def test_verify_equilibrium_evaluates_the_float32_point_in_float64():
+    """At float32 activities ``z32 = fl(z* + delta)`` of a linear net (``z*`` its exact
+    equilibrium) the gradient is exactly ``H (z32 - z*)`` (``H`` the constant activity Hessian,
+    built in closed form): ``verify_equilibrium`` gives its per-sample norms to float64
+    rounding at a residual of ~1e-5, where a float32 evaluation carries rounding errors of the
+    order of the residual itself. It leaves the caller in float32."""
+    from pclandscape._compat import enable_x64
+    from pclandscape.activity_hessian import dense_activity_hessian
+    from pclandscape.inference._verify import _as_float64
+
+    k1, k2, k3, k4 = jax.random.split(jax.random.key(3), 4)
+    net = pcl.MLP(k1, [6, 9, 9, 9, 3], "linear")
+    x, y = jax.random.normal(k2, (5, 6)), jax.random.normal(k3, (5, 3))
+    with enable_x64(True):
+        net64, x64, y64 = _as_float64((net, x, y))
+        z_star = pcl.infer(net64, x64, y64, pcl.ExactLinear(tol=1e-12)).activities
+        delta = tuple(1e-5 * jax.random.normal(k, a.shape, jnp.float64)
+                      for k, a in zip(jax.random.split(k4, len(z_star)), z_star))
+        z32 = tuple(np.asarray(a + d, np.float32) for a, d in zip(z_star, delta))
+        offset = jnp.concatenate([jnp.asarray(a, jnp.float64) - s for a, s in zip(z32, z_star)], axis=1)
+        h = dense_activity_hessian(net64, z_star, x64, y64)
+        expected = np.asarray(jnp.linalg.norm(jnp.einsum("nij,nj->ni", h, offset), axis=1))
+    check = pcl.verify_equilibrium(net, x, y, z32, tol=float(np.median(expected)))
+    np.testing.assert_allclose(check.per_sample, expected, rtol=1e-9)
+    assert check.residual == pytest.approx(float(expected.max()), rel=1e-9) and 1e-6 < check.residual < 1e-3
+    assert check.reported is None and not check.verified  # the worst sample is above the median
+    assert jnp.zeros(1).dtype == jnp.float32  # float64 did not leak
+
+
+def test_verify_equilibrium_takes_an_equilibrium_and_refuses_bad_input():
+    k1, k2, k3 = jax.random.split(jax.random.key(4), 3)
+    net = pcl.MLP(k1, [4, 6, 6, 2], "tanh")
+    x, y = jax.random.normal(k2, (3, 4)), jax.random.normal(k3, (3, 2))
+    eq = pcl.infer(net, x, y, pcl.Newton(tol=1e-4))
+    check = pcl.verify_equilibrium(net, x, y, eq)
+    assert check.reported == float(eq.grad_norm) and check.tol == 1e-4
+    assert check.verified == (check.residual <= 1e-4) and check.per_sample.shape == (3,)
+    with pytest.raises(ValueError, match="pass tol"):
+        pcl.verify_equilibrium(net, x, y, eq.activities)
+    with pytest.raises(ValueError, match="hidden"):
+        pcl.verify_equilibrium(net, x, y, eq.activities[:1], tol=1e-4)
+    with pytest.raises(ValueError, match="concrete"):
+        jax.jit(lambda z: pcl.verify_equilibrium(net, x, y, z, tol=1e-4).residual)(eq.activities)

@@ -54,8 +54,10 @@ from .inference import (
     PaperEuler,
     activity_grad,
     default_solver,
+    EquilibriumCheck,
     equilibrated_energy,
     infer,
+    verify_equilibrium,
 )
 from .kinks import stationarity_residual
 from .networks import CNN, MLP, NTP, SP, MuPC, Parameterisation, PCNetwork, weights
@@ -99,6 +101,8 @@ __all__ = [
     "Equilibrium",
     "infer",
     "equilibrated_energy",
+    "verify_equilibrium",
+    "EquilibriumCheck",
     "activity_grad",
     "stationarity_residual",
     "default_solver",

@@ -22,6 +22,7 @@ import types
 import typing
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,6 +39,8 @@ __all__ = [
     "protocol_setup",
     "escape_step",
     "grid_batch_keys",
+    "grid_member",
+    "final_residuals",
     "checkpoint_path",
     "resumable",
     "resumable_record",
@@ -240,6 +243,26 @@ def escape_step(loss: np.ndarray, fraction: float = 0.5, window: int = 5) -> int
     plateau = float(np.median(loss[:window]))
     below = np.nonzero(loss < fraction * plateau)[0]
     return int(below[0]) if below.size else None
+
+
+def grid_member(nets, i: int):
+    """Member ``i`` of the stacked networks of a grid (``pcl.train_many``'s first output)."""
+    return jax.tree_util.tree_map(lambda a: a[i] if eqx.is_array(a) else a, nets)
+
+
+def final_residuals(nets, members, x, y, solver) -> dict[int, tuple[float, float]]:
+    """The end-of-training check of PC's equilibria, for a grid's ``members`` (indices into the
+    stacked ``nets`` that ``pcl.train_many`` returned): inference by ``solver`` with each
+    member's final weights on ``(x, y)``, and ``(residual it reports, float64 residual of the
+    same point)`` (:func:`pclandscape.verify_equilibrium`). The float32 residual a solver stops
+    on carries rounding of the order of a 1e-5 tolerance on wide nets
+    (``benchmarks/residual_floor.py``); the float64 one is the point's own."""
+    out = {}
+    for i in members:
+        net = grid_member(nets, i)
+        check = pcl.verify_equilibrium(net, x, y, pcl.infer(net, x, y, solver))
+        out[i] = (check.reported, check.residual)
+    return out
 
 
 @functools.lru_cache(maxsize=None)

@@ -26,7 +26,7 @@ training (the paper's T = 50 Euler steps) does not need it.
 
 **Layout.** ``_base`` (the solver interface), one module per solver (``_euler``: Euler and
 PaperEuler, ``_heun``, ``_exact``: ExactLinear, ``_newton``, ``_epc``: error-based), ``_infer`` (infer, Equilibrium,
-the default solver, equilibrated_energy).
+the default solver, equilibrated_energy), ``_verify`` (verify_equilibrium: the residual in float64).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from ._infer import (
     infer as infer,
 )
 from ._newton import BlockTridiagonal as BlockTridiagonal, CG as CG, Newton as Newton
+from ._verify import EquilibriumCheck as EquilibriumCheck, verify_equilibrium as verify_equilibrium
 
 __all__ = [
     "AbstractSolver",
@@ -58,6 +59,8 @@ __all__ = [
     "Equilibrium",
     "infer",
     "equilibrated_energy",
+    "verify_equilibrium",
+    "EquilibriumCheck",
     "activity_grad",
     "default_solver",
 ]
