@@ -135,7 +135,9 @@ def infer(
         init: optional starting activities ``(z_1, ..., z_{L-1})``.
 
     Returns:
-        An :class:`Equilibrium` (activities, energy, grad_norm, steps, converged).
+        An :class:`Equilibrium` (activities, energy, grad_norm, steps, converged). ``grad_norm``
+        is computed in the precision the inference ran in; in float32 on wide nets its rounding
+        approaches a 1e-5 tolerance: :func:`verify_equilibrium` evaluates it in float64.
 
     Raises:
         ValueError: for data that do not fit the network, or a solver that cannot handle it.
