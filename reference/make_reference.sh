@@ -13,7 +13,8 @@
 #         into fine/ the linear fair comparison at H = 2, 3 on a quarter-decade learning-rate grid, into w500/
 #         the linear fair comparison at the paper's width 500, depths 1-5, 3000 steps (fair's defaults but for
 #         the data set; ~1.5 h on 2 cores); into w500_tanh/ the same with tanh nets at H = 1-3, 1000 steps, into w500_tanh45/ at H = 4, 5,
-#         into w500_tanh_full/ at H = 1, 2 and 3000 steps; into
+#         into w500_tanh_full/ at H = 1, 2 and 3000 steps; into mupc_v4/ the
+#         mupc run at 8-64 layers with the float64 check; into
 #         mupc/ residual tanh nets of 8-128 layers under muPC, 200 steps, and into mupc_relu/ ReLU nets of 8-32 layers
 #   full  every BP-vs-PC experiment at the paper's §A.4 sizes (a GPU machine; days on a CPU)
 # Data: Fashion-MNIST from Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)
@@ -62,6 +63,10 @@ case "$MODE" in
     # the 128-layer cell 63 min of it; each cell's grids resume from their checkpoints every 50 steps)
     "${CLI[@]}" reproduce --out reference/mupc --only mupc "${DATA[@]}" --no-fallback --exit-zero \
       --set mupc.activations=tanh --set mupc.params=mupc --set mupc.steps=200 \
+      --set mupc.lrs=3.16,10,31.6,100,316,1000,3160,10000 --set mupc.hessian_max_depth=8
+    # the same at 8-64 layers with mupc VERSION 4 (the float64 check of the final equilibria; ~17 min on 2 cores)
+    "${CLI[@]}" reproduce --out reference/mupc_v4 --only mupc "${DATA[@]}" --no-fallback --exit-zero \
+      --set mupc.activations=tanh --set mupc.params=mupc --set mupc.steps=200 --set mupc.depths=8,16,32,64 \
       --set mupc.lrs=3.16,10,31.6,100,316,1000,3160,10000 --set mupc.hessian_max_depth=8
     # the same with ReLU nets at 8-32 layers (their Newton iterations grow with depth: 55 per step at 128 layers, batch 64)
     "${CLI[@]}" reproduce --out reference/mupc_relu --only mupc "${DATA[@]}" --no-fallback --exit-zero \
