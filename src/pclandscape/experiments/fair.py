@@ -426,7 +426,8 @@ def _claims(cfg, res, table, cells, residual, residual64=None):
                       f"equilibrium with its final weights (first batch) <= {_pc_tol(cfg):g}",
                       # four digits: at the tolerance, one digit cannot show the side of it a residual is on
                       ", ".join(f"{k}: {v:.4e}" for k, v in residual.items()) + "; float64 at the end: "
-                      + ", ".join(f"{k}: {r64[k]:.4e}" if k in r64 else f"{k}: not measured" for k in residual),
+                      + ", ".join(f"{k}: {r64[k]:.4e}" if np.isfinite(r64.get(k, np.nan)) else f"{k}: not measured"
+                                 for k in residual),
                       bool(np.isfinite(worst) and worst <= _pc_tol(cfg) and ok64), category="finding"))
 
 

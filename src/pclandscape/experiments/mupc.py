@@ -356,8 +356,8 @@ def _claims(cfg, res, acc, cond, residual, lam, lam_theory, residual_lr=None, re
                       f"run's equilibrium with its final weights (first training batch) <= {tol:g}",
                       "; ".join(f"{k}: {v:.1e}" + (f" (lr {fmt(residual_lr[k])})" if v > tol * 1.001 and k in
                                                      (residual_lr or {}) else "") for k, v in residual.items())
-                      + "; float64 at the end: " + ("; ".join(f"{k}: {residual64[k]:.2e}" if k in residual64 else
-                                                              f"{k}: not measured" for k in residual)),
+                      + "; float64 at the end: " + ("; ".join(f"{k}: {residual64[k]:.2e}" if np.isfinite(residual64.get(k, np.nan))
+                                                              else f"{k}: not measured" for k in residual)),
                       bool(np.isfinite(worst) and worst <= tol * 1.001 and ok64), category="finding"))
     if lam:
         # two computations: Lanczos on the implicit Hessian (autodiff through the equilibrium)
