@@ -18,6 +18,10 @@ def test_shape_mismatch_between_net_and_data():
         pcl.infer(net, x, jnp.ones((3, 3)))
     with pytest.raises(ValueError, match="activities has 2 arrays.*1 hidden"):
         pcl.pc_energy(net, [jnp.ones((2, 4))] * 2, x, y)
+    with pytest.raises(ValueError, match=r"activities\[0\] has shape \(2, 5\) but hidden layer 1 .* shape \(2, 4\)"):
+        pcl.infer(net, x, y, init=[jnp.ones((2, 5))])
+    with pytest.raises(ValueError, match=r"activities\[0\] has shape \(2, 5\)"):
+        pcl.verify_equilibrium(net, x, y, [jnp.ones((2, 5))], tol=1e-5)
     with pytest.raises(ValueError, match=r"x has shape"):
         pcl.train(net, (jnp.ones((8, 6)), jnp.ones((8, 3))), rule="bp", steps=1, batch_size=4)
 

@@ -44,6 +44,15 @@ def check_activities(net: PCNetwork, activities: Sequence[Array], x: Array) -> t
             raise ValueError(
                 f"activities[{i}] has batch size {jnp.shape(a)[0]} but x has {n}."
             )
+    # each layer's shape from the feedforward pass, traced abstractly (no arithmetic)
+    expected = eqx.filter_eval_shape(lambda nn, xx: nn.feedforward(xx)[:-1], net, x)
+    for i, (a, e) in enumerate(zip(activities, expected)):
+        if tuple(jnp.shape(a)) != tuple(e.shape):
+            raise ValueError(
+                f"activities[{i}] has shape {tuple(jnp.shape(a))} but hidden layer {i + 1} of the network has "
+                f"activities of shape {tuple(e.shape)} (batch first); pass arrays shaped like "
+                f"net.feedforward(x)[:-1], e.g. the .activities of pcl.infer(...)."
+            )
     return activities
 
 
