@@ -41,6 +41,7 @@ __all__ = [
     "grid_batch_keys",
     "grid_member",
     "final_residuals",
+    "float64_finding",
     "checkpoint_path",
     "resumable",
     "resumable_record",
@@ -250,19 +251,28 @@ def grid_member(nets, i: int):
     return jax.tree_util.tree_map(lambda a: a[i] if eqx.is_array(a) else a, nets)
 
 
-def final_residuals(nets, members, x, y, solver) -> dict[int, tuple[float, float]]:
+def final_residuals(nets, members, x, y, solver) -> dict:
     """The end-of-training check of PC's equilibria, for a grid's ``members`` (indices into the
     stacked ``nets`` that ``pcl.train_many`` returned): inference by ``solver`` with each
-    member's final weights on ``(x, y)``, and ``(residual it reports, float64 residual of the
-    same point)`` (:func:`pclandscape.verify_equilibrium`). The float32 residual a solver stops
+    member's final weights on ``(x, y)``, checked in float64 (:func:`pclandscape.verify_equilibrium`:
+    one :class:`pclandscape.EquilibriumCheck` per member). The float32 residual a solver stops
     on carries rounding of the order of a 1e-5 tolerance on wide nets
     (``benchmarks/residual_floor.py``); the float64 one is the point's own."""
     out = {}
     for i in members:
         net = grid_member(nets, i)
-        check = pcl.verify_equilibrium(net, x, y, pcl.infer(net, x, y, solver))
-        out[i] = (check.reported, check.residual)
+        out[i] = pcl.verify_equilibrium(net, x, y, pcl.infer(net, x, y, solver))
     return out
+
+
+def float64_finding(residual64: dict, cells, tol: float, digits: int) -> tuple[str, bool]:
+    """``(text, passed)`` of the float64 half of an equilibrium finding: each cell's largest float64
+    residual of its final equilibria (:func:`final_residuals`), "not measured" where a cell has none
+    (or NaN); passed when every cell was measured and is ``<= tol``."""
+    shown = [f"{k}: {residual64[k]:.{digits}e}" if np.isfinite(residual64.get(k, np.nan)) else f"{k}: not measured"
+             for k in cells]
+    ok = all(np.isfinite(residual64.get(k, np.nan)) and residual64[k] <= tol for k in cells)
+    return "float64 at the end: " + "; ".join(shown), bool(ok)
 
 
 @functools.lru_cache(maxsize=None)

@@ -13,7 +13,7 @@ from .._energies import per_sample_norm
 from ..kinks import stationarity_residual
 from ..networks import PCNetwork
 from ..objectives import check_activities
-from ._infer import Equilibrium
+from ._infer import Equilibrium, _is_traced
 
 __all__ = ["EquilibriumCheck", "verify_equilibrium"]
 
@@ -103,7 +103,7 @@ def verify_equilibrium(
             raise ValueError("verify_equilibrium(..., activities): pass tol=... (the residual to check), or pass "
                              "the Equilibrium that pcl.infer returned, whose tol is used.")
     activities = check_activities(net, activities, x)
-    if isinstance(jnp.asarray(x), jax.core.Tracer) or any(isinstance(a, jax.core.Tracer) for a in activities):
+    if _is_traced(net, x, y, activities):
         raise ValueError("verify_equilibrium cannot run under jit/vmap/grad (it evaluates in float64 outside "
                          "them); call it on concrete arrays, e.g. on the result of pcl.infer.")
     if not activities:
