@@ -265,14 +265,14 @@ def final_residuals(nets, members, x, y, solver) -> dict:
     return out
 
 
-def float64_finding(residual64: dict, cells, tol: float, digits: int) -> tuple[str, bool]:
+def float64_finding(residual64: dict, cells, tol: float, digits: int, sep: str = "; ") -> tuple[str, bool]:
     """``(text, passed)`` of the float64 half of an equilibrium finding: each cell's largest float64
     residual of its final equilibria (:func:`final_residuals`), "not measured" where a cell has none
     (or NaN); passed when every cell was measured and is ``<= tol``."""
     shown = [f"{k}: {residual64[k]:.{digits}e}" if np.isfinite(residual64.get(k, np.nan)) else f"{k}: not measured"
              for k in cells]
     ok = all(np.isfinite(residual64.get(k, np.nan)) and residual64[k] <= tol for k in cells)
-    return "float64 at the end: " + "; ".join(shown), bool(ok)
+    return "float64 at the end: " + sep.join(shown), bool(ok)
 
 
 @functools.lru_cache(maxsize=None)

@@ -418,7 +418,7 @@ def _claims(cfg, res, table, cells, residual, residual64=None):
         worst = max(residual.values())
         # and the float64 residual of the point itself at the end (float32's rounding of the residual
         # reaches 1e-5 on wide nets: benchmarks/residual_floor.py)
-        text64, ok64 = float64_finding(residual64 or {}, residual, _pc_tol(cfg), digits=4)
+        text64, ok64 = float64_finding(residual64 or {}, residual, _pc_tol(cfg), digits=4, sep=", ")
         res.add(claim(f"{NAME}.equilibrium", "PC's weight updates were taken at a verified inference equilibrium",
                       f"largest residual max_i ||dF_i/dz_i|| over every step of every non-diverged PC run <= {_pc_tol(cfg):g} "
                       f"(ExactLinear: rounding only), and the float64 residual (pcl.verify_equilibrium) of each such run's "
