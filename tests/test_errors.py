@@ -102,3 +102,34 @@ def eqx_vmap_nets():
     import equinox as eqx
 
     return eqx.filter_vmap(lambda k: pcl.MLP(k, [5, 4, 3], "tanh", init_std=0.1))(jax.random.split(jax.random.key(0), 2))
+
+
+def test_data_of_the_wrong_form_is_named_in_the_message():
+    """A single array, an iterable yielding non-pairs, and targets of the wrong width (whose
+    message named the shape of one cut batch, (1, 4), not the data's)."""
+    net = pcl.MLP(jax.random.key(0), [4, 5, 3], "tanh", init_std=0.1)
+    x, y = jnp.ones((6, 4)), jnp.ones((6, 3))
+    with pytest.raises(ValueError, match=r"data is a single array of shape \(6, 4\); pass a pair \(x, y\)"):
+        pcl.train(net, x, steps=2, batch_size=3)
+    with pytest.raises(ValueError, match=r"data yielded an array of shape \(6, 4\) as batch 0; .* pairs \(x, y\)"):
+        pcl.train(net, [x, y, x], steps=2, batch_size=3)
+    with pytest.raises(ValueError, match=r"data yielded a tuple of 3 items as batch 1"):
+        pcl.train(net, [(x, y), (x, y, y)], rule="bp", steps=2, batch_size=3)
+    for steps_per_call in (1, 32):  # the per-step loop and the fused one
+        with pytest.raises(ValueError, match=r"y has shape \(6, 4\) but the network's output width is 3"):
+            pcl.train(net, (x, jnp.ones((6, 4))), steps=2, batch_size=3, steps_per_call=steps_per_call)
+
+
+def test_objectives_must_be_scalar_and_tolerances_positive():
+    """``classify_critical_point`` and the other tools of a scalar objective name a vector
+    output instead of failing inside ``jax.grad``; bad tolerances are refused."""
+    with pytest.raises(ValueError, match=r"fn returned an array of shape \(3,\), not a scalar"):
+        pcl.classify_critical_point(lambda p: p * 2, jnp.ones(3))
+    with pytest.raises(ValueError, match=r"fn returned an array of shape \(2, 3\)"):
+        pcl.hessian(lambda p: jnp.outer(p[:2], p), jnp.ones(3))
+    with pytest.raises(ValueError, match=r"classify_critical_point\(tol=-1\) must be a positive"):
+        pcl.classify_critical_point(lambda p: jnp.sum(p**2), jnp.ones(3), tol=-1)
+    with pytest.raises(ValueError, match=r"classify_critical_point\(k=0\)"):
+        pcl.classify_critical_point(lambda p: jnp.sum(p**2), jnp.ones(3), k=0)
+    with pytest.raises(ValueError, match=r"find_critical_point\(tol=0\)"):
+        pcl.find_critical_point(lambda p: jnp.sum(p**2), jnp.ones(3), tol=0)

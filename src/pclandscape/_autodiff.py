@@ -53,9 +53,26 @@ class FlatFunction(eqx.Module):
 
 
 def flatten_fn(fn, params) -> tuple["FlatFunction", Array]:
-    """``fn`` of a pytree as a :class:`FlatFunction` of the flat vector, and that vector."""
+    """``fn`` of a pytree as a :class:`FlatFunction` of the flat vector, and that vector.
+
+    ``fn`` must return a scalar (every caller differentiates or tabulates an objective); a
+    ``ValueError`` names the shape it returned otherwise. The check reads the output of the
+    one trace ``closure_convert`` makes anyway.
+    """
     flat, unravel = ravel_pytree(params)
-    converted, consts = jax.closure_convert(lambda v: fn(unravel(v)), flat)
+    shapes = []
+
+    def of_flat(v):
+        out = fn(unravel(v))
+        shapes.append(jnp.shape(out))
+        return out
+
+    converted, consts = jax.closure_convert(of_flat, flat)
+    if shapes and shapes[0] != ():
+        raise ValueError(
+            f"fn returned an array of shape {shapes[0]}, not a scalar: pass the objective itself (reduce the "
+            f"output, e.g. with jnp.sum or jnp.mean, or use the batch-mean loss / energy)."
+        )
     return FlatFunction(converted, list(consts), unravel), flat
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PyTree
 
+from ._checks import nonnegative_int, positive_int, positive_number
 from ._linalg import batch_size_for
 from ._autodiff import dense_matrix, flatten_fn, jit_grad, jit_value_and_grad
 from .curvature import HessianOperator, hessian_operator, lanczos
@@ -125,6 +126,9 @@ def find_critical_point(
     Returns:
         A :class:`CriticalPointSearch`.
     """
+    positive_number("find_critical_point", "tol", tol)
+    for name, value in (("max_iter", max_iter), ("cg_steps", cg_steps), ("max_backtracks", max_backtracks)):
+        positive_int("find_critical_point", name, value)
     f, w0 = flatten_fn(fn, params)
     if not bool(jnp.all(jnp.isfinite(w0))):
         raise ValueError("find_critical_point: params contain NaN or inf.")
@@ -301,6 +305,13 @@ def classify_critical_point(
             cheaper one than autodiff of ``fn`` exists (e.g. ``pcl.energy_hessian_operator(...)`` for the
             equilibrated energy); it must be the Hessian of ``fn``.
     """
+    for name, value in (("tol", tol), ("eig_tol", eig_tol)):
+        if value is not None:
+            positive_number("classify_critical_point", name, value)
+    for name, value in (("max_order", max_order), ("k", k)):
+        positive_int("classify_critical_point", name, value)
+    for name, value in (("n_directions", n_directions), ("dense_max", dense_max)):
+        nonnegative_int("classify_critical_point", name, value)
     f, flat = flatten_fn(fn, params)
     unravel = f.unravel
     p = flat.size

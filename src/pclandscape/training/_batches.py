@@ -25,18 +25,24 @@ def iter_batches(data, batch_size, key, start_step):
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"data has {x.shape[0]} inputs but {y.shape[0]} targets.")
         return array_batches(x, y, batch_size, key, start_step)
+    if hasattr(data, "shape"):
+        raise ValueError(
+            f"data is a single array of shape {tuple(data.shape)}; pass a pair (x, y) of inputs and targets "
+            "(or an iterable of (x, y) batches)."
+        )
     if isinstance(data, Iterable):
 
         def gen():
-            skipped = 0
+            seen = 0
             while True:
                 empty = True
                 for batch in data:
                     empty = False
-                    if skipped < start_step:
-                        skipped += 1
+                    if seen < start_step:
+                        seen += 1
                         continue
-                    yield batch
+                    yield _as_pair(batch, seen)
+                    seen += 1
                 if empty:
                     raise ValueError("data yielded no batches.")
 
@@ -45,6 +51,15 @@ def iter_batches(data, batch_size, key, start_step):
         "data must be a pair (x, y) of arrays or an iterable of (x, y) batches, "
         f"got {type(data).__name__}."
     )
+
+
+def _as_pair(batch, index: int):
+    """``batch`` as ``(x, y)``, or a ``ValueError`` saying what the iterable yielded instead."""
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return batch
+    what = (f"an array of shape {tuple(batch.shape)}" if hasattr(batch, "shape")
+            else f"a {type(batch).__name__}" + (f" of {len(batch)} items" if isinstance(batch, (tuple, list)) else ""))
+    raise ValueError(f"data yielded {what} as batch {index}; an iterable of batches must yield pairs (x, y).")
 
 
 def is_array_pair(data) -> bool:
@@ -92,7 +107,7 @@ def device_data(net, data) -> tuple[Array, Array]:
     x_all, y_all = jnp.asarray(data[0]), jnp.asarray(data[1])
     if x_all.shape[0] != y_all.shape[0]:
         raise ValueError(f"data has {x_all.shape[0]} inputs but {y_all.shape[0]} targets.")
-    net.check_data(x_all[:1], y_all[:1])
+    net.check_data(x_all, y_all)  # shapes only: the message names the data's own shapes
     check_finite(x_all, y_all, "data")
     return x_all, y_all
 

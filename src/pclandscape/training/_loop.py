@@ -110,6 +110,8 @@ def train(
         solver.check(net)  # per-batch preparation (e.g. missing targets) happens in pc_step
     if eval_data is not None:
         net.check_data(*eval_data)
+    if is_array_pair(data) and steps_per_call == 1:  # the fused path checks in device_data
+        net.check_data(*data)  # shapes only, before any batch is cut (its message names the data's shapes)
 
     opt_state = init_opt_state(net, optimizer)
     rec = Recorder(rule, meta)
