@@ -19,11 +19,15 @@ def array_batches(x, y, batch_size: int, key, start_step: int):
         yield jnp.asarray(x[idx]), jnp.asarray(y[idx])  # host-side gather, one transfer
 
 
-def iter_batches(data, batch_size, key, start_step):
+def iter_batches(net, data, batch_size, key, start_step):
+    """The batches of the per-step loop: ``data`` as an ``(x, y)`` pair (checked against ``net``
+    whole, before any batch is cut, as :func:`device_data` does for the fused loop) or an iterable
+    of ``(x, y)`` batches (each checked to be a pair as it comes)."""
     if is_array_pair(data):
         x, y = np.asarray(data[0]), np.asarray(data[1])
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"data has {x.shape[0]} inputs but {y.shape[0]} targets.")
+        net.check_data(x, y)  # shapes only: the message names the data's own shapes
         return array_batches(x, y, batch_size, key, start_step)
     if hasattr(data, "shape"):
         raise ValueError(

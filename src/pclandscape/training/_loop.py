@@ -110,8 +110,6 @@ def train(
         solver.check(net)  # per-batch preparation (e.g. missing targets) happens in pc_step
     if eval_data is not None:
         net.check_data(*eval_data)
-    if is_array_pair(data) and steps_per_call == 1:  # the fused path checks in device_data
-        net.check_data(*data)  # shapes only, before any batch is cut (its message names the data's shapes)
 
     opt_state = init_opt_state(net, optimizer)
     rec = Recorder(rule, meta)
@@ -180,7 +178,7 @@ def train(
                 else (lambda n, s, x, y: pc_step(n, s, x, y, optimizer, solver, grad_scale=grad_scale, solver_state=sstate,
                                                 check=False))
             )
-            batches = iter_batches(data, batch_size, key, start)
+            batches = iter_batches(net, data, batch_size, key, start)
             while step < steps:
                 x, y = next(batches)
                 new_net, new_state, info = step_fn(net, opt_state, x, y)
