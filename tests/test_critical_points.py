@@ -108,6 +108,25 @@ def test_find_critical_point_on_a_deep_linear_loss(x64):
         pcl.find_critical_point(fn, [w * jnp.nan for w in pcl.weights(net)])
 
 
+@pytest.mark.parametrize("hidden", [2, 3])
+def test_find_critical_point_reaches_the_degenerate_origin_saddle(x64, hidden):
+    """At the origin of a deep linear loss the gradient has degree H in the weights and the
+    Hessian vanishes (H >= 2): plain Newton removes 1/H of the distance per step and stops at
+    ||g|| <= 1e-10 some 1e-6 to 1e-4 away, where the Hessian's O(distance^(H-1)) eigenvalues
+    made this saddle look strict. The search must land on the origin itself, and the point it
+    returns must classify as the origin does: a non-strict saddle of order H + 1 (Theorem 2)."""
+    toy = pcl.data.toy_gaussian(dim=3, n_train=256)
+    x, y = jnp.asarray(toy.x_train, jnp.float64), jnp.asarray(toy.y_train, jnp.float64)
+    net = pcl.MLP(jax.random.key(0), [3] * (hidden + 2), "linear", init_std=0.1, dtype=jnp.float64)
+    fn = lambda w: pcl.mse_loss(net.with_weights(w), x, y)  # noqa: E731
+    r = pcl.find_critical_point(fn, pcl.weights(net))
+    flat = np.concatenate([np.ravel(w) for w in r.params])
+    assert r.converged and r.grad_norm <= 1e-10 and r.step_norm <= 1e-10
+    assert np.abs(flat).max() <= 1e-9 < r.distance
+    cp = pcl.classify_critical_point(fn, r.params)
+    assert cp.kind == "non_strict_saddle" and cp.order == hidden + 1
+
+
 def test_lanczos_counts_are_exact_or_none_never_wrong(x64):
     """Issue case 3: above dense_max, n_negative / n_zero are exact when the k computed
     eigenvalues reach past them and None (not a wrong count) when they do not."""

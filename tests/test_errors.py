@@ -133,3 +133,16 @@ def test_objectives_must_be_scalar_and_tolerances_positive():
         pcl.classify_critical_point(lambda p: jnp.sum(p**2), jnp.ones(3), k=0)
     with pytest.raises(ValueError, match=r"find_critical_point\(tol=0\)"):
         pcl.find_critical_point(lambda p: jnp.sum(p**2), jnp.ones(3), tol=0)
+    with pytest.raises(ValueError, match=r"find_critical_point\(xtol=-1"):
+        pcl.find_critical_point(lambda p: jnp.sum(p**2), jnp.ones(3), xtol=-1)
+
+
+def test_a_float64_operator_used_with_x64_off_is_named():
+    """An operator built inside ``jax.enable_x64(True)`` and used after the block ends would
+    meet float32 vectors deep inside ``jax.jvp``; it is refused with what to do instead."""
+    with jax.enable_x64(True):
+        op = pcl.hessian_operator(lambda p: jnp.sum(p**4), jnp.ones(3, jnp.float64))
+        assert float(pcl.lanczos(op, k=1).eigenvalues[0]) == pytest.approx(12.0, rel=1e-10)
+    for use in (lambda: pcl.lanczos(op, k=1), lambda: op.mv(jnp.ones(3)), lambda: op.as_matrix()):
+        with pytest.raises(ValueError, match=r"built in float64 .* inside the same `with jax.enable_x64\(True\):`"):
+            use()

@@ -73,7 +73,10 @@ class CriticalPointSearch(NamedTuple):
         start_grad_norm: ``||grad fn||`` at the starting point.
         distance: ``||theta* - theta_0||`` (flat parameter vectors).
         iterations: Newton iterations taken.
-        converged: ``grad_norm <= tol``.
+        converged: ``grad_norm <= tol`` and ``step_norm <= xtol * (1 + ||theta*||)``.
+        step_norm: the norm of the Newton step from the point found: an estimate of its distance
+            to the exact critical point (at a degenerate one, the distance over the degree of
+            the gradient there).
     """
 
     params: Any
@@ -82,6 +85,7 @@ class CriticalPointSearch(NamedTuple):
     distance: float
     iterations: int
     converged: bool
+    step_norm: float = float("nan")
 
 
 @eqx.filter_jit
@@ -95,11 +99,21 @@ def _gauss_newton_step(f, w, cg_steps: int):
     return g, d
 
 
+_MULTIPLES = tuple(range(1, 9))  # step multiples tried: a degenerate root of degree m sits at m times the Newton step
+
+
+@eqx.filter_jit
+def _grad_norms_along(f, w, d, alphas):
+    """``||grad f(w + a d)||`` for each ``a`` in ``alphas`` (one compiled call)."""
+    return jax.vmap(lambda a: jnp.linalg.norm(jax.grad(f)(w + a * d)))(alphas)
+
+
 def find_critical_point(
     fn: Callable[[PyTree], Array],
     params: PyTree,
     *,
     tol: float = 1e-10,
+    xtol: float = 1e-10,
     max_iter: int = 50,
     cg_steps: int = 500,
     max_backtracks: int = 30,
@@ -108,17 +122,31 @@ def find_critical_point(
 
     Each iteration takes the minimum-norm solution ``d`` of ``min ||g + H d||`` (``g``, ``H``
     the gradient and Hessian at the current point; matrix-free, CG on ``H^2 d = -H g``) and a
-    backtracking step ``theta + a d`` that lowers ``||g||``. Unlike gradient descent it is
-    attracted by saddles as much as by minima, so started on a plateau of a training run it
-    lands on the saddle that plateau is near (degenerate Hessians, as at the saddles of deep
-    linear networks, are handled by the minimum-norm step). It stops when ``||g|| <= tol``
-    (run it in float64 for tight tolerances) or after ``max_iter`` iterations; the result
-    reports the residual, so a failed search is visible, never silent.
+    step ``theta + a d`` that lowers ``||g||``. Unlike gradient descent it is attracted by
+    saddles as much as by minima, so started on a plateau of a training run it lands on the
+    saddle that plateau is near.
+
+    **Degenerate critical points** (the saddles of deep linear networks: at the origin of a
+    network with ``H`` hidden layers the gradient is a polynomial of degree ``H`` in the
+    weights, the Hessian vanishes for ``H >= 2``) slow Newton's method to a linear rate: where
+    the gradient is homogeneous of degree ``m`` about the critical point ``theta*``, Euler's
+    identity ``H (theta - theta*) = m g`` makes the Newton step ``-(theta - theta*) / m``, so
+    each step only removes ``1/m`` of the distance. So the multiples ``a = 1, ..., 8`` of the
+    step are tried and the one with the smallest ``||g||`` taken (``a = m`` lands on ``theta*``
+    up to the higher-degree terms); when none lowers ``||g||``, ``a = 1/2, 1/4, ...``
+    (``max_backtracks`` halvings). And a small gradient is not yet a critical point there:
+    ``||g|| ~ ||theta - theta*||^m``, so ``||g|| = 1e-10`` can leave ``theta`` 1e-5 away, where
+    the Hessian's ``O(||theta - theta*||^{m-1})`` eigenvalues would make a degenerate saddle
+    look strict. The search stops when ``||g|| <= tol`` **and** the next Newton step, which
+    estimates the remaining distance, is below ``xtol * (1 + ||theta||)``; or after
+    ``max_iter`` iterations, or when no step lowers ``||g||``. Run it in float64 for these
+    tolerances; the result reports both residuals, so a failed search is visible, never silent.
 
     Args:
         fn: scalar objective of ``params``.
         params: the starting point (any pytree).
         tol: gradient-norm tolerance.
+        xtol: step tolerance, relative to ``1 + ||theta||``.
         max_iter: Newton iterations at most.
         cg_steps: CG iterations per Newton step.
         max_backtracks: step halvings per iteration before giving up.
@@ -126,31 +154,41 @@ def find_critical_point(
     Returns:
         A :class:`CriticalPointSearch`.
     """
-    positive_number("find_critical_point", "tol", tol)
+    for name, value in (("tol", tol), ("xtol", xtol)):
+        positive_number("find_critical_point", name, value)
     for name, value in (("max_iter", max_iter), ("cg_steps", cg_steps), ("max_backtracks", max_backtracks)):
         positive_int("find_critical_point", name, value)
     f, w0 = flatten_fn(fn, params)
     if not bool(jnp.all(jnp.isfinite(w0))):
         raise ValueError("find_critical_point: params contain NaN or inf.")
+    multiples = jnp.asarray(_MULTIPLES, w0.dtype)
     w = w0
     g, d = _gauss_newton_step(f, w, cg_steps)
     gn0 = gn = float(jnp.linalg.norm(g))
     it = 0
-    while gn > tol and it < max_iter:
-        alpha, moved = 1.0, False
-        for _ in range(max_backtracks):
-            w_try = w + alpha * d
-            gn_try = float(jnp.linalg.norm(jit_grad(f, w_try)))
+
+    def done() -> bool:
+        return gn <= tol and float(jnp.linalg.norm(d)) <= xtol * (1.0 + float(jnp.linalg.norm(w)))
+
+    while not done() and it < max_iter:
+        norms = np.asarray(_grad_norms_along(f, w, d, multiples))
+        norms = np.where(np.isfinite(norms), norms, np.inf)
+        best = int(np.argmin(norms))
+        alpha, moved = (float(multiples[best]), True) if norms[best] < gn else (0.5, False)
+        for _ in range(0 if moved else max_backtracks):
+            gn_try = float(jnp.linalg.norm(jit_grad(f, w + alpha * d)))
             if np.isfinite(gn_try) and gn_try < gn:
-                w, moved = w_try, True
+                moved = True
                 break
             alpha /= 2
         it += 1
         if not moved:
             break
+        w = w + alpha * d
         g, d = _gauss_newton_step(f, w, cg_steps)
         gn = float(jnp.linalg.norm(g))
-    return CriticalPointSearch(f.unravel(w), gn, gn0, float(jnp.linalg.norm(w - w0)), it, gn <= tol)
+    return CriticalPointSearch(f.unravel(w), gn, gn0, float(jnp.linalg.norm(w - w0)), it, done(),
+                               float(jnp.linalg.norm(d)))
 
 
 def directional_derivatives(fn: Callable, params: PyTree, direction: PyTree, max_order: int) -> np.ndarray:

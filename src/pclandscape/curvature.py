@@ -56,11 +56,13 @@ class HessianOperator(eqx.Module):
 
     def mv(self, v: Float[Array, " p"]) -> Float[Array, " p"]:
         """The product ``H v`` for a flat vector ``v`` of length ``size``."""
+        _check_precision(self)
         return _apply(self, v)
 
     def as_matrix(self, batch_size: int | None = None) -> Float[Array, "p p"]:
         """The dense matrix, built column by column from products (``batch_size`` at a time;
         one at a time when the product involves LAPACK, see :mod:`pclandscape._linalg`)."""
+        _check_precision(self)
         return dense_matrix(self, batch_size_for(self.mv, (jnp.zeros((self.size,), self.dtype),), batch_size))
 
 
@@ -98,6 +100,14 @@ def hvp(fn: Callable[[PyTree], Array], params: PyTree, v) -> Any:
         raise ValueError(f"v has {vflat.size} entries but params has {op.size}.")
     out = op.mv(vflat)
     return out if is_flat else unravel(out)
+
+
+def _check_precision(op) -> None:
+    """Refuse a float64 operator while x64 is off: JAX would make its products' vectors float32."""
+    if jnp.dtype(op.dtype) == jnp.float64 and not jax.config.jax_enable_x64:
+        raise ValueError(
+            "this Hessian operator was built in float64 (inside jax.enable_x64(True)) but is used with "
+            "float64 switched off: use it inside the same `with jax.enable_x64(True):` block that built it.")
 
 
 @eqx.filter_jit
@@ -339,6 +349,7 @@ def lanczos(
         if params is None:
             raise ValueError("lanczos needs params when given a function (or pass a HessianOperator).")
         op = hessian_operator(fn_or_operator, params)
+    _check_precision(op)
     p, dtype = op.size, op.dtype
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= p:
         raise ValueError(f"k={k!r} must be an integer between 1 and p={p}.")
