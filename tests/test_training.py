@@ -372,6 +372,7 @@ class _CountingEuler(pcl.AbstractSolver):
     """Euler inference that counts, on the host (``_SOLVES``), the solves that really run."""
 
     tol: float = 1e-5
+    aims_at_tol = False  # five fixed steps: a budget, not a target (no off-equilibrium warning)
 
     def solve(self, net, x, y, z0):
         jax.debug.callback(lambda: _SOLVES.append(1))
@@ -525,3 +526,28 @@ def test_rules_are_objects_and_a_solver_is_never_ignored():
     with pytest.raises(ValueError, match="would be ignored"):
         pcl.train_many(eqx.filter_vmap(lambda k: pcl.MLP(k, [3, 4, 2], "tanh"))(jax.random.split(jax.random.key(0), 2)),
                        (x, y), rule="bp", solver=euler, steps=1, batch_size=8)
+
+
+def test_updates_off_the_equilibrium_are_warned_about():
+    """A solver that iterates to ``tol`` but ended some steps above it makes ``train`` say how
+    many and how far (the numbers of the history it returns); fixed-budget solvers, whose tol
+    only labels the result, do not."""
+    import re
+    import warnings
+
+    key = jax.random.key(0)
+    x, y = jax.random.normal(key, (16, 4)), jax.random.normal(jax.random.key(1), (16, 2))
+    net = pcl.MLP(key, [4, 6, 6, 2], "tanh")
+    kw = dict(optimizer=optax.sgd(0.05), steps=4, batch_size=8)
+    with pytest.warns(RuntimeWarning, match=r"train: PC inference ended above Newton") as rec:
+        _, h = pcl.train(net, (x, y), rule=pcl.PC(solver=pcl.Newton(tol=1e-12, max_steps=1)), **kw)
+    n, worst = re.search(r"at (\d+) of 4 training steps \(largest residual ([\d.e+-]+)\)", str(rec[-1].message)).groups()
+    assert int(n) == int(np.sum(h.inference_grad_norm > 1e-12)) == 4
+    assert float(worst) == pytest.approx(float(np.max(h.inference_grad_norm)), rel=1e-2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        pcl.train(net, (x, y), rule=pcl.PC(solver=pcl.Euler(dt=0.1, steps=3)), **kw)   # a budget, not a target
+        pcl.train(net, (x, y), rule=pcl.PC(solver=pcl.PaperEuler(steps=3)), **kw)
+        pcl.train(net, (x, y), rule=pcl.PC(solver=pcl.Newton(tol=1e-4)), **kw)       # reached: nothing to say
+    with pytest.warns(RuntimeWarning, match=r"ended above Euler"):
+        pcl.train(net, (x, y), rule=pcl.PC(solver=pcl.Euler(dt=0.1, steps=3, tol=1e-9, stop_at_tol=True)), **kw)

@@ -20,6 +20,7 @@ from pathlib import Path
 from dataclasses import dataclass, field
 import types
 import typing
+import warnings
 from typing import Any
 
 import equinox as eqx
@@ -153,6 +154,16 @@ def protocol_setup(protocol: str, net, batch_size: int, dt: float = 0.1, T: int 
             net = net.with_prediction("f(W z)")
         return net, pcl.PaperEuler(dt=dt, steps=T), bp_s, pc_s
     return net, pcl.default_solver(net), bp_s, pc_s
+
+
+@contextlib.contextmanager
+def residuals_reported():
+    """Within this context, ``pcl.train`` / ``pcl.train_many`` do not warn about inference that
+    ended above its tolerance: for the experiments that report every run's residual themselves
+    (in a claim, a finding or a note), where the warning would say it twice."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"train(_many)?: PC inference ended above", category=RuntimeWarning)
+        yield
 
 
 _RESUME_DIR: contextvars.ContextVar = contextvars.ContextVar("pclandscape_resume_dir", default=None)

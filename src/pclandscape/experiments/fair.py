@@ -61,7 +61,7 @@ import numpy as np
 import pclandscape as pcl
 
 from .base import (Results, checkpoint_path, claim, escape_step, final_residuals, float64_finding, fmt, grid_batch_keys,
-                   load_data, resumable, sgd)
+                   load_data, residuals_reported, resumable, sgd)
 from .solvers import SolverSpec
 
 NAME = "fair"
@@ -200,11 +200,12 @@ def run(cfg: Config, progress=None) -> Results:
                 share = progress.share(1) if progress else False  # the grid's steps advance the run's bar
 
                 def grid(rule=rule, share=share, act=act):
-                    trained, hists = pcl.train_many(
-                        nets, (x, y), rule=rule, optimizer=sgd(1.0), steps=cfg.max_steps, batch_size=cfg.batch, keys=keys,
-                        grad_scale=member_lr, progress=share, solver=_solver(act, cfg) if rule == "pc" else None,
-                        on_divergence="stop", steps_per_call=25, checkpoint=checkpoint_path(f"{act}_H{h}_{rule}"),
-                        checkpoint_every=100)
+                    with residuals_reported():  # by the equilibrium finding
+                        trained, hists = pcl.train_many(
+                            nets, (x, y), rule=rule, optimizer=sgd(1.0), steps=cfg.max_steps, batch_size=cfg.batch,
+                            keys=keys, grad_scale=member_lr, progress=share,
+                            solver=_solver(act, cfg) if rule == "pc" else None, on_divergence="stop", steps_per_call=25,
+                            checkpoint=checkpoint_path(f"{act}_H{h}_{rule}"), checkpoint_every=100)
                     if rule == "pc":  # each run's final equilibrium (first batch), its residual in float64
                         kept = [i for i, hh in enumerate(hists) if not _outcome(hh, cfg)[1]]
                         for i, check in final_residuals(trained, kept, x[: cfg.batch], y[: cfg.batch],

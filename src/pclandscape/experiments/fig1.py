@@ -16,7 +16,7 @@ import numpy as np
 
 import pclandscape as pcl
 
-from .base import Results, claim, data_label, load_data, sgd
+from .base import Results, claim, data_label, load_data, residuals_reported, sgd
 from .solvers import SolverSpec
 
 NAME = "fig1"
@@ -68,11 +68,12 @@ def run(cfg: Config, progress=None) -> Results:
             for h in cfg.depths:
                 widths = [x_all.shape[1]] + [cfg.width] * h + [y_all.shape[1]]
                 net = pcl.MLP(jax.random.key(seed), widths, "linear")
-                net, hist = pcl.train(
-                    net, (x_all, y_all), rule="pc", optimizer=sgd(cfg.lr), solver=solver, steps=cfg.steps,
-                    batch_size=cfg.batch, key=jax.random.key(seed + 1000), progress=False,
-                    metrics={"theory": _theory_metric},
-                )
+                with residuals_reported():  # in the notes
+                    net, hist = pcl.train(
+                        net, (x_all, y_all), rule="pc", optimizer=sgd(cfg.lr), solver=solver, steps=cfg.steps,
+                        batch_size=cfg.batch, key=jax.random.key(seed + 1000), progress=False,
+                        metrics={"theory": _theory_metric},
+                    )
                 theory_e, num_e = hist.extra["theory"], hist.energy
                 gap = np.abs(num_e - theory_e) / np.abs(theory_e)
                 tag = f"{label}_H{h}_s{seed}"

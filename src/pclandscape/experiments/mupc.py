@@ -62,7 +62,7 @@ import numpy as np
 import pclandscape as pcl
 
 from .base import (Results, checkpoint_path, claim, final_residuals, float64_finding, fmt, grid_batch_keys, grid_member,
-                   load_data, resumable_record, sgd)
+                   load_data, residuals_reported, resumable_record, sgd)
 from .solvers import SolverSpec
 
 NAME = "mupc"
@@ -224,11 +224,12 @@ def _cell(cfg, depth, act, param, train, test, cond_data, solver, steps, members
         # the grid's steps advance the run's bar, between compiled calls of 10 steps (a call of 50 at 128
         # layers ran ~10 minutes without a line in the log)
         share = progress.share(1) if progress else False
-        trained, hists = pcl.train_many(
-            nets, (x, y), rule=rule, optimizer=sgd(1.0), steps=steps, batch_size=cfg.batch, keys=keys,
-            grad_scale=member_lr, progress=share, solver=solver if rule == "pc" else None,
-            on_divergence="stop", steps_per_call=10, checkpoint=checkpoint_path(_tag(act, param, depth), rule),
-            checkpoint_every=50, diverge_above=cfg.diverge_factor)
+        with residuals_reported():  # by the equilibrium finding
+            trained, hists = pcl.train_many(
+                nets, (x, y), rule=rule, optimizer=sgd(1.0), steps=steps, batch_size=cfg.batch, keys=keys,
+                grad_scale=member_lr, progress=share, solver=solver if rule == "pc" else None,
+                on_divergence="stop", steps_per_call=10, checkpoint=checkpoint_path(_tag(act, param, depth), rule),
+                checkpoint_every=50, diverge_above=cfg.diverge_factor)
         bad = [bool("diverged_at" in h.meta or not np.all(np.isfinite(h.loss))) for h in hists]
         accs = [0.0 if b else float(pcl.evaluate(grid_member(trained, i), xt, yt)[1]) for i, b in enumerate(bad)]
         out["diverged"][rule] = bad

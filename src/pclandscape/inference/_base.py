@@ -21,6 +21,13 @@ class AbstractSolver(eqx.Module):
 
     tol: eqx.AbstractVar[float]
 
+    @property
+    def aims_at_tol(self) -> bool:
+        """Whether the solver iterates until the residual is ``<= tol`` (True here), rather than
+        for a fixed budget whose end ``tol`` only labels. :func:`pclandscape.train` warns
+        when such a solver left weight updates above ``tol``."""
+        return True
+
     def check(self, net: PCNetwork) -> None:
         """Raise ``ValueError`` if this solver cannot handle ``net``."""
 

@@ -72,6 +72,11 @@ class Euler(AbstractSolver):
         if self.unroll is not None and not valid:
             raise ValueError(f"Euler(unroll={self.unroll!r}) must be None, a bool or a positive integer.")
 
+    @property
+    def aims_at_tol(self) -> bool:
+        """Only with ``stop_at_tol``: a fixed number of steps is a budget, not a target."""
+        return self.stop_at_tol
+
     def _unroll(self):
         if self.unroll is not None:
             return self.unroll
@@ -185,6 +190,11 @@ class PaperEuler(AbstractSolver):
         positive_number("PaperEuler", "min_dt", self.min_dt)
         positive_int("PaperEuler", "steps", self.steps)
         positive_number("PaperEuler", "tol", self.tol)
+
+    @property
+    def aims_at_tol(self) -> bool:
+        """False: the notebooks' inference stops on its step-size rule, not on the residual."""
+        return False
 
     def init_state(self) -> Array:
         return jnp.asarray(self.dt, jnp.result_type(float))

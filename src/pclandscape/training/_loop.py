@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import equinox as eqx
 import jax
@@ -201,7 +202,35 @@ def train(
         rec.evaluate(step, net, eval_data)
     if checkpoint is not None:
         rec.save(checkpoint, net, opt_state)
-    return net, rec.history()
+    history = rec.history()
+    if rule == "pc":
+        _warn_off_equilibrium("train", solver, [history])
+    return net, history
+
+
+def _warn_off_equilibrium(owner: str, solver: AbstractSolver, histories: list[History]) -> None:
+    """Warn once when a solver that iterates to ``tol`` (``solver.aims_at_tol``) ended some
+    training steps' inference above it: those weight updates were not taken at an equilibrium.
+    Members of a grid that diverged are left out (their divergence is reported already)."""
+    if not solver.aims_at_tol:
+        return
+    kept = [np.asarray(h.inference_grad_norm, float) for h in histories if "diverged_at" not in h.meta]
+    residuals = np.concatenate(kept) if kept else np.zeros(0)
+    residuals = residuals[np.isfinite(residuals)]
+    over = residuals > solver.tol
+    if not over.any():
+        return
+    where = f" of the {len(kept)} members that did not diverge" if len(histories) > 1 else ""
+    warnings.warn(
+        f"{owner}: PC inference ended above {solver!r}'s tol = {solver.tol:g} at {int(over.sum())} of "
+        f"{residuals.size} training steps{where} (largest residual {residuals.max():.3g}): those weight updates "
+        f"were not taken at an equilibrium. Give the solver more iterations (max_steps, steps or t1), loosen tol (in float32 a wide net's "
+        f"residual has a rounding floor near 1e-5: pcl.verify_equilibrium), or use a solver that converges "
+        f"(pcl.Newton() for nonlinear nets, pcl.ExactLinear() for linear ones). history.inference_grad_norm "
+        f"holds every step's residual.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def _check_run_args(owner: str, rule, steps, batch_size, steps_per_call) -> None:
@@ -383,6 +412,8 @@ def train_many(
     if checkpoint is not None and saved != step:  # the end, unless just written (a grid's file: hundreds of MB)
         _save_many(checkpoint, nets, opt_states, sstates, recs, done, step)
     hists = [r.history() for r in recs]
+    if rule == "pc":
+        _warn_off_equilibrium("train_many", solver, hists)
     return nets, hists
 
 
