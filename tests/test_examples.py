@@ -28,3 +28,13 @@ def test_train_pc_vs_bp_reduces_both_losses():
         a, b = map(float, re.search(rf"{rule}: train loss ([\d.]+) -> ([\d.]+)", out).groups())
         assert b < 0.2 * a
     assert float(re.search(r"worst inference residual ([\d.e+-]+)", out).group(1)) <= 1e-4
+
+
+def test_the_example_sweep_spec_is_valid_and_has_the_cells_it_says(tmp_path, capsys):
+    """examples/sweeps/fig12_lr.toml says 3 learning rates x 2 protocols x 5 seeds = 30 cells."""
+    from pclandscape import cli
+
+    spec = EXAMPLES / "sweeps" / "fig12_lr.toml"
+    assert cli.main(["sweep", str(spec), "--dry-run", "--out", str(tmp_path / "o")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "30 cells"
+    assert not (tmp_path / "o").exists()
