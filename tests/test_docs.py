@@ -57,7 +57,8 @@ def _check_landscape(ns):
     assert lam_min < 0 and abs(float(ns["lam"][0]) - lam_min) <= 1e-8 * abs(lam_min)
     assert ns["cp_L"].kind == "non_strict_saddle"             # the loss's origin, H = 2 (Theorem 2)
     assert ns["cp_F"].kind == "strict_saddle"                 # F*'s origin (Theorem 3)
-    assert np.abs(np.concatenate([np.ravel(w) for w in ns["near"].params])).max() <= 1e-4
+    assert ns["near"].converged                               # ... and it is the origin itself
+    assert np.abs(np.concatenate([np.ravel(w) for w in ns["near"].params])).max() <= 1e-9
     assert ns["grid"].values.shape == (30, 30)
     H_L = np.asarray(ns["H_L"])
     np.testing.assert_allclose(H_L, H_L.T, atol=1e-12)
