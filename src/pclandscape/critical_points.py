@@ -133,7 +133,8 @@ def find_critical_point(
     identity ``H (theta - theta*) = m g`` makes the Newton step ``-(theta - theta*) / m``, so
     each step only removes ``1/m`` of the distance. So the multiples ``a = 1, ..., 8`` of the
     step are tried and the one with the smallest ``||g||`` taken (``a = m`` lands on ``theta*``
-    up to the higher-degree terms); when none lowers ``||g||``, ``a = 1/2, 1/4, ...``
+    up to the higher-degree terms; a multiple ``a > 1`` only while ``a ||d|| <= 1 + ||theta||``,
+    an extrapolation rather than a jump across the landscape); when none lowers ``||g||``, ``a = 1/2, 1/4, ...``
     (``max_backtracks`` halvings). And a small gradient is not yet a critical point there:
     ``||g|| ~ ||theta - theta*||^m``, so ``||g|| = 1e-10`` can leave ``theta`` 1e-5 away, where
     the Hessian's ``O(||theta - theta*||^{m-1})`` eigenvalues would make a degenerate saddle
@@ -172,7 +173,9 @@ def find_critical_point(
 
     while not done() and it < max_iter:
         norms = np.asarray(_grad_norms_along(f, w, d, multiples))
-        norms = np.where(np.isfinite(norms), norms, np.inf)
+        # a multiple extrapolates the step; it may not jump further than the point's own size
+        reach = np.asarray(multiples) * float(jnp.linalg.norm(d)) <= 1.0 + float(jnp.linalg.norm(w))
+        norms = np.where(np.isfinite(norms) & (reach | (np.asarray(multiples) == 1)), norms, np.inf)
         best = int(np.argmin(norms))
         alpha, moved = (float(multiples[best]), True) if norms[best] < gn else (0.5, False)
         for _ in range(0 if moved else max_backtracks):
