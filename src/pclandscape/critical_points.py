@@ -328,6 +328,12 @@ def classify_critical_point(
        candidates is reported (``"non_strict_saddle"``); none means ``"minimum"`` (as far
        as ``max_order`` shows).
 
+    Classify the critical point itself, not a point near it: near a *degenerate* one (the
+    saddles of deep linear networks) the gradient is tiny (``~ distance^m``) while the Hessian's
+    eigenvalues are of order ``distance^(m-1)``, so a point 1e-5 away can pass the gradient test
+    and look like a strict saddle. Refine such a point with :func:`find_critical_point` first
+    (its ``step_norm`` estimates the remaining distance).
+
     Raises ``FloatingPointError`` when the parameters, objective, gradient or Hessian hold NaN
     or inf (such a point has no kind).
 
