@@ -117,7 +117,8 @@ def mlp_energy_change(net: MLP, z, z_new, x: Array, y: Array) -> tuple[Array, Ar
 
     Args:
         net: an MLP predicting ``W f(z)`` (:func:`pclandscape.networks.has_block_closed_form`).
-        z, z_new: hidden activities, each a tuple of ``(N, n_l)`` arrays.
+        z: hidden activities, a tuple of ``(N, n_l)`` arrays.
+        z_new: the activities after the step, alike.
         x: inputs ``(N, d_x)``.
         y: targets ``(N, d_y)`` (NaN entries unobserved: no change there).
 

@@ -33,7 +33,8 @@ class ActivitySpectrum(NamedTuple):
     """Extreme eigenvalues of each sample's activity Hessian.
 
     Attributes:
-        lambda_min, lambda_max: ``(N,)`` smallest and largest eigenvalues.
+        lambda_min: ``(N,)`` smallest eigenvalues.
+        lambda_max: ``(N,)`` largest eigenvalues.
         condition: ``(N,)`` ``lambda_max / lambda_min`` (inf where ``lambda_min <= 0``: the
             energy is not convex in the activities there).
         method: ``"dense"`` (``eigvalsh`` of the assembled Hessians), ``"bisection"``

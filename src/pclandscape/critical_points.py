@@ -38,9 +38,11 @@ class CriticalPoint(NamedTuple):
         kind: ``"minimum"``, ``"strict_saddle"``, ``"non_strict_saddle"``, ``"maximum"`` or
             ``"not_critical"``.
         grad_norm: ``||grad fn||`` at the point.
-        lambda_min, lambda_max: extreme Hessian eigenvalues.
-        n_negative, n_zero: the numbers of eigenvalues below ``-eig_tol`` and within
-            ``eig_tol`` of zero, counted with multiplicity. Exact in the dense case; with
+        lambda_min: the smallest Hessian eigenvalue.
+        lambda_max: the largest Hessian eigenvalue.
+        n_negative: the number of eigenvalues below ``-eig_tol``, counted with multiplicity.
+        n_zero: the number of eigenvalues within ``eig_tol`` of zero, counted with
+            multiplicity. Both counts are exact in the dense case; with
             Lanczos (``k`` extreme eigenvalues at each end, with multiplicity) None when the
             computed ends do not reach past the range counted (e.g. all ``k`` smallest are
             negative): raise ``k`` to count them.

@@ -335,7 +335,8 @@ def lanczos(
             least 64 and at most ``max_iter``); smaller bounds memory at the price of
             restarts (see ``benchmarks/curvature.py`` for the cost at ``p = 3.3e5``).
         check_every: iterations between convergence checks.
-        key, v0: random start (``key``, default ``jax.random.key(0)``) or a given start vector.
+        key: PRNG key of the random start (default ``jax.random.key(0)``).
+        v0: a given start vector instead (flat, length ``p``).
         max_restarts: deflated restarts allowed (default ``k + 1``, enough for any
             multiplicity: each restart locks at least one more copy).
 

@@ -544,7 +544,9 @@ class CNN(PCNetwork):
             default, its ``Linear(bias=False)`` none). Biases start at zero; ``biases[l]`` is
             ``None`` for a layer without one. In a block the bias is added to the convolution,
             before the activation and the pooling.
-        init_std, init, dtype: as for :class:`MLP` (fan-in of a kernel is ``in_channels * 9``).
+        init_std: as for :class:`MLP`.
+        init: as for :class:`MLP` (the fan-in of a kernel is ``in_channels * 9``).
+        dtype: as for :class:`MLP`.
     """
 
     weights: tuple[Array, ...]

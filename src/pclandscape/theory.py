@@ -279,7 +279,8 @@ def zero_rank_saddle(
 
     Args:
         widths: ``[d_x, n_1, ..., n_{L-1}, d_y]``.
-        x, y: data, used for the predicted curvature.
+        x: inputs, used for the predicted curvature.
+        y: targets, alike.
         nonzero: ``{layer: W or None}`` for the layers (1-indexed, ``< L``) that are not
             zero; ``None`` draws ``W`` from ``N(0, scale^2)`` with ``key``. Default:
             ``{L-1: None}``, "all zero but W_{L-1}" (the paper's Fig 9 point). Pass ``{}``

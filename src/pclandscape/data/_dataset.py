@@ -19,7 +19,10 @@ class Dataset:
 
     Attributes:
         name: data set name (``"mnist"``, ...).
-        x_train, y_train, x_test, y_test: arrays; ``y`` may hold NaN for unobserved entries.
+        x_train: training inputs.
+        y_train: training targets (may hold NaN for unobserved entries).
+        x_test: test inputs.
+        y_test: test targets (may hold NaN).
         source: where it came from (a folder, "generated", "downloaded to ...").
         note: how it deviates from what was asked (fallbacks, subsets), or "".
         extras: anything else (e.g. the full target matrix of matrix completion).

@@ -140,7 +140,8 @@ def energy_hessian(
 
     Args:
         net: the network (:class:`Theory` needs a linear MLP without biases).
-        x, y: the batch.
+        x: the batch's inputs ``(N, ...)``.
+        y: its targets ``(N, d_y)``.
         method: :class:`Implicit` (exact at the numerical equilibrium, any network; the
             default), :class:`Theory` (closed form, Theorem 1) or :class:`Unrolled` (autodiff
             through Euler steps, as in the paper), each carrying its own settings. The names

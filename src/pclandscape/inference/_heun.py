@@ -35,11 +35,14 @@ class Heun(AbstractSolver):
 
     Args:
         t1: maximum integration time (the paper's ``T = 300`` for Fig 1).
-        rtol, atol: tolerances of the PID step-size controller (the paper used ``1e-3``).
+        rtol: relative tolerance of the PID step-size controller (the paper used ``1e-3``).
+        atol: its absolute tolerance (the paper used ``1e-3``).
         tol: stopping residual ``||dF_i/dz_i||``; also the convergence threshold.
         dt0: initial step size.
         max_steps: maximum number of accepted + rejected steps per sample.
-        pcoeff, icoeff, dcoeff: PID coefficients (see ``diffrax.PIDController``).
+        pcoeff: proportional coefficient of the PID controller (see ``diffrax.PIDController``).
+        icoeff: its integral coefficient.
+        dcoeff: its derivative coefficient.
         error_norm: norm of the local error estimate, a function of a pytree as in diffrax
             (e.g. ``optimistix.rms_norm``, diffrax's default), or the names ``"rms"`` and
             ``"max"`` (``optimistix.max_norm``: every activity within ``atol + rtol |z|``,

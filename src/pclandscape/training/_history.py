@@ -30,11 +30,16 @@ class History:
 
     Attributes:
         rule: ``"pc"`` or ``"bp"``.
-        loss, energy, grad_norm, inference_grad_norm, inference_dt: per training step (see
-            :class:`StepInfo`).
+        loss: per training step, the MSE loss (Eq 1) of its batch at the feedforward pass
+            (each per-step array is :class:`StepInfo`'s field of that step).
+        energy: per step, the energy (Eq 2) at the inference equilibrium (PC); NaN for BP.
+        grad_norm: per step, the L2 norm of the weight gradient, before ``grad_scale``.
+        inference_grad_norm: per step, the inference residual ``max_i ||dF_i/dz_i||`` (PC); NaN for BP.
+        inference_dt: per step, the step size :class:`pclandscape.PaperEuler` carries into the
+            next step; NaN for every other solver and for BP.
         eval_step: the steps (number of updates done) at which the test set was evaluated.
-        test_loss, test_accuracy: MSE loss and argmax accuracy (NaN for non-one-hot targets)
-            at those steps.
+        test_loss: MSE loss on the test set at those steps.
+        test_accuracy: argmax accuracy at those steps (NaN for non-one-hot targets).
         meta: free-form settings (optimizer, solver, seed, ...), JSON-serialisable.
         extra: per-step values of the ``metrics`` passed to :func:`train`, by name.
     """
