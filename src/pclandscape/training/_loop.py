@@ -203,16 +203,15 @@ def train(
     if checkpoint is not None:
         rec.save(checkpoint, net, opt_state)
     history = rec.history()
-    if rule == "pc":
-        _warn_off_equilibrium("train", solver, [history])
+    _warn_off_equilibrium("train", rule, solver, [history])
     return net, history
 
 
-def _warn_off_equilibrium(owner: str, solver: AbstractSolver, histories: list[History]) -> None:
-    """Warn once when a solver that iterates to ``tol`` (``solver.aims_at_tol``) ended some
-    training steps' inference above it: those weight updates were not taken at an equilibrium.
-    Members of a grid that diverged are left out (their divergence is reported already)."""
-    if not solver.aims_at_tol:
+def _warn_off_equilibrium(owner: str, rule: str, solver: AbstractSolver | None, histories: list[History]) -> None:
+    """Warn once when, under PC, a solver that iterates to ``tol`` (``solver.aims_at_tol``) ended
+    some training steps' inference above it: those weight updates were not taken at an
+    equilibrium. Members of a grid that diverged are left out (their divergence is reported already)."""
+    if rule != "pc" or not solver.aims_at_tol:
         return
     kept = [np.asarray(h.inference_grad_norm, float) for h in histories if "diverged_at" not in h.meta]
     residuals = np.concatenate(kept) if kept else np.zeros(0)
@@ -412,8 +411,7 @@ def train_many(
     if checkpoint is not None and saved != step:  # the end, unless just written (a grid's file: hundreds of MB)
         _save_many(checkpoint, nets, opt_states, sstates, recs, done, step)
     hists = [r.history() for r in recs]
-    if rule == "pc":
-        _warn_off_equilibrium("train_many", solver, hists)
+    _warn_off_equilibrium("train_many", rule, solver, hists)
     return nets, hists
 
 
