@@ -132,6 +132,20 @@ def test_fallback_is_recorded_and_can_be_switched_off(isolated):
         pcl.data.load("imagenet")
 
 
+def test_an_option_no_loader_takes_is_refused_not_ignored(isolated):
+    """``load``'s keyword options go to the loaders that take them (a fallback's ``seed`` rides
+    along with the first choice); one that none of the sets tried takes (``split`` here, a
+    misspelt option) is refused before any file is looked for, instead of silently ignored."""
+    with pytest.raises(ValueError, match=r"got the option\(s\) 'split'.*fashion_mnist takes flatten; mnist1d takes "
+                                         r"seed, num_samples\)\. The test split comes with every data set"):
+        pcl.data.load("fashion_mnist", isolated / "nowhere", fallback=("mnist1d",), split="test")
+    with pytest.raises(ValueError, match=r"'n_trian'.*toy takes seed, n_train"):
+        pcl.data.load("toy", n_trian=5)
+    ds = pcl.data.load("fashion_mnist", isolated / "nowhere", fallback=("toy",), download=False, seed=1, n_train=7,
+                       n_test=3, flatten=True)
+    assert (ds.name, ds.x_train.shape[0], ds.x_test.shape[0]) == ("toy", 7, 3)
+
+
 def test_toy_gaussian_matches_its_definition():
     ds = pcl.data.toy_gaussian(0, n_train=20000, n_test=10, dim=2)
     np.testing.assert_array_equal(ds.y_train, -ds.x_train)

@@ -146,3 +146,18 @@ def test_a_float64_operator_used_with_x64_off_is_named():
     for use in (lambda: pcl.lanczos(op, k=1), lambda: op.mv(jnp.ones(3)), lambda: op.as_matrix()):
         with pytest.raises(ValueError, match=r"built in float64 .* inside the same `with jax.enable_x64\(True\):`"):
             use()
+
+
+def test_a_dense_hessian_too_large_for_memory_is_refused_before_any_work():
+    """p = 1,001,000 weights: a dense Hessian of 4 TB in float32 (8 TB to build), more than any
+    machine this runs on. Refused up front with the matrix-free route named, not an
+    out-of-memory error from deep inside XLA; the operator itself stays usable."""
+    net = pcl.MLP(jax.random.key(0), [1000, 1000, 1], "linear")
+    x, y = jnp.ones((2, 1000)), jnp.ones((2, 1))
+    op = pcl.loss_hessian_operator(net, x, y)
+    match = r"1,001,000 x 1,001,000 matrix \(4,008\.0 GB in float32\); building it needs at least 8,016\.0 GB.*matrix-free"
+    for build in (lambda: pcl.loss_hessian(net, x, y), lambda: pcl.energy_hessian(net, x, y), op.as_matrix):
+        with pytest.raises(MemoryError, match=match):
+            build()
+    v = jnp.zeros(op.size).at[0].set(1.0)
+    assert op.mv(v).shape == (1_001_000,)

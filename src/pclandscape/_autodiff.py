@@ -12,16 +12,29 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array
 
-__all__ = ["FlatFunction", "flatten_fn", "dense_matrix", "hvp_product", "jit_grad", "jit_value_and_grad"]
+from ._checks import check_dense_fits
+
+__all__ = ["FlatFunction", "flatten_fn", "dense_matrix", "MATRIX_FREE", "hvp_product", "jit_grad", "jit_value_and_grad"]
 
 
-@eqx.filter_jit
+MATRIX_FREE = ("Use the matrix-free operator instead (pcl.loss_hessian_operator, pcl.energy_hessian_operator or "
+               "pcl.hessian_operator; pcl.lanczos(op, k) for its extreme eigenvalues, op.mv(v) for products), or a "
+               "smaller network.")
+
+
 def dense_matrix(op, batch_size: int | None):
     """``(p, p)`` matrix of ``op`` from products with the unit vectors, ``batch_size`` at a time
-    (``None``: as many as keep ``batch_size * p`` under ``2**24``, at least 64).
+    (``None``: as many as keep ``batch_size * p`` under ``2**24``, at least 64); refused with a
+    ``MemoryError`` up front when it cannot fit in the device's memory.
 
     The columns are split into equal batches (the last padded with repeats, then dropped) so
     that the product is traced and compiled once, not once more for a remainder batch."""
+    check_dense_fits(op.size, op.dtype, "Hessian", MATRIX_FREE)
+    return _dense_matrix(op, batch_size)
+
+
+@eqx.filter_jit
+def _dense_matrix(op, batch_size: int | None):
     n = op.size
     if batch_size is None:
         batch_size = max(64, 2**24 // n)

@@ -50,6 +50,11 @@ __all__ = [
 
 
 _LOADERS = {"mnist": mnist, "fashion_mnist": fashion_mnist, "cifar10": cifar10}
+_SYNTHETIC = {"mnist1d": mnist1d, "toy": toy_gaussian, "matrix_completion": matrix_completion}
+# The options of each loader that load(**kwargs) passes on (the others go to the fallbacks that take them)
+_OPTIONS = {"mnist": ("flatten",), "fashion_mnist": ("flatten",), "cifar10": ("flatten",),
+            "mnist1d": ("seed", "num_samples"), "toy": ("seed", "n_train", "n_test", "dim", "variant"),
+            "matrix_completion": ("seed", "n", "rank", "masked")}
 
 
 def load(name: str, data_dir=None, *, fallback: tuple[str, ...] = (), download: bool | None = None,
@@ -58,24 +63,33 @@ def load(name: str, data_dir=None, *, fallback: tuple[str, ...] = (), download: 
 
     ``name`` is one of :data:`NAMES`. When a fallback is used, ``Dataset.note`` says so.
     Once a download failed (no network), the fallbacks of this call are not downloaded.
-    ``verify`` is passed to the image loaders (see :func:`mnist`).
+    ``verify`` is passed to the image loaders (see :func:`mnist`). ``kwargs`` go to the loaders
+    that take them (``flatten`` to the image sets; ``seed``, ``num_samples`` to :func:`mnist1d`;
+    ``seed``, ``n_train``, ``n_test``, ``dim``, ``variant`` to :func:`toy_gaussian`; ``seed``,
+    ``n``, ``rank``, ``masked`` to :func:`matrix_completion`); one that none of ``name`` and
+    ``fallback`` takes is refused with a ``ValueError``.
     Raises :class:`DataNotFoundError` (listing the files to place) when none is available,
     :class:`DataError` when a file found is corrupt or not what its name says.
     """
-    errors = []
-    for i, n in enumerate((name, *fallback)):
+    names = (name, *fallback)
+    for n in names:
         if n not in NAMES:
             raise ValueError(f"unknown data set {n!r}; known: {', '.join(NAMES)}.")
+    unknown = sorted(set(kwargs) - {"flatten"}.union(*(_OPTIONS[n] for n in names)))
+    if unknown:
+        takes = "; ".join(f"{n} takes {', '.join(_OPTIONS[n]) or 'none'}" for n in dict.fromkeys(names))
+        hint = (" The test split comes with every data set (Dataset.x_test, Dataset.y_test)."
+                if "split" in unknown else "")
+        raise ValueError(f"load({name!r}) got the option(s) {', '.join(map(repr, unknown))}, which none of the data "
+                         f"sets tried takes ({takes}).{hint}")
+    errors = []
+    for i, n in enumerate(names):
+        options = {k: v for k, v in kwargs.items() if k in _OPTIONS[n]}
         try:
             if n in _LOADERS:
-                ds = _LOADERS[n](data_dir, download=download, verify=verify,
-                                 **{k: v for k, v in kwargs.items() if k == "flatten"})
-            elif n == "mnist1d":
-                ds = mnist1d(**{k: v for k, v in kwargs.items() if k in ("seed", "num_samples")})
-            elif n == "toy":
-                ds = toy_gaussian(**{k: v for k, v in kwargs.items() if k in ("seed", "n_train", "n_test", "dim", "variant")})
+                ds = _LOADERS[n](data_dir, download=download, verify=verify, **options)
             else:
-                ds = matrix_completion(**{k: v for k, v in kwargs.items() if k in ("seed", "n", "rank", "masked")})
+                ds = _SYNTHETIC[n](**options)
         except DataNotFoundError as e:
             errors.append(e)
             if getattr(e, "download_failed", False):

@@ -7,6 +7,8 @@ import warnings
 import equinox as eqx
 from jaxtyping import Array, Float
 
+from .._autodiff import MATRIX_FREE
+from .._checks import check_dense_fits
 from ..curvature import HessianOperator
 from ..inference import AbstractSolver, Euler
 from ..networks import MLP, PCNetwork
@@ -79,6 +81,11 @@ def _objective(net, method):
     return UnrolledObjective(method.solver)
 
 
+def _check_fits(net, x, what):
+    """Refuse a dense Hessian in the weights that cannot fit in memory (see :func:`check_dense_fits`)."""
+    check_dense_fits(sum(int(w.size) for w in net.weights), x.dtype, what, MATRIX_FREE)
+
+
 def _deprecated_form(form: str, name: str) -> bool:
     """Whether the old ``form=`` asks for an operator (warning that it is deprecated)."""
     if form not in ("dense", "operator"):
@@ -110,6 +117,7 @@ def loss_hessian(
         return loss_hessian_operator(net, x, y)
     net.check_data(x, y)
     check_finite(net, x, y)
+    _check_fits(net, x, "loss Hessian")
     return objective_dense(loss_objective, net, x, y, use_reduction(net, x, reduce_first_layer), batch_size)
 
 
@@ -162,6 +170,7 @@ def energy_hessian(
     method = _method(method, solver, tol, linear_solve)
     net.check_data(x, y)
     check_finite(net, x, y)
+    _check_fits(net, x, "Hessian of F*")
     reduced = use_reduction(net, x, reduce_first_layer)
     if isinstance(method, Implicit):
         return implicit_dense(net, x, y, method.solver, method.tol, method.linear_solve, reduced, batch_size)
