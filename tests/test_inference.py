@@ -266,6 +266,48 @@ def test_newton_needs_an_mlp_for_block_solves_and_valid_options():
     assert pcl.Newton().linear_solve == pcl.CG(max_steps=100)
     with pytest.warns(DeprecationWarning, match="pcl.CG\\(max_steps=n\\)"):
         assert pcl.Newton(cg_max_steps=7).linear_solve == pcl.CG(max_steps=7)
+    for bad in (-1.0, True, "8"):
+        with pytest.raises(ValueError, match="xtol"):
+            pcl.Newton(xtol=bad)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_newton_stops_at_the_rounding_floor_where_it_cannot_do_better(activation):
+    """In float32 a tolerance of 1e-9 is below what float32 activities can reach on this SP
+    residual net (its floor is ~2e-6). With the floor rule off (``xtol=0``) Newton used all
+    its iterations; with it on, it stops in a few, reports the sample unconverged, and ends
+    as close to the float64 equilibrium (computed independently, to 1e-13) as the capped run:
+    within a few rounding units ``eps ||z*_i||``. Where the tolerance is reachable (1e-5 in
+    float32, 1e-12 in float64) the rule changes nothing, bit for bit."""
+    from pclandscape._compat import enable_x64
+    from pclandscape.inference._verify import _as_float64
+
+    k1, k2, k3 = jax.random.split(jax.random.key(5), 3)
+    net = pcl.MLP(k1, [5, 16, 16, 16, 3], activation, residual=True, param=pcl.SP())
+    x, y = 3 * jax.random.normal(k2, (6, 5)), jax.random.normal(k3, (6, 3))
+    capped = pcl.infer(net, x, y, pcl.Newton(tol=1e-9, max_steps=60, xtol=0))
+    floor = pcl.infer(net, x, y, pcl.Newton(tol=1e-9, max_steps=60))
+    assert int(capped.steps) == 60 and not bool(capped.converged)
+    assert int(floor.steps) <= 15 and not bool(floor.converged) and 1e-9 < float(floor.grad_norm) < 1e-5
+    with enable_x64(True):
+        net64, x64, y64 = _as_float64((net, x, y))
+        star = pcl.infer(net64, x64, y64, pcl.Newton(tol=1e-13), init=_as_float64(floor.activities))
+        assert bool(star.converged)
+        z_star = [np.asarray(a) for a in star.activities]
+        # the rule is silent where float64 reaches its tolerance
+        a = pcl.infer(net64, x64, y64, pcl.Newton(tol=1e-12))
+        b = pcl.infer(net64, x64, y64, pcl.Newton(tol=1e-12, xtol=0))
+        assert int(a.steps) == int(b.steps) and _max_diff(a.activities, b.activities) == 0.0
+
+    def rounding_units(z):
+        d = sum(((np.asarray(u, np.float64) - v) ** 2).sum(1) for u, v in zip(z, z_star))
+        n = sum((v**2).sum(1) for v in z_star)
+        return float(np.max(np.sqrt(d / n))) / np.finfo(np.float32).eps
+
+    assert rounding_units(floor.activities) <= 4.0 and rounding_units(capped.activities) <= 4.0
+    a = pcl.infer(net, x, y, pcl.Newton(tol=1e-5))
+    b = pcl.infer(net, x, y, pcl.Newton(tol=1e-5, xtol=0))
+    assert bool(a.converged) and int(a.steps) == int(b.steps) and _max_diff(a.activities, b.activities) == 0.0
 
 
 @pytest.mark.parametrize("activation", ["linear", "tanh", "relu"])
