@@ -308,6 +308,11 @@ def test_newton_stops_at_the_rounding_floor_where_it_cannot_do_better(activation
     a = pcl.infer(net, x, y, pcl.Newton(tol=1e-5))
     b = pcl.infer(net, x, y, pcl.Newton(tol=1e-5, xtol=0))
     assert bool(a.converged) and int(a.steps) == int(b.steps) and _max_diff(a.activities, b.activities) == 0.0
+    # the messages say which: the floor (float64 or a larger tol), or the cap (more iterations)
+    with pytest.warns(RuntimeWarning, match=r"stopped after \d+ of its max_steps = 60 iterations at the rounding floor"):
+        pcl.equilibrated_energy(net, x, y, pcl.Newton(tol=1e-9, max_steps=60))
+    with pytest.warns(RuntimeWarning, match="used all of its max_steps = 60 iterations: raise max_steps"):
+        pcl.equilibrated_energy(net, x, y, pcl.Newton(tol=1e-9, max_steps=60, xtol=0))
 
 
 @pytest.mark.parametrize("activation", ["linear", "tanh", "relu"])

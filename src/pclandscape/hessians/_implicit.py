@@ -148,7 +148,7 @@ def _check_equilibrium(net, eq, solver, tol) -> None:
             f"inference residual ||dF/dz|| = {float(eq.grad_norm):.3g} exceeds tol = {tol:g}: the "
             f"implicit Hessian H = F_tt - F_tz F_zz^-1 F_zt holds only at an equilibrium. Use a "
             f"solver that converges (pcl.ExactLinear() for linear nets, pcl.Newton(tol=...) for "
-            f"nonlinear ones) or pass a larger tol."
+            f"nonlinear ones) or pass a larger tol. This solver: {solver.advice(int(eq.steps))}"
         )
     on_kinks = int(activities_on_kinks(net, eq.activities))
     if on_kinks:

@@ -28,6 +28,12 @@ class AbstractSolver(eqx.Module):
         when such a solver left weight updates above ``tol``."""
         return True
 
+    def advice(self, steps: int) -> str:
+        """What to do after an inference by this solver that ended above ``tol`` after
+        ``steps`` steps (a sentence for error and warning messages)."""
+        return ("use more steps, pcl.Newton() (nonlinear nets) or pcl.ExactLinear() (linear nets), "
+                "or a larger tol.")
+
     def check(self, net: PCNetwork) -> None:
         """Raise ``ValueError`` if this solver cannot handle ``net``."""
 
