@@ -122,8 +122,8 @@ class Newton(AbstractSolver):
     residual nets in float32 used all of ``max_steps`` there: at 32 layers of width 64 every
     sample sat at a residual of 1.4-1.6e-5 from iteration ~110 to the cap of 300, where the
     float32 residual of their float64 equilibrium rounded to float32 is 1.36e-5 (median) to
-    1.48e-5 (largest)
-    (``benchmarks/residual_floor.py --param sp``). ``xtol=0`` turns the rule off.
+    1.48e-5 (largest; ``benchmarks/residual_floor.py --residual --param sp`` prints it).
+    ``xtol=0`` turns the rule off.
 
     For linear nets one exact Newton step from any point lands on the equilibrium
     (``ExactLinear`` does the same solve with the factorisation shared by the batch).
