@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,9 +42,8 @@ def main(argv=None):
     ap.add_argument("--max-steps", type=int, default=30, help="Newton's iteration cap")
     args = ap.parse_args(argv)
     import pclandscape as pcl
-
-    def as_float64(tree):
-        return jax.tree.map(lambda a: jnp.asarray(a, jnp.float64) if eqx.is_inexact_array(a) else a, tree)
+    from pclandscape._energies import per_sample_norm
+    from pclandscape.inference._verify import _as_float64
 
     x = jax.random.normal(jax.random.key(1), (args.batch, 784))
     y = jax.nn.one_hot(jnp.arange(args.batch) % 10, 10)
@@ -65,11 +63,10 @@ def main(argv=None):
                 eq = pcl.infer(net, x, y, pcl.Newton(tol=tol, max_steps=args.max_steps))
                 check = pcl.verify_equilibrium(net, x, y, eq)
                 with jax.enable_x64(True):
-                    net64, x64, y64 = as_float64((net, x, y))
-                    star = pcl.infer(net64, x64, y64, pcl.Newton(tol=1e-12, max_steps=300), init=as_float64(eq.activities))
+                    net64, x64, y64 = _as_float64((net, x, y))
+                    star = pcl.infer(net64, x64, y64, pcl.Newton(tol=1e-12, max_steps=300), init=_as_float64(eq.activities))
                     rounded = tuple(np.asarray(a, np.float32) for a in star.activities)
-                grads = pcl.stationarity_residual(net, rounded, x, y)
-                floor = float(jnp.max(jnp.sqrt(sum(jnp.sum(g**2, axis=1) for g in grads))))
+                floor = float(jnp.max(per_sample_norm(pcl.stationarity_residual(net, rounded, x, y))))
                 star_note = "" if bool(star.converged) else f" (float64 solve at {float(star.grad_norm):.1e})"
                 print(f"| {width} | {depth} | {tol:g} | {int(eq.steps)} | {check.reported:.3e} | {check.residual:.3e} | "
                       f"{check.residual / check.reported:.2f} | {'yes' if check.reported <= tol else 'no'} | "

@@ -178,12 +178,12 @@ def equilibrated_energy(
     Warns (``RuntimeWarning``) when the inference did not reach its tolerance; use
     :func:`infer` to get the residual ``grad_norm`` with the energy.
     """
-    solver = resolve_solver(net, y, solver)
     eq = infer(net, x, y, solver)
     if not _is_traced(eq) and not bool(eq.converged):
+        advice = resolve_solver(net, y, solver).advice(int(eq.steps))
         warnings.warn(
             f"inference did not converge: residual ||dF/dz|| = {float(eq.grad_norm):.3g} > "
-            f"tol = {eq.tol:g}, so this is not F* at an equilibrium; {solver.advice(int(eq.steps))}",
+            f"tol = {eq.tol:g}, so this is not F* at an equilibrium; {advice}",
             RuntimeWarning,
             stacklevel=2,
         )

@@ -320,10 +320,11 @@ class Newton(AbstractSolver):
         eps = jnp.finfo(z[0].dtype).eps
         return per_sample_norm(d) <= self.xtol * eps * per_sample_norm(z)
 
-    def _at_floor(self, tiny, gnorm_new, gnorm):
-        """Per sample: a step within rounding (``tiny``) that left the residual above ``tol``
-        and did not halve it: the rounding floor of the residual is reached."""
-        return tiny & (gnorm_new > self.tol) & (gnorm_new > 0.5 * gnorm)
+    @staticmethod
+    def _at_floor(tiny, gnorm_new, gnorm):
+        """Per sample: a step within rounding (``tiny``) that did not halve the residual: the
+        rounding floor of the residual is reached (a sample that met ``tol`` is frozen anyway)."""
+        return tiny & (gnorm_new > 0.5 * gnorm)
 
     def _iterate(self, evaluate, direction, project, z0, leap=False, change=_difference):
         """The damped Newton loop shared by both energies.
@@ -379,9 +380,9 @@ class Newton(AbstractSolver):
             take = (active & use_newton & _accept(*leap_value, leapt[3], gnorm, slope)
                     & (leap_value[0] < measure(z_new, new[0])[0]))
             pick = lambda a, b: jax.tree_util.tree_map(lambda u, v: jnp.where(per_row(take, u), u, v), a, b)  # noqa: E731
-            gnorm_new = jnp.where(take, leapt[3], new[3])
-            return (pick(z_leap, z_new), *pick(leapt, new), active & ~(ok | take),
-                    floored | self._at_floor(active & tiny, gnorm_new, gnorm), it + 1)
+            picked = pick(leapt, new)
+            return (pick(z_leap, z_new), *picked, active & ~(ok | take),
+                    floored | self._at_floor(active & tiny, picked[3], gnorm), it + 1)
 
         def cond(carry):
             return (carry[-1] < self.max_steps) & jnp.any((carry[4] > tol) & ~carry[6])
