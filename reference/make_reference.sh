@@ -13,7 +13,8 @@
 #         into fine/ the linear fair comparison at H = 2, 3 on a quarter-decade learning-rate grid, into w500/
 #         the linear fair comparison at the paper's width 500, depths 1-5, 3000 steps (fair's defaults but for
 #         the data set; ~1.5 h on 2 cores); into w500_tanh/ the same with tanh nets at H = 1-3, 1000 steps, into w500_tanh45/ at H = 4, 5,
-#         into w500_tanh_full/ at H = 1, 2 and 3000 steps, into w500_tanh3_full/ at H = 3 and 3000 steps; into mupc_v4/ the
+#         into w500_tanh_full/ at H = 1, 2 and 3000 steps, into w500_tanh3_full/ .. w500_tanh5_full/ at H = 3, 4, 5 and 3000
+#         steps; into mupc_v4/ the
 #         mupc run at 8-64 layers with the float64 check; into
 #         mupc/ residual tanh nets of 8-128 layers under muPC, 200 steps, and into mupc_relu/ ReLU nets of 8-32 layers
 #   full  every BP-vs-PC experiment at the paper's §A.4 sizes (a GPU machine; days on a CPU)
@@ -54,12 +55,16 @@ case "$MODE" in
     "${CLI[@]}" reproduce --out reference/w500_tanh45 --only fair "${DATA[@]}" --no-fallback --exit-zero \
       --set fair.dataset=fashion_mnist --set fair.activations=tanh --set fair.depths=4,5 --set fair.max_steps=1000
     # H = 1, 2 at fair's full 3000 steps (~1.8 h on 2 cores: PC at H = 2 takes ~1.6 s per step of its 40 stable
-    # members in the second half), and H = 3 (~2 h: ~2.2 s per PC step of its 41 stable members); H = 4, 5 at
-    # 3000 steps are not run yet
+    # members in the second half), H = 3 (~2 h: ~2.2 s per PC step of its 41 stable members), then H = 4 and
+    # H = 5 (each a few hours; an interrupted grid resumes from its checkpoint in the folder's resume directory)
     "${CLI[@]}" reproduce --out reference/w500_tanh_full --only fair "${DATA[@]}" --no-fallback --exit-zero \
       --set fair.dataset=fashion_mnist --set fair.activations=tanh --set fair.depths=1,2
     "${CLI[@]}" reproduce --out reference/w500_tanh3_full --only fair "${DATA[@]}" --no-fallback --exit-zero \
       --set fair.dataset=fashion_mnist --set fair.activations=tanh --set fair.depths=3
+    "${CLI[@]}" reproduce --out reference/w500_tanh4_full --only fair "${DATA[@]}" --no-fallback --exit-zero \
+      --set fair.dataset=fashion_mnist --set fair.activations=tanh --set fair.depths=4
+    "${CLI[@]}" reproduce --out reference/w500_tanh5_full --only fair "${DATA[@]}" --no-fallback --exit-zero \
+      --set fair.dataset=fashion_mnist --set fair.activations=tanh --set fair.depths=5
     # deep residual nets (mupc) at the default width 128 and depths 8-128: tanh under muPC only (SP's inference takes
     # ~100 Newton iterations per step from 32 layers on), 200 SGD steps (default one epoch), a grid shifted up to
     # 10000 (muPC's output scaling 1/N at width 128), F*'s Hessian at the origin at 8 layers only (75 min on 2 cores,

@@ -159,3 +159,73 @@ def test_nan_points_have_no_kind(bad):
         fn, w = (lambda v: jnp.sum(v**2) * jnp.nan), jnp.zeros(2)
     with pytest.raises(FloatingPointError, match="NaN or inf in the .* at this point, so it has no kind"):
         pcl.classify_critical_point(fn, w)
+
+
+def _grad_max(fn, ws):
+    return max(float(jnp.max(jnp.abs(g))) for g in jax.grad(fn)(ws))
+
+
+@pytest.mark.parametrize("activation,prediction", [("linear", "W f(z)"), ("tanh", "W f(z)"), ("relu", "f(W z)")])
+def test_two_zero_layers_are_an_exact_critical_point_of_the_loss(x64, rng, activation, prediction):
+    """Any two zero layers of an MLP without biases or skips (f(0) = 0) zero every weight
+    gradient of L exactly (products with exact zeros), and every one-sided directional
+    derivative (finite differences, which also see ReLU's kinks); one zero layer does not."""
+    widths = [3, 4, 4, 4, 2]
+    x, y, _, _, _ = _setup(rng, widths)
+    net = pcl.MLP(jax.random.key(1), widths, activation, init_std=0.7, prediction=prediction)
+    loss = lambda w: pcl.mse_loss(net.with_weights(w), x, y)  # noqa: E731
+    dirs = [[jnp.asarray(rng.standard_normal(w.shape)) for w in pcl.weights(net)] for _ in range(3)]
+    t = 1e-6
+
+    def slopes(ws):  # |L(w + t d) - L(w)| / t along random unit-ish directions
+        return [abs(float(loss([a + t * b for a, b in zip(ws, d)]) - loss(ws))) / t for d in dirs]
+
+    for pair in [(1, 2), (2, 4), (1, 4), (3, 4), (1, 3)]:
+        point = pcl.zero_layers_critical_point(net, pair)
+        assert point.layers == pair
+        assert _grad_max(loss, pcl.weights(point.net)) == 0.0
+        assert max(slopes(pcl.weights(point.net))) < 1e-4  # O(t): the change is second order
+    one = [jnp.zeros_like(w) if i == 1 else w for i, w in enumerate(pcl.weights(net))]
+    assert min(slopes(one)) > 1e-3  # (for ReLU, JAX's gradient there is 0: f'(0) = 0 at the kink)
+
+
+def test_zero_layers_of_F_star_and_the_loss_hessian_there(x64, rng):
+    """F* (its closed form, Theorem 1) is critical where the output layer is one of the two
+    zeroed, not otherwise; with W_1 = W_L = 0 the loss Hessian's nonzero eigenvalues are
+    +-(1/N) sigma_i(Y^T X) sigma_j(W_{L-1} ... W_2)."""
+    widths = [3, 4, 5, 4, 2]
+    x, y, _, _, energy = _setup(rng, widths, n=12)
+    net = pcl.MLP(jax.random.key(2), widths, "linear", init_std=0.8)
+    assert _grad_max(energy, pcl.weights(pcl.zero_layers_critical_point(net, (1, 4)).net)) < 1e-13
+    assert _grad_max(energy, pcl.weights(pcl.zero_layers_critical_point(net, (1, 3)).net)) > 1e-3
+    at = pcl.zero_layers_critical_point(net, (4, 1)).net
+    w = pcl.weights(at)
+    eig = np.linalg.eigvalsh(np.asarray(pcl.loss_hessian(at, x, y)))
+    s_xy = np.linalg.svd(np.asarray(y.T @ x), compute_uv=False)
+    s_mid = np.linalg.svd(np.asarray(w[2] @ w[1]), compute_uv=False)
+    prods = np.outer(s_xy, s_mid).ravel() / x.shape[0]
+    prods = prods[prods > 1e-12]
+    expected = np.sort(np.concatenate([-prods, prods]))
+    nonzero = eig[np.abs(eig) > 1e-9]
+    np.testing.assert_allclose(nonzero, expected, rtol=1e-10)
+    cp = pcl.classify_critical_point(lambda v: pcl.mse_loss(at.with_weights(v), x, y), w)
+    assert cp.kind == "strict_saddle" and cp.lambda_min == pytest.approx(-prods.max(), rel=1e-10)
+
+
+def test_zero_layers_default_is_the_nearest_and_bad_input_is_refused(rng):
+    net = pcl.MLP(jax.random.key(0), [3, 4, 4, 2], "tanh", init_std=0.5)
+    ws = pcl.weights(net)
+    ws = [ws[0] * 0.1, ws[1], ws[2] * 0.2]
+    point = pcl.zero_layers_critical_point(net.with_weights(ws))
+    assert point.layers == (1, 3)
+    assert point.distance == pytest.approx(float(np.hypot(np.linalg.norm(ws[0]), np.linalg.norm(ws[2]))), rel=1e-6)
+    with pytest.raises(ValueError, match="biases or skips"):
+        pcl.zero_layers_critical_point(pcl.MLP(jax.random.key(0), [3, 4, 2], "tanh", use_bias=True))
+    with pytest.raises(ValueError, match="biases or skips"):
+        pcl.zero_layers_critical_point(pcl.MLP(jax.random.key(0), [3, 4, 4, 4, 2], "tanh", residual=True))
+    with pytest.raises(ValueError, match=r"f\(0\) = 0"):
+        pcl.zero_layers_critical_point(pcl.MLP(jax.random.key(0), [3, 4, 2], jax.nn.sigmoid))
+    with pytest.raises(ValueError, match="two distinct layer indices in 1..3"):
+        pcl.zero_layers_critical_point(net, (2, 2))
+    with pytest.raises(ValueError, match="two distinct layer indices in 1..3"):
+        pcl.zero_layers_critical_point(net, (0, 3))

@@ -14,9 +14,11 @@ from .activity_spectrum import ActivitySpectrum, activity_condition_number, acti
 from .critical_points import (
     CriticalPoint,
     CriticalPointSearch,
+    ZeroLayersPoint,
     classify_critical_point,
     directional_derivatives,
     find_critical_point,
+    zero_layers_critical_point,
 )
 from .curvature import (
     Eigenspectrum,
@@ -141,6 +143,8 @@ __all__ = [
     "directional_derivatives",
     "CriticalPointSearch",
     "find_critical_point",
+    "ZeroLayersPoint",
+    "zero_layers_critical_point",
     # errors
     "DivergenceError",
     "DataNotFoundError",

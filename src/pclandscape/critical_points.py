@@ -26,7 +26,8 @@ from ._linalg import batch_size_for
 from ._autodiff import dense_matrix, flatten_fn, jit_value_and_grad
 from .curvature import HessianOperator, hessian_operator, lanczos
 
-__all__ = ["CriticalPoint", "CriticalPointSearch", "classify_critical_point", "directional_derivatives", "find_critical_point"]
+__all__ = ["CriticalPoint", "CriticalPointSearch", "ZeroLayersPoint", "classify_critical_point",
+           "directional_derivatives", "find_critical_point", "zero_layers_critical_point"]
 
 KINDS = ("minimum", "strict_saddle", "non_strict_saddle", "maximum", "not_critical")
 
@@ -189,6 +190,77 @@ def find_critical_point(
         g, d = _gauss_newton_step(f, w, cg_steps)
         gn = float(jnp.linalg.norm(g))
     return CriticalPointSearch(f.unravel(w), gn, gn0, float(jnp.linalg.norm(w - w0)), it, converged, dn)
+
+
+class ZeroLayersPoint(NamedTuple):
+    """Result of :func:`zero_layers_critical_point`.
+
+    Attributes:
+        net: the network with the two weight layers set to zero.
+        layers: the 1-based indices ``(j, k)``, ``j < k``, of the zeroed layers ``W_j``, ``W_k``.
+        distance: ``sqrt(||W_j||^2 + ||W_k||^2)``, the distance moved (flat parameter vectors).
+    """
+
+    net: Any
+    layers: tuple[int, int]
+    distance: float
+
+
+def zero_layers_critical_point(net, layers: tuple[int, int] | None = None) -> ZeroLayersPoint:
+    """The exact critical point of the loss obtained by setting two weight layers to zero.
+
+    For an MLP without biases or skips whose activation has ``f(0) = 0`` (linear, tanh, ReLU),
+    any point with two zero layers ``W_j = W_k = 0`` (``j < k``) is a critical point of the
+    loss (Eq 1) whatever the other weights: the gradient ``dL/dW_l = delta_l a_{l-1}^T`` has a
+    zero input ``a_{l-1}`` for every ``l > j`` (the activations above a zero layer vanish) and
+    a zero back-propagated error ``delta_l`` for every ``l < k`` (it passes through
+    ``W_k^T = 0``). With ``k = L`` (the output layer) it is a critical point of the equilibrated
+    energy F* too: the output error cannot reach the hidden layers, so the equilibrium is the
+    feedforward pass, every hidden error is zero, and the output layer's gradient
+    ``-e_L f(z_{L-1})^T`` has ``z_{L-1} = 0``. (With ``k < L`` the activities above ``W_k``
+    move at equilibrium and F*'s gradient is not zero in general.) For ReLU the point is a kink,
+    and it is critical in the one-sided sense too: every step changes ``L`` only at second order.
+    (One zero layer is not enough, though JAX's gradient of a ReLU net is zero there as well:
+    it takes ``f'(0) = 0`` at the kink.)
+
+    These are the saddles a deep network started near the origin sits near (the origin is
+    one of them); unlike the origin they need not be degenerate: with ``W_1 = W_L = 0`` the
+    loss Hessian is nonzero only between ``W_1`` and ``W_L`` and its eigenvalues are
+    ``+-(1/N) sigma_i(Y^T X) sigma_j(W_{L-1} ... W_2)`` (and zeros), a strict saddle
+    wherever the middle product and ``Y^T X`` are nonzero. The gradient is exactly zero (products
+    with exact zeros), so the point needs no search (:func:`find_critical_point` converges
+    only linearly towards such degenerate critical sets).
+
+    Args:
+        net: a :class:`pclandscape.MLP` with at least two layers, no biases, no skips.
+        layers: the two layers to zero (1-based, any order); default: the two of smallest
+            Frobenius norm, the nearest such point.
+
+    Returns:
+        A :class:`ZeroLayersPoint`.
+    """
+    from .networks import MLP
+
+    if not isinstance(net, MLP):
+        raise ValueError(f"zero_layers_critical_point needs a pcl.MLP, got {type(net).__name__}.")
+    if net.biases is not None or net.residual:
+        raise ValueError("zero_layers_critical_point: the net has biases or skips, so zero layers do not zero the "
+                         "activations above them; build it with use_bias=False, residual=False.")
+    n = net.n_layers
+    if n < 2:
+        raise ValueError("zero_layers_critical_point needs at least two weight layers.")
+    f0 = jnp.asarray(net.activation(jnp.zeros((), net.weights[0].dtype)))
+    if float(f0) != 0.0:
+        raise ValueError(f"zero_layers_critical_point needs an activation with f(0) = 0; "
+                         f"{net.activation_name}(0) = {float(f0)}.")
+    norms = [float(jnp.linalg.norm(w)) for w in net.weights]
+    if layers is None:
+        layers = tuple(int(i) + 1 for i in np.argsort(norms, kind="stable")[:2])
+    layers = tuple(sorted(int(i) for i in layers))
+    if len(layers) != 2 or layers[0] == layers[1] or not all(1 <= i <= n for i in layers):
+        raise ValueError(f"layers must be two distinct layer indices in 1..{n}, got {layers}.")
+    zeroed = [jnp.zeros_like(w) if i + 1 in layers else w for i, w in enumerate(net.weights)]
+    return ZeroLayersPoint(net.with_weights(zeroed), layers, math.hypot(*(norms[i - 1] for i in layers)))
 
 
 def directional_derivatives(fn: Callable, params: PyTree, direction: PyTree, max_order: int) -> np.ndarray:

@@ -5,8 +5,10 @@ hidden (after Jacot et al.), by full-batch gradient descent (lr 1e-2). Started n
 origin, BP visits saddles of rank 0, 1 and 2 (plateaus where the numerical rank of the
 network map W_{L:1} is constant) before fitting the matrix. PC is started at each of these
 points (the step of smallest gradient norm in each plateau) and the number of steps each rule
-needs to halve the loss from there is compared. Beyond the paper, each point is classified
-with ``classify_critical_point`` for L and for F*.
+needs to halve the loss from there is compared. Beyond the paper, the exact critical point of
+L nearest each of these points (Newton on the gradient; at the rank-0 plateau also the nearest
+point with two zero layers, ``zero_layers_critical_point``) is classified with
+``classify_critical_point`` for L and for F*.
 
 **The paper's code** (``Matrix_Completion_Experiment.ipynb``), which the paper protocol
 follows: the input of the network is the masked target matrix (hidden entries set to 0, one
@@ -36,7 +38,8 @@ from .._compat import enable_x64
 from .base import PROTOCOL_NOTE, Results, claim, escape_step, fmt, protocol_setup, sgd
 
 NAME = "fig6"
-VERSION = 2  # 2: the critical-point search lands on degenerate saddles and also stops on its Newton step
+VERSION = 3  # 2: the critical-point search lands on degenerate saddles and also stops on its Newton step;
+# 3: at the rank-0 plateau the nearest point with two zero layers (an exact critical point) is a candidate too
 DESCRIPTION = "Fig 6: matrix completion (rank 3): BP's saddle-to-saddle path; PC escapes each saddle BP visits"
 
 
@@ -147,7 +150,7 @@ def run(cfg: Config, progress=None) -> Results:
                 escapes.setdefault(protocol, {})[tag] = (s, bp_from, pc_from)
                 res.arrays[f"{tag}_pc_loss"], res.arrays[f"{tag}_pc_grad"] = pc.loss, pc.grad_norm
                 if cfg.classify and protocol == cfg.protocols[0]:
-                    kinds[tag] = _classify(saddle, x, y)
+                    kinds[tag] = _classify(saddle, x, y, k)
                 if progress:
                     progress.update(1)
     for protocol, d in escapes.items():
@@ -164,40 +167,60 @@ def run(cfg: Config, progress=None) -> Results:
                       category="paper" if protocol == "paper" else "finding"))
     if kinds:
         res.add(claim("fig6.classification", "Beyond the paper: the exact critical point of L nearest each plateau BP "
-                      "visits (Newton on the gradient from the plateau point, float64), classified for L and for F* "
+                      "visits (Newton on the gradient from the plateau point, float64; at the rank-0 plateau also the "
+                      "nearest point with two zero layers, exact by construction), classified for L and for F* "
                       f"(critical: |grad| <= {_CRITICAL_TOL:g})",
-                      "the search converges (|grad L| <= 1e-10 and its next Newton step <= 1e-10 (1 + |theta|)); L: a "
-                      "saddle (strict or not); F*: a descent direction there (not critical, or a strict saddle)",
+                      "an exact critical point is found at every plateau (the search converges: |grad L| <= 1e-10 and "
+                      "its next Newton step <= 1e-10 (1 + |theta|); or, at rank 0, two zero layers with |grad L| <= "
+                      "1e-10 measured by autodiff); L: a saddle (strict or not); F*: a descent direction there (not "
+                      "critical, or a strict saddle)",
                       "; ".join(f"{k}: search |g| {v['search'][1]:.1e} -> {v['search'][0]:.1e} in {v['search'][3]} its "
-                                f"(Newton step {v['search'][6]:.1e}), moved "
-                                f"{v['search'][2]:.2e}, L = {v['search'][5]:.4g}; L {v['loss'][0]} (lambda_min={v['loss'][3]:.2e}, "
-                                f"order {v['loss'][2]}), F* {v['energy'][0]} (|g|={v['energy'][1]:.1e}, "
-                                f"lambda_min={v['energy'][3]:.2e})" for k, v in kinds.items()),
-                      all(v["search"][4] and v["loss"][0] in ("strict_saddle", "non_strict_saddle")
+                                f"(Newton step {v['search'][6]:.1e}), moved {v['search'][2]:.2e}"
+                                + (f"; two zero layers {v['zeroed'][0]}: |grad L| {v['zeroed'][2]:.1e}, moved "
+                                   f"{v['zeroed'][1]:.2e}" if v.get("zeroed") else "")
+                                + f"; classified at {v['at'][0]} (L = {v['at'][1]:.4g}): L {v['loss'][0]} "
+                                f"(lambda_min={v['loss'][3]:.2e}, order {v['loss'][2]}), F* {v['energy'][0]} "
+                                f"(|g|={v['energy'][1]:.1e}, lambda_min={v['energy'][3]:.2e})" for k, v in kinds.items()),
+                      all(v["at"][2] and v["loss"][0] in ("strict_saddle", "non_strict_saddle")
                           and v["energy"][0] in ("not_critical", "strict_saddle") for v in kinds.values()), category="finding"))
     res.series = {"escapes": {p: {k: list(v) for k, v in d.items()} for p, d in escapes.items()},
                   "classification": {k: {o: list(c) for o, c in v.items()} for k, v in kinds.items()}}
     return res
 
 
-def _classify(net, x, y):
-    """Find the exact critical point of L near BP's plateau point (Newton on the gradient,
-    float64) and classify it for L and for F* at a gradient tolerance fixed in advance."""
+def _classify(net, x, y, rank):
+    """Find the exact critical point of L near BP's plateau point of map rank ``rank`` and
+    classify it for L and for F* at a gradient tolerance fixed in advance (float64).
+
+    Candidates: Newton on the gradient from the plateau point (``pcl.find_critical_point``,
+    converged), and at rank 0 the nearest point with two zero layers
+    (``pcl.zero_layers_critical_point``: exact, its gradient measured here); the nearer exact
+    one is classified, else the search's end point (reported as such)."""
     with enable_x64(True):
         ws = [w.astype(jnp.float64) for w in pcl.weights(net)]
         x64, y64 = x.astype(jnp.float64), y.astype(jnp.float64)
         template = pcl.MLP.from_weights(ws)
         loss = lambda w: pcl.mse_loss(template.with_weights(w), x64, y64)  # noqa: E731
         found = pcl.find_critical_point(loss, ws, tol=1e-10, xtol=1e-10)
-        ws = list(found.params)
+        candidates = [(found.distance, "the search's end point", list(found.params), bool(found.converged))]
+        out = {"search": (found.grad_norm, found.start_grad_norm, found.distance, found.iterations, bool(found.converged),
+                          float(loss(list(found.params))), found.step_norm)}
+        if rank == 0:
+            zero = pcl.zero_layers_critical_point(template)
+            zw = pcl.weights(zero.net)
+            gz = float(jnp.sqrt(sum(jnp.sum(g**2) for g in jax.grad(loss)(zw))))
+            layers = "W_{}, W_{}".format(*zero.layers)
+            out["zeroed"] = (layers, zero.distance, gz)
+            candidates.append((zero.distance, f"two zero layers ({layers})", zw, gz <= 1e-10))
+        exact = [c for c in candidates if c[3]]
+        _, where, ws, is_exact = min(exact, key=lambda c: c[0]) if exact else candidates[0]
+        out["at"] = (where, float(loss(ws)), is_exact)
         at = template.with_weights(ws)
         fns = {
             "loss": loss,
             "energy": lambda w: pcl.infer(template.with_weights(w), x64, y64, pcl.ExactLinear(masked=True)).energy,
         }
         ops = {"loss": None, "energy": pcl.energy_hessian_operator(at, x64, y64, pcl.Implicit(solver=pcl.ExactLinear()))}
-        out = {"search": (found.grad_norm, found.start_grad_norm, found.distance, found.iterations, bool(found.converged),
-                          float(loss(ws)), found.step_norm)}
         for name, fn in fns.items():
             cp = pcl.classify_critical_point(fn, ws, tol=_CRITICAL_TOL, eig_tol=1e-6, max_order=4, n_directions=8,
                                              hessian=ops[name])
