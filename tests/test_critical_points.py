@@ -189,15 +189,17 @@ def test_two_zero_layers_are_an_exact_critical_point_of_the_loss(x64, rng, activ
     assert min(slopes(one)) > 1e-3  # (for ReLU, JAX's gradient there is 0: f'(0) = 0 at the kink)
 
 
-def test_zero_layers_of_F_star_and_the_loss_hessian_there(x64, rng):
+@pytest.mark.parametrize("activation", ["linear", "tanh"])
+def test_zero_layers_of_F_star_and_the_loss_hessian_there(x64, rng, activation):
     """F* (its closed form, Theorem 1) is critical where the output layer is one of the two
     zeroed, not otherwise; with W_1 = W_L = 0 the loss Hessian's nonzero eigenvalues are
-    +-(1/N) sigma_i(Y^T X) sigma_j(W_{L-1} ... W_2)."""
+    +-(1/N) sigma_i(Y^T X) sigma_j(W_{L-1} ... W_2), for tanh too (f'(0) = 1, f''(0) = 0)."""
     widths = [3, 4, 5, 4, 2]
     x, y, _, _, energy = _setup(rng, widths, n=12)
-    net = pcl.MLP(jax.random.key(2), widths, "linear", init_std=0.8)
-    assert _grad_max(energy, pcl.weights(pcl.zero_layers_critical_point(net, (1, 4)).net)) < 1e-13
-    assert _grad_max(energy, pcl.weights(pcl.zero_layers_critical_point(net, (1, 3)).net)) > 1e-3
+    net = pcl.MLP(jax.random.key(2), widths, activation, init_std=0.8)
+    if activation == "linear":
+        assert _grad_max(energy, pcl.weights(pcl.zero_layers_critical_point(net, (1, 4)).net)) < 1e-13
+        assert _grad_max(energy, pcl.weights(pcl.zero_layers_critical_point(net, (1, 3)).net)) > 1e-3
     at = pcl.zero_layers_critical_point(net, (4, 1)).net
     w = pcl.weights(at)
     eig = np.linalg.eigvalsh(np.asarray(pcl.loss_hessian(at, x, y)))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -25,6 +25,9 @@ from ._checks import nonnegative_int, positive_int, positive_number
 from ._linalg import batch_size_for
 from ._autodiff import dense_matrix, flatten_fn, jit_value_and_grad
 from .curvature import HessianOperator, hessian_operator, lanczos
+
+if TYPE_CHECKING:
+    from .networks import MLP
 
 __all__ = ["CriticalPoint", "CriticalPointSearch", "ZeroLayersPoint", "classify_critical_point",
            "directional_derivatives", "find_critical_point", "zero_layers_critical_point"]
@@ -201,12 +204,12 @@ class ZeroLayersPoint(NamedTuple):
         distance: ``sqrt(||W_j||^2 + ||W_k||^2)``, the distance moved (flat parameter vectors).
     """
 
-    net: Any
+    net: "MLP"
     layers: tuple[int, int]
     distance: float
 
 
-def zero_layers_critical_point(net, layers: tuple[int, int] | None = None) -> ZeroLayersPoint:
+def zero_layers_critical_point(net: MLP, layers: tuple[int, int] | None = None) -> ZeroLayersPoint:
     """The exact critical point of the loss obtained by setting two weight layers to zero.
 
     For an MLP without biases or skips whose activation has ``f(0) = 0`` (linear, tanh, ReLU),
@@ -225,7 +228,8 @@ def zero_layers_critical_point(net, layers: tuple[int, int] | None = None) -> Ze
 
     These are the saddles a deep network started near the origin sits near (the origin is
     one of them); unlike the origin they need not be degenerate: with ``W_1 = W_L = 0`` the
-    loss Hessian is nonzero only between ``W_1`` and ``W_L`` and its eigenvalues are
+    loss Hessian of a linear or tanh net (``f'(0) = 1``, ``f''(0) = 0``) is nonzero only between
+    ``W_1`` and ``W_L`` and its eigenvalues are
     ``+-(1/N) sigma_i(Y^T X) sigma_j(W_{L-1} ... W_2)`` (and zeros), a strict saddle
     wherever the middle product and ``Y^T X`` are nonzero. The gradient is exactly zero (products
     with exact zeros), so the point needs no search (:func:`find_critical_point` converges
