@@ -9,8 +9,8 @@ solve runs first on the batch and weights the training step sees (``pcl.train``'
 ``metrics``); the step then trains with the 30-iteration one. Printed: every step whose
 training residual is above ``tol``, with the 300-iteration solve's residual and iterations
 (fewer than 300 and above ``tol``: ``pcl.Newton`` stopped at the rounding floor, see its
-*Rounding floor*), and a summary. A step above ``tol`` only at 30 iterations is the cap;
-one above it at 300 too is float32's floor there.
+*Rounding floor*), and a summary. A step above ``tol`` only at 30 iterations was cut by the
+cap; one above it with 300 allowed too was stopped by Newton's floor rule (column ``ended``).
 
     python benchmarks/training_residuals.py [--depth 128] [--lr 1000] [--steps 200] [--width 128]
 """
