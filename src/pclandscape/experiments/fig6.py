@@ -202,19 +202,21 @@ def _classify(net, x, y, rank):
         template = pcl.MLP.from_weights(ws)
         loss = lambda w: pcl.mse_loss(template.with_weights(w), x64, y64)  # noqa: E731
         found = pcl.find_critical_point(loss, ws, tol=1e-10, xtol=1e-10)
-        candidates = [(found.distance, "the search's end point", list(found.params), bool(found.converged))]
+        searched = list(found.params)
+        # (distance, where, weights, exact, L there)
+        candidates = [(found.distance, "the search's end point", searched, bool(found.converged), float(loss(searched)))]
         out = {"search": (found.grad_norm, found.start_grad_norm, found.distance, found.iterations, bool(found.converged),
-                          float(loss(list(found.params))), found.step_norm)}
+                          candidates[0][4], found.step_norm)}
         if rank == 0:
             zero = pcl.zero_layers_critical_point(template)
             zw = pcl.weights(zero.net)
-            gz = float(jnp.sqrt(sum(jnp.sum(g**2) for g in jax.grad(loss)(zw))))
+            gz = float(jnp.linalg.norm(pcl.gradient(loss, zw)))
             layers = "W_{}, W_{}".format(*zero.layers)
             out["zeroed"] = (layers, zero.distance, gz)
-            candidates.append((zero.distance, f"two zero layers ({layers})", zw, gz <= 1e-10))
+            candidates.append((zero.distance, f"two zero layers ({layers})", zw, gz <= 1e-10, float(loss(zw))))
         exact = [c for c in candidates if c[3]]
-        _, where, ws, is_exact = min(exact, key=lambda c: c[0]) if exact else candidates[0]
-        out["at"] = (where, float(loss(ws)), is_exact)
+        _, where, ws, is_exact, loss_there = min(exact, key=lambda c: c[0]) if exact else candidates[0]
+        out["at"] = (where, loss_there, is_exact)
         at = template.with_weights(ws)
         fns = {
             "loss": loss,
